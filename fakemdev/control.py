@@ -1,0 +1,146 @@
+"""The control channel of a running mount: JSON lines over a Unix socket.
+
+What a filesystem cannot carry (load or unload a driver, hold a device
+open as a VFIO user would, read the uevent log) goes through here, from the
+CLI or a test in another process. One request per line, one answer per line::
+
+    {"op": "driver_unload", "host": "default", "name": "mtty"}
+    {"ok": true, "result": null}
+    {"ok": false, "errno": "EAGAIN", "error": "mtty: a device is in use"}
+
+Each connection gets its own thread, so a blocking request (a remove that
+waits for a device to be closed) never holds up the others.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import socketserver
+import threading
+from typing import Any, Callable, Optional
+
+from .core import Host
+from .errors import KernelError, errno_name
+
+Handler = Callable[..., Any]
+
+
+class ControlError(RuntimeError):
+    """A control request failed; ``errno`` is the kernel-style errno name if any."""
+
+    def __init__(self, message: str, errno: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class Controller:
+    """Maps control ops onto the hosts of one mount. Extend with :meth:`register`."""
+
+    def __init__(self, hosts: dict[str, Host], info: dict[str, Any]) -> None:
+        self.hosts = hosts
+        self.info = info
+        self.ops: dict[str, Handler] = {
+            "ping": lambda: "pong",
+            "info": lambda: self.info,
+            "snapshot": lambda host=None: self.host(host).snapshot(),
+            "driver_load": self._driver_load,
+            "driver_unload": lambda name, host=None: self.host(host).unload_driver(name),
+            "core_load": lambda host=None: self.host(host).load_core(),
+            "open_device": lambda uuid, host=None: self.host(host).open_device(uuid),
+            "close_device": lambda uuid, host=None: self.host(host).close_device(uuid),
+            "uevents": self._uevents,
+        }
+
+    def register(self, name: str, handler: Handler) -> None:
+        self.ops[name] = handler
+
+    def host(self, name: Optional[str]) -> Host:
+        if name is None:
+            if len(self.hosts) == 1:
+                return next(iter(self.hosts.values()))
+            raise KernelError(22, f"several hosts here ({', '.join(self.hosts)}): name one")
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise KernelError(2, f"no host {name!r}; hosts: {', '.join(self.hosts)}") from None
+
+    def _driver_load(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None) -> list[str]:
+        from .vendors import get_driver
+        h = self.host(host)
+        parents = h.load_driver(get_driver(name)(**(options or {})))
+        return [p.name for p in parents]
+
+    def _uevents(self, host: Optional[str] = None, since: int = 0) -> list[dict[str, Any]]:
+        h = self.host(host)
+        with h.lock:
+            return [{"action": e.action, "devpath": e.devpath, "env": e.env, "seqnum": e.seqnum}
+                    for e in h.uevent_log if e.seqnum > since]
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.pop("op", None)
+        fn = self.ops.get(op)  # type: ignore[arg-type]
+        if fn is None:
+            return {"ok": False, "errno": "EINVAL", "error": f"unknown op {op!r}; known: {', '.join(sorted(self.ops))}"}
+        try:
+            return {"ok": True, "result": fn(**request)}
+        except KernelError as e:
+            return {"ok": False, "errno": errno_name(e.errno or 0), "error": e.reason}
+        except (TypeError, ValueError, LookupError) as e:
+            return {"ok": False, "errno": "EINVAL", "error": str(e)}
+
+
+class _RequestHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        controller: Controller = self.server.controller  # type: ignore[attr-defined]
+        for line in self.rfile:
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("request must be a JSON object")
+                answer = controller.handle(request)
+            except ValueError as e:
+                answer = {"ok": False, "errno": "EINVAL", "error": f"bad request: {e}"}
+            self.wfile.write(json.dumps(answer).encode() + b"\n")
+            self.wfile.flush()
+
+
+class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, controller: Controller) -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+        self.controller = controller
+        super().__init__(path, _RequestHandler)
+        os.chmod(path, 0o600)
+
+    def start(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve_forever, name="fakemdev-control", daemon=True)
+        t.start()
+        return t
+
+
+def call(socket_path: str, op: str, timeout: Optional[float] = 30.0, **args: Any) -> Any:
+    """Send one request to a mount's control socket; raise ControlError on failure."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_path)
+        s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise ControlError(f"cannot reach the fakemdev daemon at {socket_path}: {e.strerror or e}") from None
+    finally:
+        s.close()
+    if not data:
+        raise ControlError("the fakemdev daemon closed the connection without answering")
+    answer = json.loads(data)
+    if not answer.get("ok"):
+        raise ControlError(answer.get("error", "failed"), answer.get("errno"))
+    return answer.get("result")

@@ -1,0 +1,597 @@
+"""The mdev core: parents, mdev types, devices, instance accounting, IOMMU groups.
+
+Pure model, no I/O and no FUSE: it mirrors ``drivers/vfio/mdev`` of a 6.x
+kernel (checked against the golden capture in ``shared/reference/golden``).
+Every mutation happens under ``Host.lock`` and is complete when the call
+returns, as ``create``/``remove`` are synchronous in the kernel. Each one is
+announced to listeners as a :class:`Change`: the sysfs paths that vanished
+or changed (for cache invalidation) and the uevents the kernel would send.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from .errors import KernelError
+from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
+
+UUID_LEN = 36
+_UUID_RE = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+VFIO_GROUP_MAJOR = 245  # dynamic on a real kernel; 245 on the captured 6.12
+CORE_MODULES = ("vfio", "vfio_iommu_type1", "mdev")
+
+
+def parse_create_uuid(buf: bytes) -> str:
+    """Parse what was written to ``create`` the way mdev_type_create_store does.
+
+    The count must be 36 or 37 (so ``echo`` and ``echo -n`` both work); only
+    the first 36 bytes are checked (the 37th may be anything); the name is
+    always the lower-case canonical form.
+    """
+    if len(buf) not in (UUID_LEN, UUID_LEN + 1):
+        raise KernelError(errno.EINVAL, f"create: expected a 36-character UUID, got {len(buf)} bytes")
+    if not _UUID_RE.fullmatch(buf[:UUID_LEN]):
+        raise KernelError(errno.EINVAL, "create: not a UUID")
+    return buf[:UUID_LEN].decode("ascii").lower()
+
+
+def canonical_uuid(text: str) -> str:
+    """Library-API form of the same rule (no 37th byte)."""
+    return parse_create_uuid(text.strip().encode("ascii", "replace"))
+
+
+def kstrtoul(buf: bytes) -> int:
+    """The kernel's kstrtoul(buf, 0): one optional trailing newline, base
+    auto-detected (0x.. hex, 0.. octal), no sign, no spaces."""
+    s = buf
+    if s.endswith(b"\n"):
+        s = s[:-1]
+    if s.startswith(b"+"):
+        s = s[1:]
+    if not s:
+        raise KernelError(errno.EINVAL)
+    try:
+        text = s.decode("ascii")
+    except UnicodeDecodeError:
+        raise KernelError(errno.EINVAL) from None
+    if text[:2].lower() == "0x":
+        digits, base = text[2:], 16
+    elif text.startswith("0") and len(text) > 1:
+        digits, base = text[1:], 8
+    else:
+        digits, base = text, 10
+    if not digits or not all(c in "0123456789abcdefABCDEF"[: base + (6 if base == 16 else 0)] for c in digits):
+        raise KernelError(errno.EINVAL)
+    value = int(digits, base)
+    if value >= 1 << 64:
+        raise KernelError(errno.ERANGE)
+    return value
+
+
+class LowestFreeIds:
+    """An IDA: hands out the lowest free id, as iommu groups and vfio-dev do."""
+
+    def __init__(self) -> None:
+        self._used: set[int] = set()
+        self._hint = 0
+
+    def get(self) -> int:
+        i = self._hint
+        while i in self._used:
+            i += 1
+        self._used.add(i)
+        self._hint = i + 1
+        return i
+
+    def put(self, i: int) -> None:
+        self._used.discard(i)
+        if i < self._hint:
+            self._hint = i
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+
+@dataclass
+class Uevent:
+    action: str
+    devpath: str          # without /sys, e.g. /devices/virtual/mtty/mtty
+    env: list[str]        # KEY=VALUE after ACTION/DEVPATH, SEQNUM appended by Host
+    seqnum: int = 0
+
+
+@dataclass
+class Change:
+    """What one mutation did, for listeners (cache invalidation, uevents)."""
+
+    gone: list[str] = field(default_factory=list)      # sysfs paths (no leading /) whose subtree vanished
+    changed: list[str] = field(default_factory=list)   # dirs whose entries or nlink changed
+    uevents: list[Uevent] = field(default_factory=list)
+
+
+class MdevType:
+    """``struct mdev_type``: a type directory under ``mdev_supported_types``."""
+
+    def __init__(self, parent: "Parent", spec: MdevTypeSpec) -> None:
+        self.parent = parent
+        self.spec = spec
+        self.id = f"{parent.driver_string}-{spec.sysfs_name}"
+        self.devices: dict[str, MdevDevice] = {}  # visible in <type>/devices/
+        self.alive = True
+
+    @property
+    def name(self) -> str:
+        return self.spec.pretty_name or self.spec.sysfs_name
+
+    @property
+    def path(self) -> str:
+        return f"{self.parent.devpath}/mdev_supported_types/{self.id}"
+
+    def available_instances(self) -> int:
+        drv = self.parent.driver
+        if drv.has_get_available:
+            return max(0, int(drv.get_available(self)))
+        return self.parent.available_instances
+
+    def __repr__(self) -> str:
+        return f"<MdevType {self.id} on {self.parent.name}>"
+
+
+class Parent:
+    """A parent device registered with the mdev core (``struct mdev_parent``)."""
+
+    def __init__(self, host: "Host", driver: VendorDriver, spec: ParentSpec) -> None:
+        self.host = host
+        self.driver = driver
+        self.spec = spec
+        self.name = spec.name
+        self.devpath = spec.devpath.strip("/")
+        self.driver_string = spec.driver_string
+        self.types: dict[str, MdevType] = {}
+        for tspec in spec.types:
+            t = MdevType(self, tspec)
+            self.types[t.id] = t
+        self.devices: dict[str, MdevDevice] = {}  # children present in the parent dir
+        self.available_instances = driver.max_instances or 0
+        self.alive = True
+        self.ctime = time.time()
+
+    def __repr__(self) -> str:
+        return f"<Parent {self.name} ({self.driver.name})>"
+
+
+class MdevDevice:
+    """An mdev: ``<parent>/<uuid>``."""
+
+    def __init__(self, uuid: str, mdev_type: MdevType) -> None:
+        self.uuid = uuid
+        self.mdev_type = mdev_type
+        self.parent = mdev_type.parent
+        self.bound = False
+        self.iommu_group: Optional[int] = None
+        self.vfio_index: Optional[int] = None
+        self.open_count = 0        # VFIO device fds held (fault knob / library API)
+        self.removing = False      # remove blocked on an open fd
+        self.alive = True
+        self.driver_data: dict[str, Any] = {}
+        self.ctime = time.time()
+
+    @property
+    def path(self) -> str:
+        return f"{self.parent.devpath}/{self.uuid}"
+
+    @property
+    def devpath(self) -> str:
+        return "/" + self.path
+
+    def __repr__(self) -> str:
+        return f"<MdevDevice {self.uuid} {self.mdev_type.id}>"
+
+
+class Host:
+    """One simulated machine: the mdev core plus its loaded vendor drivers.
+
+    All public methods are thread-safe (one re-entrant lock) and raise
+    :class:`KernelError` with the kernel's errno on failure, changing nothing.
+    """
+
+    def __init__(self, name: str = "default", kernel: str = "6.12") -> None:
+        self.name = name
+        self.kernel = kernel
+        self.lock = threading.RLock()
+        self._released = threading.Condition(self.lock)
+        self.drivers: dict[str, VendorDriver] = {}
+        self.parents: dict[str, Parent] = {}
+        self.devices: dict[str, MdevDevice] = {}   # the global mdev_list (EEXIST scope)
+        self.groups: dict[int, MdevDevice] = {}
+        self._group_ids = LowestFreeIds()
+        self._vfio_ids = LowestFreeIds()
+        self.mdev_loaded = True
+        self.drivers_autoprobe = True
+        self.mode_overrides: dict[str, int] = {}     # chmod by root, as kernfs keeps it
+        self.listeners: list[Callable[[Change], None]] = []
+        self.uevent_log: list[Uevent] = []
+        self.uevent_log_max = 10_000
+        self._seqnum = itertools.count(1)
+        self.generation = 0
+        self.boot_time = time.time()
+
+    # -- events -------------------------------------------------------
+    def _commit(self, change: Change) -> None:
+        self.generation += 1
+        for ev in change.uevents:
+            ev.seqnum = next(self._seqnum)
+            self.uevent_log.append(ev)
+        if len(self.uevent_log) > self.uevent_log_max:
+            del self.uevent_log[: len(self.uevent_log) - self.uevent_log_max]
+        for prefix in change.gone:
+            self._forget_modes(prefix)
+        for listener in list(self.listeners):
+            listener(change)
+
+    def _forget_modes(self, prefix: str) -> None:
+        if self.mode_overrides:
+            for p in [p for p in self.mode_overrides if p == prefix or p.startswith(prefix + "/")]:
+                del self.mode_overrides[p]
+
+    # -- drivers and parents -------------------------------------------
+    def load_driver(self, driver: VendorDriver) -> list[Parent]:
+        """insmod: register the driver and its parents (uevents as the capture shows)."""
+        with self.lock:
+            if not self.mdev_loaded:
+                raise KernelError(errno.ENOENT, "mdev core module is not loaded")
+            if driver.name in self.drivers:
+                raise KernelError(errno.EEXIST, f"driver {driver.name} is already loaded")
+            specs = driver.parents()
+            for spec in specs:
+                if spec.name in self.parents or any(p.devpath == spec.devpath.strip("/") for p in self.parents.values()):
+                    raise KernelError(errno.EEXIST, f"parent {spec.name} already registered")
+            self.drivers[driver.name] = driver
+            change = Change(changed=["bus/mdev/drivers", "class/mdev_bus", "module"])
+            change.uevents.append(Uevent("add", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
+            added = []
+            for spec in specs:
+                parent = Parent(self, driver, spec)
+                self.parents[parent.name] = parent
+                added.append(parent)
+                subsystem = spec.class_name or spec.bus or ""
+                if spec.class_name:
+                    change.uevents.append(Uevent("add", f"/class/{spec.class_name}", ["SUBSYSTEM=class"]))
+                    change.changed.append("class")
+                change.changed += [parent.devpath.rsplit("/", 1)[0], parent.devpath]
+                change.gone.append(parent.devpath)  # a previous incarnation may be cached
+                change.uevents.append(Uevent("add", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
+                change.uevents.append(Uevent("change", "/" + parent.devpath,
+                                             [f"SUBSYSTEM={subsystem}", "MDEV_STATE=registered"]))
+                driver.on_parent_registered(parent)
+            change.uevents.append(Uevent("add", f"/module/{driver.name}", ["SUBSYSTEM=module"]))
+            self._commit(change)
+            return added
+
+    def unload_driver(self, name: str) -> None:
+        """rmmod: remove the driver's devices, then its parents and class entries."""
+        with self.lock:
+            if name in CORE_MODULES:
+                return self._unload_core(name)
+            driver = self.drivers.get(name)
+            if driver is None:
+                raise KernelError(errno.ENOENT, f"driver {name} is not loaded")
+            parents = [p for p in self.parents.values() if p.driver is driver]
+            if any(d.open_count for p in parents for d in p.devices.values()):
+                raise KernelError(errno.EAGAIN, f"{name}: a device is in use")
+            change = Change()
+            for parent in parents:
+                for dev in list(parent.devices.values()):
+                    self._remove_now(dev, change)
+            for parent in parents:
+                subsystem = parent.spec.class_name or parent.spec.bus or ""
+                change.uevents.append(Uevent("change", "/" + parent.devpath,
+                                             [f"SUBSYSTEM={subsystem}", "MDEV_STATE=unregistered"]))
+                change.uevents.append(Uevent("remove", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
+                parent.alive = False
+                for t in parent.types.values():
+                    t.alive = False
+                del self.parents[parent.name]
+                change.gone.append(parent.devpath)
+                change.changed.append(parent.devpath.rsplit("/", 1)[0])
+                change.gone.append(f"class/mdev_bus/{parent.name}")
+                if parent.spec.class_name:
+                    change.gone.append(f"class/{parent.spec.class_name}")
+                    change.uevents.append(Uevent("remove", f"/class/{parent.spec.class_name}", ["SUBSYSTEM=class"]))
+                if parent.spec.bus:
+                    change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
+            del self.drivers[name]
+            change.gone += [f"bus/mdev/drivers/{driver.driver_name}", f"module/{name}"]
+            change.changed += ["bus/mdev/drivers", "class/mdev_bus", "class", "module"]
+            change.uevents.append(Uevent("remove", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
+            change.uevents.append(Uevent("remove", f"/module/{name}", ["SUBSYSTEM=module"]))
+            self._commit(change)
+
+    def _unload_core(self, name: str) -> None:
+        if self.drivers or name != "mdev":
+            raise KernelError(errno.EAGAIN, f"module {name} is in use")
+        if not self.mdev_loaded:
+            raise KernelError(errno.ENOENT, "mdev is not loaded")
+        self.mdev_loaded = False
+        self._commit(Change(gone=["bus/mdev", "class/mdev_bus", "module/mdev"], changed=["bus", "class", "module"],
+                            uevents=[Uevent("remove", "/bus/mdev", ["SUBSYSTEM=bus"]),
+                                     Uevent("remove", "/module/mdev", ["SUBSYSTEM=module"])]))
+
+    def load_core(self) -> None:
+        """insmod mdev after it was removed."""
+        with self.lock:
+            if self.mdev_loaded:
+                raise KernelError(errno.EEXIST, "mdev is already loaded")
+            self.mdev_loaded = True
+            self._commit(Change(gone=["bus/mdev", "class/mdev_bus"], changed=["bus", "class", "module"],
+                                uevents=[Uevent("add", "/bus/mdev", ["SUBSYSTEM=bus"]),
+                                         Uevent("add", "/module/mdev", ["SUBSYSTEM=module"])]))
+
+    # -- lookups ----------------------------------------------------------
+    def find_type(self, parent: str, type_id: str) -> MdevType:
+        p = self.parents.get(parent)
+        if p is None:
+            raise KernelError(errno.ENOENT, f"no parent {parent!r}")
+        t = p.types.get(type_id)
+        if t is None:
+            raise KernelError(errno.ENOENT, f"parent {parent} has no type {type_id!r}")
+        return t
+
+    def find_device(self, uuid: str) -> MdevDevice:
+        dev = self.devices.get(uuid.lower())
+        if dev is None:
+            raise KernelError(errno.ENODEV, f"no mdev {uuid}")
+        return dev
+
+    def bound_devices(self, driver_name: str) -> list[MdevDevice]:
+        return [d for d in self.devices.values() if d.bound and d.parent.driver.driver_name == driver_name]
+
+    # -- create -----------------------------------------------------------
+    def create_store(self, mdev_type: MdevType, buf: bytes) -> int:
+        """A write() to ``<type>/create``: returns the byte count, as the kernel."""
+        if not buf:
+            return 0
+        self.create(mdev_type, parse_create_uuid(buf))
+        return len(buf)
+
+    def create(self, mdev_type: MdevType, uuid: str) -> MdevDevice:
+        """mdev_device_create(): EEXIST anywhere, then capacity, then probe."""
+        uuid = canonical_uuid(uuid)
+        with self.lock:
+            if not mdev_type.alive:
+                raise KernelError(errno.ENODEV, f"{mdev_type.id} is going away")
+            if uuid in self.devices:
+                raise KernelError(errno.EEXIST, f"mdev {uuid} already exists")
+            parent = mdev_type.parent
+            drv = parent.driver
+            core_accounting = not drv.has_get_available
+            if core_accounting:
+                if parent.available_instances <= 0:
+                    raise KernelError(errno.EUSERS, f"{parent.name}: all {drv.max_instances} instances in use")
+            dev = MdevDevice(uuid, mdev_type)
+            self._fault_check("create", mdev_type)
+            try:
+                drv.probe(dev)
+            except KernelError:
+                raise
+            if core_accounting:
+                parent.available_instances -= 1
+            self.devices[uuid] = dev
+            parent.devices[uuid] = dev
+            mdev_type.devices[uuid] = dev
+            change = Change(changed=[parent.devpath, f"{mdev_type.path}/devices", "bus/mdev/devices"])
+            change.gone.append(dev.path)  # a dentry of an earlier device with this name may be cached
+            change.uevents.append(Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]))
+            self._bind(dev, change)
+            self._commit(change)
+            return dev
+
+    def _fault_check(self, op: str, mdev_type: MdevType) -> None:
+        """Hook for fault injection (issue: scenarios); no-op in the plain core."""
+        hook = getattr(self, "fault_hook", None)
+        if hook is not None:
+            hook(op, mdev_type)
+
+    def _bind(self, dev: MdevDevice, change: Change) -> None:
+        dev.bound = True
+        dev.iommu_group = self._group_ids.get()
+        dev.vfio_index = self._vfio_ids.get()
+        self.groups[dev.iommu_group] = dev
+        drv = dev.parent.driver.driver_name
+        change.changed += ["kernel/iommu_groups", "devices/virtual/vfio", "class/vfio", "class/vfio-dev",
+                           f"bus/mdev/drivers/{drv}", "devices/virtual"]
+        change.gone += [f"kernel/iommu_groups/{dev.iommu_group}", f"devices/virtual/vfio/{dev.iommu_group}",
+                        f"class/vfio/{dev.iommu_group}", f"class/vfio-dev/vfio{dev.vfio_index}"]
+        g = dev.iommu_group
+        change.uevents.append(Uevent("add", f"/devices/virtual/vfio/{g}",
+                                     ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+        change.uevents.append(Uevent("add", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
+        change.uevents.append(Uevent("bind", dev.devpath, ["SUBSYSTEM=mdev", f"DRIVER={drv}"]))
+
+    def _unbind(self, dev: MdevDevice, change: Change) -> None:
+        """Driver remove: VFIO unregister (group and vfio-dev freed), driver release."""
+        drv = dev.parent.driver.driver_name
+        g, v = dev.iommu_group, dev.vfio_index
+        change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
+        change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
+                                     ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+        change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
+        dev.parent.driver.release(dev)
+        dev.bound = False
+        if g is not None:
+            self.groups.pop(g, None)
+            self._group_ids.put(g)
+            change.gone += [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
+        if v is not None:
+            self._vfio_ids.put(v)
+            change.gone.append(f"class/vfio-dev/vfio{v}")
+        dev.iommu_group = dev.vfio_index = None
+        change.gone += [f"bus/mdev/drivers/{drv}/{dev.uuid}", f"{dev.path}/driver", f"{dev.path}/iommu_group",
+                        f"{dev.path}/vfio-dev", f"{dev.path}/vendor"]
+        for group in dev.parent.driver.device_groups(dev):
+            change.gone.append(f"{dev.path}/{group}")
+        change.changed += [dev.path, "kernel/iommu_groups", "devices/virtual/vfio", "class/vfio",
+                           "class/vfio-dev", f"bus/mdev/drivers/{drv}"]
+
+    # -- remove -------------------------------------------------------------
+    def remove_store(self, dev: MdevDevice, buf: bytes) -> int:
+        """A write() to ``<uuid>/remove``: kstrtoul; 0 is a no-op; ENODEV once gone."""
+        if not dev.alive or dev.removing:
+            raise KernelError(errno.ENODEV, f"mdev {dev.uuid} is gone")
+        if not buf:
+            return 0
+        if kstrtoul(buf):
+            self.remove(dev)
+        return len(buf)
+
+    def remove(self, dev: MdevDevice | str) -> None:
+        """mdev_device_remove(): synchronous; blocks while a VFIO fd is open."""
+        with self.lock:
+            if isinstance(dev, str):
+                dev = self.find_device(dev)
+            if not dev.alive or dev.removing:
+                raise KernelError(errno.ENODEV, f"mdev {dev.uuid} is already being removed")
+            self._fault_check("remove", dev.mdev_type)
+            if dev.open_count:
+                self._begin_blocked_remove(dev)
+                while dev.open_count:
+                    self._released.wait()
+                change = Change()
+                self._finish_remove(dev, change)
+                self._commit(change)
+                return
+            change = Change()
+            self._remove_now(dev, change)
+            self._commit(change)
+
+    def _begin_blocked_remove(self, dev: MdevDevice) -> None:
+        """First half of a remove that waits on an open device (6.12 shape):
+        the device leaves its type, the bus and the driver; only its
+        iommu_group link is left in its directory; the UUID stays taken."""
+        dev.removing = True
+        t = dev.mdev_type
+        t.devices.pop(dev.uuid, None)
+        drv = dev.parent.driver.driver_name
+        change = Change(gone=[f"{t.path}/devices/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}",
+                              f"bus/mdev/drivers/{drv}/{dev.uuid}", dev.path],
+                        changed=[f"{t.path}/devices", "bus/mdev/devices", f"bus/mdev/drivers/{drv}", dev.path])
+        if dev.vfio_index is not None:
+            self._vfio_ids.put(dev.vfio_index)
+            change.gone.append(f"class/vfio-dev/vfio{dev.vfio_index}")
+            change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
+            dev.vfio_index = None
+        self._commit(change)
+
+    def _finish_remove(self, dev: MdevDevice, change: Change) -> None:
+        drv = dev.parent.driver
+        if dev.bound:
+            g = dev.iommu_group
+            change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
+                                         ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+            change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
+            drv.release(dev)
+            if g is not None:
+                self.groups.pop(g, None)
+                self._group_ids.put(g)
+                change.gone += [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
+            dev.bound = False
+        self._drop(dev, change)
+
+    def _remove_now(self, dev: MdevDevice, change: Change) -> None:
+        if dev.removing:
+            dev.open_count = 0
+            self._finish_remove(dev, change)
+            return
+        if dev.bound:
+            self._unbind(dev, change)
+        self._drop(dev, change)
+
+    def _drop(self, dev: MdevDevice, change: Change) -> None:
+        parent, t = dev.parent, dev.mdev_type
+        if not parent.driver.has_get_available:
+            parent.available_instances += 1
+        dev.alive = False
+        dev.removing = False
+        self.devices.pop(dev.uuid, None)
+        parent.devices.pop(dev.uuid, None)
+        t.devices.pop(dev.uuid, None)
+        change.uevents.append(Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"]))
+        change.gone += [dev.path, f"{t.path}/devices/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}"]
+        change.changed += [parent.devpath, f"{t.path}/devices", "bus/mdev/devices", "kernel/iommu_groups",
+                           "devices/virtual/vfio"]
+
+    # -- bus/driver attributes ----------------------------------------------
+    def unbind(self, driver_name: str, name: bytes | str) -> None:
+        """``/sys/bus/mdev/drivers/<drv>/unbind``: ENODEV unless bound to it."""
+        with self.lock:
+            dev = self._device_by_name(name)
+            if dev is None or not dev.bound or dev.removing or dev.parent.driver.driver_name != driver_name:
+                raise KernelError(errno.ENODEV, f"no device bound to {driver_name}")
+            change = Change()
+            self._unbind(dev, change)
+            self._commit(change)
+
+    def bind(self, driver_name: str, name: bytes | str) -> None:
+        """``bind``: mdev's bus match() always returns 0, so this is always ENODEV."""
+        raise KernelError(errno.ENODEV, "mdev devices bind only at create")
+
+    def drivers_probe(self, name: bytes | str) -> None:
+        with self.lock:
+            if self._device_by_name(name) is None:
+                raise KernelError(errno.ENODEV, "no such device on bus mdev")
+
+    def _device_by_name(self, name: bytes | str) -> Optional[MdevDevice]:
+        """bus_find_device_by_name(): sysfs_streq, so one trailing newline is fine."""
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if name.endswith("\n"):
+            name = name[:-1]
+        dev = self.devices.get(name)
+        return dev if dev is not None and dev.alive and not dev.removing else None
+
+    def synth_uevent(self, devpath: str, buf: bytes, env: list[str], extra: list[str] = ()) -> int:
+        """Writing an action to a ``uevent`` file (kobject_synth_uevent):
+        ``env`` leads (SUBSYSTEM=...), then SYNTH_UUID, then ``extra``."""
+        text = buf.decode("utf-8", "replace")
+        if text.endswith("\n"):
+            text = text[:-1]
+        action, _, args = text.partition(" ")
+        if action not in ("add", "remove", "change", "move", "online", "offline", "bind", "unbind"):
+            raise KernelError(errno.EINVAL, f"unknown uevent action {action!r}")
+        synth = f"SYNTH_UUID={args.split(' ')[0] if args else 0}"
+        with self.lock:
+            self._commit(Change(uevents=[Uevent(action, devpath, [*env, synth, *extra])]))
+        return len(buf)
+
+    # -- VFIO device fds (library API, fault knobs) -------------------------
+    def open_device(self, uuid: str) -> None:
+        """Hold the device open as a VFIO user would (remove then blocks)."""
+        with self.lock:
+            dev = self.find_device(uuid)
+            if not dev.bound:
+                raise KernelError(errno.ENODEV, f"mdev {uuid} has no driver")
+            dev.open_count += 1
+
+    def close_device(self, uuid: str) -> None:
+        with self.lock:
+            dev = self.devices.get(uuid.lower())
+            if dev is None or not dev.open_count:
+                raise KernelError(errno.EBADF, f"mdev {uuid} is not open")
+            dev.open_count -= 1
+            self._released.notify_all()
+
+    # -- convenience -------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Counts and devices per type: what the golden 'avail' records hold."""
+        with self.lock:
+            avail, devices = {}, {}
+            for p in self.parents.values():
+                for t in p.types.values():
+                    avail[t.id] = t.available_instances()
+                    devices[t.id] = sorted(t.devices)
+            return {"avail": avail, "devices": devices}

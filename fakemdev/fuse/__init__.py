@@ -1,0 +1,1 @@
+"""The FUSE backend: mfusepy operations over the sysfs projection, and the daemon."""

@@ -1,0 +1,339 @@
+"""Mount, serve, unmount: the lifecycle of a fakemdev FUSE daemon.
+
+``mount()`` checks the mount point, forks a daemon that serves the hosts,
+and returns once the tree answers. The daemon records itself in a state
+file (``runtime_dir()/<id>.json``: pid, mount point, hosts, control socket)
+so that ``status`` and ``umount`` work from any other process.
+SIGINT/SIGTERM make libfuse leave its loop and unmount cleanly.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..core import Host
+from ..errors import KernelError
+
+log = logging.getLogger("fakemdev.daemon")
+
+
+class MountError(RuntimeError):
+    """A mount or unmount could not be done; the message says what to do."""
+
+
+def runtime_dir() -> str:
+    d = os.environ.get("FAKEMDEV_RUNTIME_DIR")
+    if not d:
+        d = "/run/fakemdev" if os.geteuid() == 0 else os.path.join(
+            os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/fakemdev-{os.getuid()}", "fakemdev")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return d
+
+
+def _mount_id(mountpoint: str) -> str:
+    return hashlib.sha1(mountpoint.encode()).hexdigest()[:12]
+
+
+def state_path(mountpoint: str) -> str:
+    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".json")
+
+
+def socket_path(mountpoint: str) -> str:
+    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".sock")
+
+
+def log_path(mountpoint: str) -> str:
+    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".log")
+
+
+@dataclass
+class MountInfo:
+    mountpoint: str
+    pid: int
+    hosts: list[str]
+    socket: str
+    log: str
+    started: float
+    description: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child is not serving anything
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def mounted_fuse_points() -> dict[str, str]:
+    """Mount points in this namespace -> fs type, from /proc/self/mountinfo."""
+    out = {}
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mp = left.split()[4].replace("\\040", " ")
+                out[mp] = right.split()[0]
+    except OSError:
+        pass
+    return out
+
+
+def is_stale(mountpoint: str) -> bool:
+    try:
+        os.stat(mountpoint)
+        return False
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+
+
+def check_environment() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, "
+                         "pass --device /dev/fuse --cap-add SYS_ADMIN")
+    if ctypes.util.find_library("fuse3") is None:
+        raise MountError("libfuse3 is not installed: apt-get install fuse3")
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        raise MountError("fusermount3 is missing (needed to mount as a normal user): apt-get install fuse3")
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    if is_stale(mountpoint):
+        raise MountError(f"{mountpoint}: stale mount left by a dead fakemdev daemon "
+                         f"(Transport endpoint is not connected): run 'fakemdev umount {mountpoint}' first")
+    if not os.path.exists(mountpoint):
+        raise MountError(f"{mountpoint}: no such directory: create it first (mkdir -p {mountpoint})")
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"{mountpoint}: not a directory")
+    if os.path.ismount(mountpoint) or mountpoint in mounted_fuse_points():
+        raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
+    if os.listdir(mountpoint):
+        raise MountError(f"{mountpoint}: directory is not empty: mount on an empty directory")
+
+
+def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: Optional[bool] = None,
+          threads: bool = False, cache_timeout: float = 10.0, description: str = "",
+          ready_fd: Optional[int] = None) -> int:
+    """Serve the hosts on mountpoint in this process until unmounted or signalled."""
+    from ..control import ControlServer, Controller
+    from .operations import MdevOperations
+
+    mountpoint = os.path.abspath(mountpoint)
+    ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout)
+    info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint), log_path(mountpoint),
+                     time.time(), description)
+    controller = Controller(hosts, info.__dict__)
+    _extend_controller(controller)
+    server = ControlServer(info.socket, controller)
+    server.start()
+    with open(state_path(mountpoint), "w") as f:
+        json.dump(info.__dict__, f)
+    if allow_other is None:
+        allow_other = os.geteuid() == 0  # like sysfs: world-readable when root mounts it
+    options: dict[str, Any] = {"fsname": "fakemdev", "subtype": "fakemdev", "default_permissions": False}
+    if allow_other:
+        options["allow_other"] = True
+    if ready_fd is not None:
+        _signal_ready_when_mounted(mountpoint, ready_fd)
+    import mfusepy
+    try:
+        mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
+    except RuntimeError as e:
+        if str(e) not in ("8", "7"):  # libfuse 3 reports a signal-initiated exit as an error code
+            log.error("fuse loop ended: %s", e)
+    finally:
+        server.shutdown()
+        server.server_close()
+        for p in (state_path(mountpoint), info.socket):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+    return 0
+
+
+def _extend_controller(controller: Any) -> None:
+    """Let optional modules (faults, migration) add control ops."""
+    for modname in ("fakemdev.faults", "fakemdev.migration"):
+        try:
+            mod = __import__(modname, fromlist=["register_control"])
+        except ImportError:
+            continue
+        reg = getattr(mod, "register_control", None)
+        if reg is not None:
+            reg(controller)
+
+
+def _signal_ready_when_mounted(mountpoint: str, ready_fd: int) -> None:
+    """Tell the parent once the kernel routes the mount point to us."""
+    import threading
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if mountpoint in mounted_fuse_points():
+                try:
+                    os.write(ready_fd, b"ok\n")
+                    os.close(ready_fd)
+                except OSError:
+                    pass
+                return
+            time.sleep(0.002)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, multi: bool = False,
+          allow_other: Optional[bool] = None, threads: bool = False, cache_timeout: float = 10.0,
+          description: str = "") -> Optional[int]:
+    """Mount and return the daemon's pid once the tree answers (or serve here
+    with ``foreground``)."""
+    mountpoint = os.path.abspath(mountpoint)
+    check_environment()
+    check_mountpoint(mountpoint)
+    kwargs = dict(multi=multi, allow_other=allow_other, threads=threads, cache_timeout=cache_timeout,
+                  description=description)
+    if foreground:
+        serve(hosts, mountpoint, **kwargs)  # type: ignore[arg-type]
+        return None
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(rfd)
+        code = 1
+        try:
+            os.setsid()
+            logfd = os.open(log_path(mountpoint), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(logfd, 1)
+            os.dup2(logfd, 2)
+            logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                                format="%(asctime)s fakemdev[%(process)d] %(levelname)s %(message)s")
+            code = serve(hosts, mountpoint, ready_fd=wfd, **kwargs)  # type: ignore[arg-type]
+        except BaseException as e:  # report to the waiting parent, never return into its code
+            try:
+                os.write(wfd, f"error {e}\n".encode())
+            except OSError:
+                pass
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        answer = r.readline().decode(errors="replace").strip()
+    if answer == "ok":
+        return pid
+    os.waitpid(pid, 0)
+    detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint))
+    raise MountError(f"{mountpoint}: the fakemdev daemon failed to mount: {detail or 'no reason given'}")
+
+
+def _tail(path: str, lines: int = 3) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(f.read().strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def read_state(mountpoint: str) -> Optional[MountInfo]:
+    try:
+        with open(state_path(os.path.abspath(mountpoint))) as f:
+            return MountInfo(**json.load(f))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def list_mounts() -> list[MountInfo]:
+    out = []
+    d = runtime_dir()
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(d, name)) as f:
+                    out.append(MountInfo(**json.load(f)))
+            except (OSError, ValueError, TypeError):
+                continue
+    return out
+
+
+def _umount2(path: str, lazy: bool) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.umount2(path.encode(), 2 if lazy else 0) != 0:  # MNT_DETACH = 2
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+
+
+def umount(mountpoint: str, timeout: float = 10.0) -> str:
+    """Unmount (live or stale) and wait for the daemon to exit. Returns what was done."""
+    mountpoint = os.path.abspath(mountpoint)
+    info = read_state(mountpoint)
+    stale = is_stale(mountpoint)
+    mounted = stale or mountpoint in mounted_fuse_points()
+    if not mounted:
+        _forget(mountpoint, info)
+        raise MountError(f"{mountpoint}: not mounted")
+    try:
+        if os.geteuid() == 0:
+            _umount2(mountpoint, lazy=stale)
+        else:
+            subprocess.run(["fusermount3", "-u"] + (["-z"] if stale else []) + [mountpoint], check=True,
+                           capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        if isinstance(e, OSError) and e.errno == errno.EBUSY:
+            raise MountError(f"{mountpoint}: busy (a process has a file or its cwd there): close it and retry")
+        raise MountError(f"{mountpoint}: unmount failed: {e}") from None
+    if info is not None and info.alive:
+        deadline = time.monotonic() + timeout
+        while info.alive and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if info.alive:
+            os.kill(info.pid, signal.SIGTERM)
+    _forget(mountpoint, info)
+    return "cleared stale mount" if stale else "unmounted"
+
+
+def _forget(mountpoint: str, info: Optional[MountInfo]) -> None:
+    if info is not None and info.alive:
+        return
+    for p in (state_path(mountpoint), socket_path(mountpoint)):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def mount_state(info: MountInfo) -> str:
+    """'live', 'stale' (daemon dead, mount left) or 'gone'."""
+    if is_stale(info.mountpoint):
+        return "stale"
+    if info.mountpoint not in mounted_fuse_points():
+        return "gone"
+    return "live" if info.alive else "stale"
+
+
+__all__ = ["mount", "umount", "serve", "list_mounts", "read_state", "mount_state", "MountError", "MountInfo",
+           "KernelError"]

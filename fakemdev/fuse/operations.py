@@ -1,0 +1,360 @@
+"""mfusepy operations over the sysfs projection.
+
+A thin adapter: every callback resolves the path in :class:`~fakemdev.sysfs.SysfsTree`
+and maps :class:`~fakemdev.errors.KernelError` to its errno. What it adds is
+what kernfs does at the VFS boundary: open-time EACCES even for root, one
+``store()`` per ``write()`` (offset ignored, cut to 4096 bytes), seq_file reads,
+ENODEV on descriptors whose node died, EPERM for namespace changes.
+
+Caching: the kernel may cache entries and attributes (``cache_timeout``), and
+every model change invalidates the paths it touched with libfuse 3's
+``fuse_invalidate_path()`` before the write that caused it returns, so the
+tree is exact the moment a write returns. Attribute files are ``direct_io``
+so readers never see st_size padding or stale contents.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import logging
+import os
+import stat
+import threading
+from typing import Any, Callable, Optional
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+import mfusepy  # noqa: E402
+
+from ..core import Change, Host  # noqa: E402
+from ..errors import KernelError  # noqa: E402
+from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node  # noqa: E402
+from ..sysfs import SysfsTree  # noqa: E402
+
+log = logging.getLogger("fakemdev.fuse")
+FuseOSError = mfusepy.FuseOSError
+
+_libfuse = mfusepy._libfuse
+_invalidate = getattr(_libfuse, "fuse_invalidate_path", None)
+if _invalidate is not None:
+    _invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    _invalidate.restype = ctypes.c_int
+
+
+def fuse_major() -> int:
+    return mfusepy.fuse_version_major
+
+
+def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Map model errors to errno; any other exception is EIO plus a log line,
+    never a dead mount."""
+    @functools.wraps(func)
+    def wrapper(self: "MdevOperations", *args: Any) -> Any:
+        try:
+            return func(self, *args)
+        except KernelError as e:
+            raise FuseOSError(e.errno or errno.EIO) from None
+        except FuseOSError:
+            raise
+        except Exception:
+            log.exception("fakemdev: %s%r failed; answering EIO", func.__name__, args[:2])
+            raise FuseOSError(errno.EIO) from None
+    return wrapper
+
+
+class Handle:
+    __slots__ = ("node", "path", "buf")
+
+    def __init__(self, node: Attribute, path: str) -> None:
+        self.node = node
+        self.path = path
+        self.buf: Optional[bytes] = None
+
+
+class MdevOperations(mfusepy.Operations):
+    """The filesystem. ``hosts`` maps a name to a Host; with one host the
+    mount root is its ``/sys``, with several each is ``/<name>/``."""
+
+    use_ns = True
+
+    def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0) -> None:
+        self.hosts = hosts
+        self.multi = multi or len(hosts) != 1
+        self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
+        self.cache_timeout = cache_timeout
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._fuse_ptr: Optional[int] = None
+        self._seen: dict[str, set[str]] = {}     # dir path -> child names the kernel looked up
+        self._seen_lock = threading.Lock()
+        self._uid = os.getuid()
+        self.stats = {"invalidations": 0}
+        for name, host in hosts.items():
+            prefix = f"/{name}" if self.multi else ""
+            host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
+
+    # -- plumbing -----------------------------------------------------------
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        if config is not None:
+            config.entry_timeout = self.cache_timeout
+            config.attr_timeout = self.cache_timeout
+            config.negative_timeout = 0.0
+        self._fuse_ptr = _libfuse.fuse_get_context().contents.fuse
+
+    def _split(self, path: str) -> tuple[Optional[Host], Optional[SysfsTree], str]:
+        if not self.multi:
+            (name, tree), = self.trees.items()
+            return self.hosts[name], tree, path.lstrip("/")
+        parts = path.lstrip("/").split("/", 1)
+        tree = self.trees.get(parts[0])
+        if tree is None:
+            return None, None, ""
+        return tree.host, tree, parts[1] if len(parts) > 1 else ""
+
+    def _resolve(self, path: str) -> tuple[Host, Node, str]:
+        if self.multi and path in ("/", ""):
+            raise FuseOSError(errno.EISDIR)  # handled by callers that accept the root
+        host, tree, rel = self._split(path)
+        if tree is None or host is None:
+            raise FuseOSError(errno.ENOENT)
+        node = tree.lookup(rel)
+        if node is None:
+            raise FuseOSError(errno.ENOENT)
+        return host, node, rel
+
+    def _remember(self, path: str) -> None:
+        head, _, name = path.rpartition("/")
+        with self._seen_lock:
+            s = self._seen.get(head or "/")
+            if s is None:
+                s = self._seen[head or "/"] = set()
+            s.add(name)
+
+    def _on_change(self, prefix: str, change: Change) -> None:
+        """Invalidate what a mutation made stale, before the syscall returns."""
+        if self._fuse_ptr is None or _invalidate is None:
+            return
+        for rel in change.gone:
+            self._invalidate_tree(f"{prefix}/{rel}")
+        for rel in change.changed:
+            self._invalidate_one(f"{prefix}/{rel}")
+
+    def _invalidate_one(self, path: str) -> None:
+        self.stats["invalidations"] += 1
+        _invalidate(self._fuse_ptr, path.encode("utf-8", "surrogateescape"))
+
+    def _invalidate_tree(self, path: str) -> None:
+        with self._seen_lock:
+            stack, paths = [path], []
+            while stack:
+                p = stack.pop()
+                paths.append(p)
+                children = self._seen.pop(p, None)
+                if children:
+                    stack.extend(f"{p}/{c}" for c in children)
+            head, _, name = path.rpartition("/")
+            s = self._seen.get(head or "/")
+            if s is not None:
+                s.discard(name)
+        for p in paths:
+            self._invalidate_one(p)
+
+    @staticmethod
+    def _caller() -> tuple[int, int]:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        return uid, gid
+
+    def _mode(self, host: Host, rel: str, node: Node) -> int:
+        return host.mode_overrides.get(rel, node.mode)
+
+    # -- metadata -------------------------------------------------------------
+    @syscall
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        if self.multi and path == "/":
+            return self._dir_stat(0o755, 2 + len(self.hosts), None)
+        host, node, rel = self._resolve(path)
+        with host.lock:
+            self._remember(path)
+            mode = self._mode(host, rel, node)
+            if node.kind == "dir":
+                return self._dir_stat(mode, 2 + node.subdir_count(), host)  # type: ignore[union-attr]
+            t = int(host.boot_time * 1e9)
+            if node.kind == "link":
+                return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": 0, "st_gid": 0,
+                        "st_atime": t, "st_mtime": t, "st_ctime": t}
+            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": 0,
+                    "st_gid": 0, "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
+
+    @staticmethod
+    def _dir_stat(mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
+        t = int((host.boot_time if host else 0) * 1e9)
+        return {"st_mode": stat.S_IFDIR | mode, "st_nlink": nlink, "st_size": 0, "st_uid": 0, "st_gid": 0,
+                "st_atime": t, "st_mtime": t, "st_ctime": t}
+
+    @syscall
+    def readlink(self, path: str) -> str:
+        host, node, _ = self._resolve(path)
+        if node.kind != "link":
+            raise FuseOSError(errno.EINVAL)
+        return node.target  # type: ignore[union-attr]
+
+    @syscall
+    def readdir(self, path: str, fh: Any) -> list[Any]:
+        if self.multi and path == "/":
+            return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
+        host, node, _ = self._resolve(path)
+        if node.kind != "dir":
+            raise FuseOSError(errno.ENOTDIR)
+        with host.lock:
+            out: list[Any] = [".", ".."]
+            for name in node.listdir():  # type: ignore[union-attr]
+                child = node.lookup(name)  # type: ignore[union-attr]
+                if child is not None:
+                    kind = child.kind
+                    fmt = stat.S_IFDIR if kind == "dir" else stat.S_IFLNK if kind == "link" else stat.S_IFREG
+                    out.append((name, {"st_mode": fmt}, 0))
+            return out
+
+    @syscall
+    def access(self, path: str, amode: int) -> int:
+        if self.multi and path == "/":
+            return 0
+        host, node, rel = self._resolve(path)
+        uid, gid = self._caller()
+        mode = self._mode(host, rel, node)
+        if uid == 0:
+            if amode & os.X_OK and node.kind != "dir" and not mode & 0o111:
+                raise FuseOSError(errno.EACCES)
+            return 0
+        bits = (mode >> 3) & 7 if gid == 0 else mode & 7
+        want = (4 if amode & os.R_OK else 0) | (2 if amode & os.W_OK else 0) | (1 if amode & os.X_OK else 0)
+        if want & ~bits:
+            raise FuseOSError(errno.EACCES)
+        return 0
+
+    # -- files ------------------------------------------------------------------
+    @syscall
+    def open(self, path: str, fi: Any) -> int:
+        host, node, rel = self._resolve(path)
+        if node.kind != "file":
+            raise FuseOSError(errno.EISDIR if node.kind == "dir" else errno.ELOOP)
+        acc = fi.flags & os.O_ACCMODE
+        want_read = acc in (os.O_RDONLY, os.O_RDWR)
+        want_write = acc in (os.O_WRONLY, os.O_RDWR)
+        mode = self._mode(host, rel, node)
+        uid, gid = self._caller()
+        if uid != 0:  # the VFS permission check sysfs gets for free
+            bits = (mode >> 3) & 7 if gid == 0 else mode & 7
+            if (want_read and not bits & 4) or (want_write and not bits & 2):
+                raise FuseOSError(errno.EACCES)
+        # kernfs_fop_open: EACCES for the wrong direction, root included
+        if (want_read and not mode & 0o444) or (want_write and not mode & 0o222):
+            raise FuseOSError(errno.EACCES)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = Handle(node, path)  # type: ignore[arg-type]
+        fi.fh = fh
+        fi.direct_io = 1
+        return 0
+
+    def _handle(self, fh: Any) -> Handle:
+        h = self._handles.get(fh.fh if hasattr(fh, "fh") else fh)
+        if h is None:
+            raise FuseOSError(errno.EBADF)
+        owner = h.node.owner
+        if owner is not None and not getattr(owner, "alive", True):
+            raise FuseOSError(errno.ENODEV)
+        removing = getattr(owner, "removing", False)
+        if removing:
+            raise FuseOSError(errno.ENODEV)
+        return h
+
+    @syscall
+    def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
+        host, _, _ = self._split(path)
+        with host.lock:  # type: ignore[union-attr]
+            h = self._handle(fh)
+            if h.buf is None or offset == 0:
+                if h.node.show is None:
+                    raise FuseOSError(errno.EIO)
+                h.buf = h.node.show()
+            return h.buf[offset:offset + size]
+
+    @syscall
+    def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
+        host, _, _ = self._split(path)
+        with host.lock:  # type: ignore[union-attr]
+            h = self._handle(fh)
+            if h.node.store is None:
+                raise FuseOSError(errno.EIO)
+            return h.node.store(data[:MAX_STORE])
+
+    def release(self, path: str, fh: Any) -> int:
+        self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
+        return 0
+
+    @syscall
+    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+        self._resolve(path)
+        return 0
+
+    @syscall
+    def chmod(self, path: str, mode: int) -> int:
+        host, node, rel = self._resolve(path)
+        if self._caller()[0] != 0:
+            raise FuseOSError(errno.EPERM)
+        if node.kind != "link":
+            with host.lock:
+                host.mode_overrides[rel] = stat.S_IMODE(mode)
+            self._invalidate_one(path)
+        return 0
+
+    @syscall
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self._resolve(path)
+        if self._caller()[0] != 0:
+            raise FuseOSError(errno.EPERM)
+        return 0  # accepted; ownership is not simulated (always root)
+
+    @syscall
+    def utimens(self, path: str, times: Any = None) -> int:
+        self._resolve(path)
+        if self._caller()[0] != 0:
+            raise FuseOSError(errno.EPERM)
+        return 0
+
+    # -- namespace changes: sysfs refuses them all -------------------------------
+    @syscall
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        raise FuseOSError(errno.EACCES)
+
+    @syscall
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise FuseOSError(errno.EACCES)
+
+    @syscall
+    def mkdir(self, path: str, mode: int) -> int:
+        raise FuseOSError(errno.EPERM)
+
+    @syscall
+    def rmdir(self, path: str) -> int:
+        self._resolve(path)
+        raise FuseOSError(errno.EPERM)
+
+    @syscall
+    def unlink(self, path: str) -> int:
+        self._resolve(path)
+        raise FuseOSError(errno.EPERM)
+
+    @syscall
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        self._resolve(old)
+        raise FuseOSError(errno.EPERM)
+
+    @syscall
+    def symlink(self, target: str, source: str) -> int:
+        raise FuseOSError(errno.EPERM)
+
+    @syscall
+    def link(self, target: str, source: str) -> int:
+        raise FuseOSError(errno.EPERM)

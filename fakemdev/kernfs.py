@@ -1,0 +1,171 @@
+"""kernfs-shaped nodes: directories, attributes and symlinks.
+
+The sysfs projection (:mod:`fakemdev.sysfs`) builds these lazily from the
+model; every backend walks them and none re-implements layout rules.
+Attributes mirror the kernel's ``struct device_attribute``: a mode plus
+optional ``show``/``store`` callables.
+"""
+from __future__ import annotations
+
+import stat
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Union
+
+ShowFn = Callable[[], bytes]
+StoreFn = Callable[[bytes], int]
+
+ATTR_SIZE = 4096  # sysfs reports PAGE_SIZE for every attribute
+MAX_STORE = 4096  # kernfs copies at most one page into store()
+
+
+def kernfs_name_hash(name: str) -> int:
+    """The hash kernfs sorts directory entries by (fs/kernfs/dir.c).
+
+    Reproducing it gives the same readdir order as the real kernel, which
+    the golden capture records for every directory.
+    """
+    h = 0
+    mask = (1 << 64) - 1
+    for c in name.encode("utf-8", "surrogateescape"):
+        h = ((h + (c << 4) + (c >> 4)) * 11) & mask
+    h = ((h * 0x61C8864680B583EB) & mask) >> 32  # end_name_hash -> hash_long(h, 32)
+    h &= 0x7FFFFFFF
+    if h < 2:
+        h += 2
+    if h >= 0x7FFFFFFF:
+        h = 0x7FFFFFFF - 1
+    return h
+
+
+_hash_cache: dict[str, int] = {}
+
+
+def readdir_order(names: Iterable[str]) -> list[str]:
+    """Sort names into kernfs order (hash, then name)."""
+    cache = _hash_cache
+    if len(cache) > 500_000:
+        cache.clear()
+
+    def key(n: str) -> tuple[int, str]:
+        h = cache.get(n)
+        if h is None:
+            h = cache[n] = kernfs_name_hash(n)
+        return (h, n)
+
+    return sorted(names, key=key)
+
+
+class Attribute:
+    """A sysfs attribute file (always a regular file of size 4096).
+
+    ``owner`` is the live object the file belongs to; when it dies, open file
+    descriptors get ENODEV as kernfs's deactivated nodes do.
+    """
+
+    __slots__ = ("mode", "show", "store", "owner")
+    kind = "file"
+
+    def __init__(self, mode: int, show: Optional[ShowFn] = None,
+                 store: Optional[StoreFn] = None, owner: object = None) -> None:
+        self.mode = mode
+        self.show = show
+        self.store = store
+        self.owner = owner
+
+
+class Link:
+    """A symlink with a relative target, exactly as sysfs writes it."""
+
+    __slots__ = ("target",)
+    kind = "link"
+    mode = 0o777
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+class Directory:
+    """A directory computed on demand. Subclasses override :meth:`entries`
+    (and :meth:`lookup` where a faster answer than building every entry
+    exists, as for a parent with 10,000 devices)."""
+
+    kind = "dir"
+    mode = 0o755
+
+    def entries(self) -> Mapping[str, "Node"]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def lookup(self, name: str) -> Optional["Node"]:
+        return self.entries().get(name)
+
+    def names(self) -> Iterable[str]:
+        return self.entries().keys()
+
+    def subdir_count(self) -> int:
+        """Number of child directories (nlink = 2 + this)."""
+        return sum(1 for n in self.entries().values() if n.kind == "dir")
+
+    def listdir(self) -> list[str]:
+        return readdir_order(self.names())
+
+
+class StaticDir(Directory):
+    """A directory whose entries are fixed when it is built."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[str, "Node"]) -> None:
+        self._entries = entries
+
+    def entries(self) -> Mapping[str, "Node"]:
+        return self._entries
+
+
+class LazyDir(Directory):
+    """A directory whose entries come from a callable each time it is read."""
+
+    __slots__ = ("_build",)
+
+    def __init__(self, build: Callable[[], Mapping[str, "Node"]]) -> None:
+        self._build = build
+
+    def entries(self) -> Mapping[str, "Node"]:
+        return self._build()
+
+
+Node = Union[Attribute, Link, Directory]
+
+
+def file_type(node: Node) -> int:
+    if node.kind == "dir":
+        return stat.S_IFDIR
+    if node.kind == "link":
+        return stat.S_IFLNK
+    return stat.S_IFREG
+
+
+def walk(root: Directory, prefix: str = "") -> Iterator[tuple[str, Node]]:
+    """Yield (path, node) for every node under root, depth first, kernfs order."""
+    for name in root.listdir():
+        node = root.lookup(name)
+        if node is None:
+            continue
+        path = f"{prefix}/{name}"
+        yield path, node
+        if node.kind == "dir":
+            yield from walk(node, path)  # type: ignore[arg-type]
+
+
+def resolve(root: Directory, path: str) -> Optional[Node]:
+    """Find the node at an absolute, canonical path ('/' = root). No symlink
+    following: the kernel resolves links itself before asking a filesystem."""
+    node: Node = root
+    for part in path.split("/"):
+        if not part:
+            continue
+        if node.kind != "dir":
+            return None
+        nxt = node.lookup(part)  # type: ignore[union-attr]
+        if nxt is None:
+            return None
+        node = nxt
+    return node

@@ -1,0 +1,538 @@
+"""The sysfs projection: a lazy kernfs tree computed from a :class:`~fakemdev.core.Host`.
+
+Nothing here copies the model: each directory answers ``lookup``/``entries``
+from the live objects, so a write that changes the model is visible on the
+next call. Only the handful of fixed mount points (parents, bus, class,
+module directories) are indexed, and the index is rebuilt only when a
+driver is loaded or unloaded; per-device lookups are dictionary hits.
+Symlink targets are computed the way kernfs computes them (relative to the
+common ancestor), so they match the captured kernel byte for byte.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Callable, Mapping, Optional
+
+from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
+from .errors import KernelError
+from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir
+
+RO, WO, RW = 0o444, 0o200, 0o644
+VFIO_MISC = (10, 196)
+
+# /sys/module/<core module>: values from the captured 6.12 kernel.
+CORE_MODULE_ATTRS: dict[str, dict[str, str]] = {
+    "vfio": {"coresize": "61440", "srcversion": "C89C7E0A4818EF79ACCF8E8", "taint": "", "version": "0.3"},
+    "vfio_iommu_type1": {"coresize": "45056", "srcversion": "3DE279A71E2FB4FD6D69781", "taint": "",
+                         "version": "0.2"},
+    "mdev": {"coresize": "20480", "srcversion": "0D6D9D46D0E87F28A663BBF", "taint": "", "version": "0.1"},
+}
+VFIO_TYPE1_PARAMS = {"allow_unsafe_interrupts": b"N\n", "disable_hugepages": b"N\n", "dma_entry_limit": b"65535\n"}
+POWER_FILES: dict[str, tuple[int, Optional[bytes]]] = {
+    "async": (RW, b"disabled\n"),
+    "autosuspend_delay_ms": (RW, None),  # read gives EIO: no autosuspend on these devices
+    "control": (RW, b"auto\n"),
+    "runtime_active_kids": (RO, b"0\n"),
+    "runtime_active_time": (RO, b"0\n"),
+    "runtime_enabled": (RO, b"disabled\n"),
+    "runtime_status": (RO, b"unsupported\n"),
+    "runtime_suspended_time": (RO, b"0\n"),
+    "runtime_usage": (RO, b"0\n"),
+}
+
+
+def kernfs_link(link_dir: str, target: str) -> str:
+    """The relative target kernfs writes for a link in ``link_dir`` to ``target``
+    (both sysfs-relative): up to the common ancestor of link_dir and the
+    target's parent, then down to the target."""
+    ld = [p for p in link_dir.split("/") if p]
+    tp = [p for p in target.split("/") if p]
+    tparent = tp[:-1]
+    i = 0
+    while i < len(ld) and i < len(tparent) and ld[i] == tparent[i]:
+        i += 1
+    return "../" * (len(ld) - i) + "/".join(tp[i:])
+
+
+def const(value: bytes) -> Callable[[], bytes]:
+    return lambda: value
+
+
+def ro(value: bytes, owner: object = None) -> Attribute:
+    return Attribute(RO, const(value), owner=owner)
+
+
+def eio() -> bytes:
+    raise KernelError(errno.EIO)
+
+
+class SysfsTree:
+    """The whole ``/sys`` of one host, rooted at the mount point."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._mounts_key: object = None
+        self._mounts: dict[str, Callable[[], Optional[Node]]] = {}
+        self._junctions: dict[str, set[str]] = {}
+        self.root: Directory = Junction(self, "")
+        self._power_cache: dict[object, StaticDir] = {}
+
+    # -- mount-point index ------------------------------------------------
+    def mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
+        host = self.host
+        key = (tuple(host.parents), host.mdev_loaded, tuple(host.drivers))
+        if key != self._mounts_key:
+            self._mounts = self._build_mounts()
+            junctions: dict[str, set[str]] = {}
+            for path in self._mounts:
+                parts = path.split("/")
+                for i in range(len(parts)):
+                    junctions.setdefault("/".join(parts[:i]), set()).add(parts[i])
+            self._junctions = junctions
+            self._mounts_key = key
+        return self._mounts
+
+    def junction_names(self, prefix: str) -> set[str]:
+        self.mounts()
+        return self._junctions.get(prefix, set())
+
+    def _build_mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
+        host = self.host
+        m: dict[str, Callable[[], Optional[Node]]] = {}
+        if host.mdev_loaded:
+            m["bus/mdev"] = lambda: BusMdevDir(self)
+            m["class/mdev_bus"] = lambda: LazyDir(self._class_mdev_bus)
+        for parent in host.parents.values():
+            m[parent.devpath] = (lambda p=parent: ParentDir(self, p))
+            if parent.spec.class_name:
+                path = f"class/{parent.spec.class_name}/{parent.name}"
+                m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
+            if parent.spec.bus:
+                path = f"bus/{parent.spec.bus}/devices/{parent.name}"
+                m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
+        m["class/vfio"] = lambda: LazyDir(self._class_vfio)
+        m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
+        m["class/misc/vfio"] = lambda: Link("../../devices/virtual/misc/vfio")
+        m["devices/virtual/misc/vfio"] = self._misc_vfio
+        m["devices/virtual/vfio"] = lambda: LazyDir(self._vfio_groups) if host.groups else None
+        m["kernel/iommu_groups"] = lambda: IommuGroupsDir(self)
+        modules = ["vfio", "vfio_iommu_type1"] + (["mdev"] if host.mdev_loaded else []) + list(host.drivers)
+        for name in modules:
+            m[f"module/{name}"] = (lambda n=name: ModuleDir(self, n))
+        return m
+
+    # -- lookups ------------------------------------------------------------
+    def lookup(self, path: str) -> Optional[Node]:
+        """Resolve a sysfs-relative or absolute path (no symlink following)."""
+        node: Optional[Node] = self.root
+        for part in path.split("/"):
+            if not part:
+                continue
+            if node is None or node.kind != "dir":
+                return None
+            node = node.lookup(part)  # type: ignore[union-attr]
+        return node
+
+    def power_dir(self, owner: object) -> StaticDir:
+        """Generic runtime-PM group; identical for every device here."""
+        d = self._power_cache.get(owner)
+        if d is None:
+            entries: dict[str, Node] = {}
+            for name, (mode, value) in POWER_FILES.items():
+                entries[name] = Attribute(mode, const(value) if value is not None else eio, owner=owner)
+            d = StaticDir(entries)
+            if len(self._power_cache) > 4096:
+                self._power_cache.clear()
+            self._power_cache[owner] = d
+        return d
+
+    # -- small directories ----------------------------------------------------
+    def _class_mdev_bus(self) -> Mapping[str, Node]:
+        return {p.name: Link(kernfs_link("class/mdev_bus", p.devpath)) for p in self.host.parents.values()}
+
+    def _class_vfio(self) -> Mapping[str, Node]:
+        return {str(g): Link(f"../../devices/virtual/vfio/{g}") for g in self.host.groups}
+
+    def _class_vfio_dev(self) -> Mapping[str, Node]:
+        out: dict[str, Node] = {}
+        for dev in self.host.devices.values():
+            if dev.vfio_index is not None:
+                out[f"vfio{dev.vfio_index}"] = Link(
+                    kernfs_link("class/vfio-dev", f"{dev.path}/vfio-dev/vfio{dev.vfio_index}"))
+        return out
+
+    def _vfio_groups(self) -> Mapping[str, Node]:
+        return {str(g): self._vfio_group_dir(g) for g in self.host.groups}
+
+    def _vfio_group_dir(self, g: int) -> StaticDir:
+        owner = self.host.groups.get(g)
+        return StaticDir({
+            "uevent": Attribute(RW, const(f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={g}\nDEVNAME=vfio/{g}\n".encode()),
+                                self._uevent_store(f"/devices/virtual/vfio/{g}", ["SUBSYSTEM=vfio"]), owner),
+            "power": self.power_dir(("vfio", g)),
+            "dev": ro(f"{VFIO_GROUP_MAJOR}:{g}\n".encode(), owner),
+            "subsystem": Link("../../../../class/vfio"),
+        })
+
+    def _misc_vfio(self) -> StaticDir:
+        major, minor = VFIO_MISC
+        return StaticDir({
+            "uevent": Attribute(RW, const(f"MAJOR={major}\nMINOR={minor}\nDEVNAME=vfio/vfio\nDEVMODE=0666\n".encode()),
+                                self._uevent_store("/devices/virtual/misc/vfio", ["SUBSYSTEM=misc"])),
+            "power": self.power_dir("misc-vfio"),
+            "dev": ro(f"{major}:{minor}\n".encode()),
+            "subsystem": Link("../../../../class/misc"),
+        })
+
+    def _uevent_store(self, devpath: str, env: list[str], extra: Callable[[], list[str]] = list
+                      ) -> Callable[[bytes], int]:
+        return lambda buf: self.host.synth_uevent(devpath, buf, env, extra())
+
+
+class Junction(Directory):
+    """A directory that only holds the way to mount points (``/sys/devices``,
+    ``/sys/devices/virtual``, ...)."""
+
+    __slots__ = ("tree", "prefix")
+
+    def __init__(self, tree: SysfsTree, prefix: str) -> None:
+        self.tree = tree
+        self.prefix = prefix
+
+    def _child_path(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def lookup(self, name: str) -> Optional[Node]:
+        path = self._child_path(name)
+        factory = self.tree.mounts().get(path)
+        if factory is not None:
+            return factory()
+        if name in self.tree.junction_names(self.prefix):
+            j = Junction(self.tree, path)
+            return j if j.names() else None
+        return None
+
+    def names(self) -> list[str]:
+        return [n for n in self.tree.junction_names(self.prefix) if self.lookup(n) is not None]
+
+    def entries(self) -> Mapping[str, Node]:
+        out = {}
+        for n in self.tree.junction_names(self.prefix):
+            node = self.lookup(n)
+            if node is not None:
+                out[n] = node
+        return out
+
+
+class ParentDir(Directory):
+    """``/sys/devices/.../<parent>``: device attrs, mdev_supported_types, one dir per mdev."""
+
+    __slots__ = ("tree", "parent")
+
+    def __init__(self, tree: SysfsTree, parent: Parent) -> None:
+        self.tree = tree
+        self.parent = parent
+
+    def _static(self) -> dict[str, Node]:
+        p, spec = self.parent, self.parent.spec
+        subsystem = f"class/{spec.class_name}" if spec.class_name else f"bus/{spec.bus}"
+        env = [f"SUBSYSTEM={spec.class_name or spec.bus}"]
+        out: dict[str, Node] = {
+            "uevent": Attribute(RW, const(spec.uevent), self.tree._uevent_store("/" + p.devpath, env), p),
+            "power": self.tree.power_dir(p),
+            "subsystem": Link(kernfs_link(p.devpath, subsystem)),
+            "mdev_supported_types": SupportedTypesDir(self.tree, p),
+        }
+        if spec.bus:
+            out["driver"] = Link(kernfs_link(p.devpath, f"bus/{spec.bus}/drivers/{p.driver.name}"))
+        for name, value in spec.attrs.items():
+            out[name] = ro(value, p)
+        return out
+
+    def lookup(self, name: str) -> Optional[Node]:
+        dev = self.parent.devices.get(name)
+        if dev is not None:
+            return DeviceDir(self.tree, dev)
+        return self._static().get(name)
+
+    def entries(self) -> Mapping[str, Node]:
+        out: dict[str, Node] = self._static()
+        for uuid, dev in self.parent.devices.items():
+            out[uuid] = DeviceDir(self.tree, dev)
+        return out
+
+    def names(self) -> list[str]:
+        return list(self._static()) + list(self.parent.devices)
+
+    def subdir_count(self) -> int:
+        return 2 + len(self.parent.devices)  # power, mdev_supported_types, devices
+
+
+class SupportedTypesDir(Directory):
+    __slots__ = ("tree", "parent")
+
+    def __init__(self, tree: SysfsTree, parent: Parent) -> None:
+        self.tree = tree
+        self.parent = parent
+
+    def lookup(self, name: str) -> Optional[Node]:
+        t = self.parent.types.get(name)
+        return TypeDir(self.tree, t) if t is not None else None
+
+    def entries(self) -> Mapping[str, Node]:
+        return {tid: TypeDir(self.tree, t) for tid, t in self.parent.types.items()}
+
+    def names(self) -> list[str]:
+        return list(self.parent.types)
+
+    def subdir_count(self) -> int:
+        return len(self.parent.types)
+
+
+class TypeDir(Directory):
+    """``mdev_supported_types/<type>/``: create, name, description, device_api,
+    available_instances, devices/ (plus what a driver adds)."""
+
+    __slots__ = ("tree", "mdev_type")
+
+    def __init__(self, tree: SysfsTree, mdev_type: MdevType) -> None:
+        self.tree = tree
+        self.mdev_type = mdev_type
+
+    def entries(self) -> Mapping[str, Node]:
+        t, host = self.mdev_type, self.tree.host
+        out: dict[str, Node] = {
+            "create": Attribute(WO, store=lambda buf: host.create_store(t, buf), owner=t),
+            "name": ro(f"{t.name}\n".encode(), t),
+            "device_api": ro(f"{t.spec.device_api}\n".encode(), t),
+            "available_instances": Attribute(RO, lambda: f"{t.available_instances()}\n".encode(), owner=t),
+            "devices": LazyDir(lambda: {u: Link(f"../../../{u}") for u in t.devices}),
+        }
+        if t.spec.description is not None:
+            out["description"] = ro(f"{t.spec.description.rstrip(chr(10))}\n".encode(), t)
+        extra = getattr(t.parent.driver, "type_attributes", None)
+        if extra is not None:
+            out.update(extra(t))
+        return out
+
+    def subdir_count(self) -> int:
+        return 1
+
+
+class DeviceDir(Directory):
+    """``<parent>/<uuid>/``: the mdev device, in its bound, unbound or
+    being-removed shape."""
+
+    __slots__ = ("tree", "dev")
+
+    def __init__(self, tree: SysfsTree, dev: MdevDevice) -> None:
+        self.tree = tree
+        self.dev = dev
+
+    def entries(self) -> Mapping[str, Node]:
+        dev, host = self.dev, self.tree.host
+        path = dev.path
+        out: dict[str, Node] = {}
+        if dev.removing:
+            if dev.iommu_group is not None:
+                out["iommu_group"] = Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
+            return out
+        drv = dev.parent.driver.driver_name
+        env = ["SUBSYSTEM=mdev"]
+        out["uevent"] = Attribute(
+            RW, lambda: f"DRIVER={drv}\n".encode() if dev.bound else b"",
+            self.tree._uevent_store(dev.devpath, env, lambda: [f"DRIVER={drv}"] if dev.bound else []), dev)
+        out["power"] = self.tree.power_dir(dev)
+        out["mdev_type"] = Link(kernfs_link(path, dev.mdev_type.path))
+        out["subsystem"] = Link(kernfs_link(path, "bus/mdev"))
+        out["remove"] = Attribute(WO, store=lambda buf: host.remove_store(dev, buf), owner=dev)
+        if dev.bound:
+            out["driver"] = Link(kernfs_link(path, f"bus/mdev/drivers/{drv}"))
+            out["iommu_group"] = Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
+            if dev.vfio_index is not None:
+                out["vfio-dev"] = self._vfio_dev_dir()
+            for group, attrs in dev.parent.driver.device_groups(dev).items():
+                out[group] = StaticDir(attrs)
+        extra = getattr(dev.parent.driver, "device_attributes", None)
+        if extra is not None:
+            out.update(extra(dev))
+        return out
+
+    def _vfio_dev_dir(self) -> StaticDir:
+        dev = self.dev
+        name = f"vfio{dev.vfio_index}"
+        here = f"{dev.path}/vfio-dev/{name}"
+        inner = StaticDir({
+            "uevent": Attribute(RW, const(b""), self.tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), dev),
+            "power": self.tree.power_dir((dev, "vfio-dev")),
+            "device": Link(kernfs_link(here, dev.path)),
+            "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
+        })
+        return StaticDir({name: inner})
+
+
+class IommuGroupsDir(Directory):
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: SysfsTree) -> None:
+        self.tree = tree
+
+    def lookup(self, name: str) -> Optional[Node]:
+        if not name.isdigit() or (len(name) > 1 and name[0] == "0"):
+            return None
+        dev = self.tree.host.groups.get(int(name))
+        return self._group(int(name), dev) if dev is not None else None
+
+    def entries(self) -> Mapping[str, Node]:
+        return {str(g): self._group(g, d) for g, d in self.tree.host.groups.items()}
+
+    def names(self) -> list[str]:
+        return [str(g) for g in self.tree.host.groups]
+
+    def subdir_count(self) -> int:
+        return len(self.tree.host.groups)
+
+    def _group(self, g: int, dev: MdevDevice) -> StaticDir:
+        here = f"kernel/iommu_groups/{g}/devices"
+        return StaticDir({
+            "devices": StaticDir({dev.uuid: Link(kernfs_link(here, dev.path))}),
+            "name": ro(b"vfio-noiommu\n", dev),
+            "reserved_regions": ro(b"", dev),
+            "type": Attribute(RW, const(b"unknown\n"), self._type_store, dev),
+        })
+
+    @staticmethod
+    def _type_store(buf: bytes) -> int:
+        raise KernelError(errno.EINVAL, "no default domain to change")
+
+
+class BusMdevDir(Directory):
+    """``/sys/bus/mdev``."""
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: SysfsTree) -> None:
+        self.tree = tree
+
+    def entries(self) -> Mapping[str, Node]:
+        host = self.tree.host
+        return {
+            "uevent": Attribute(WO, store=self._bus_uevent),
+            "drivers_autoprobe": Attribute(RW, lambda: b"1\n" if host.drivers_autoprobe else b"0\n",
+                                           self._autoprobe),
+            "devices": LazyDir(self._devices),
+            "drivers_probe": Attribute(WO, store=self._probe),
+            "drivers": LazyDir(self._drivers),
+        }
+
+    def subdir_count(self) -> int:
+        return 2
+
+    def _bus_uevent(self, buf: bytes) -> int:
+        return self.tree.host.synth_uevent("/bus/mdev", buf, ["SUBSYSTEM=bus"])
+
+    def _autoprobe(self, buf: bytes) -> int:
+        from .core import kstrtoul
+        self.tree.host.drivers_autoprobe = bool(kstrtoul(buf))
+        return len(buf)
+
+    def _probe(self, buf: bytes) -> int:
+        self.tree.host.drivers_probe(buf)
+        return len(buf)
+
+    def _devices(self) -> Mapping[str, Node]:
+        return {u: Link(kernfs_link("bus/mdev/devices", d.path))
+                for u, d in self.tree.host.devices.items() if not d.removing}
+
+    def _drivers(self) -> Mapping[str, Node]:
+        return {d.driver_name: DriverDir(self.tree, d.driver_name, d.name) for d in self.tree.host.drivers.values()}
+
+
+class DriverDir(Directory):
+    """``/sys/bus/mdev/drivers/<drv>``: bind/unbind/uevent, module link, bound devices."""
+
+    __slots__ = ("tree", "driver_name", "module")
+
+    def __init__(self, tree: SysfsTree, driver_name: str, module: str) -> None:
+        self.tree = tree
+        self.driver_name = driver_name
+        self.module = module
+
+    def entries(self) -> Mapping[str, Node]:
+        host, here = self.tree.host, f"bus/mdev/drivers/{self.driver_name}"
+        out: dict[str, Node] = {
+            "uevent": Attribute(WO, store=lambda buf: host.synth_uevent("/" + here, buf, ["SUBSYSTEM=drivers"])),
+            "bind": Attribute(WO, store=self._bind),
+            "unbind": Attribute(WO, store=self._unbind),
+            "module": Link(kernfs_link(here, f"module/{self.module}")),
+        }
+        for dev in host.bound_devices(self.driver_name):
+            if not dev.removing:
+                out[dev.uuid] = Link(kernfs_link(here, dev.path))
+        return out
+
+    def subdir_count(self) -> int:
+        return 0
+
+    def _bind(self, buf: bytes) -> int:
+        self.tree.host.bind(self.driver_name, buf)
+        return len(buf)
+
+    def _unbind(self, buf: bytes) -> int:
+        self.tree.host.unbind(self.driver_name, buf)
+        return len(buf)
+
+
+class ModuleDir(Directory):
+    """``/sys/module/<name>`` (without the binary notes/ and sections/)."""
+
+    __slots__ = ("tree", "name")
+
+    def __init__(self, tree: SysfsTree, name: str) -> None:
+        self.tree = tree
+        self.name = name
+
+    def entries(self) -> Mapping[str, Node]:
+        host, name = self.tree.host, self.name
+        here = f"module/{name}"
+        driver = host.drivers.get(name)
+        if driver is not None:
+            info = dict(getattr(driver, "module_attrs", {}) or {})
+            info.setdefault("taint", "OE")
+            refcnt = sum(d.open_count for d in host.devices.values() if d.parent.driver is driver)
+            params = dict(driver.module_params)
+        else:
+            info = dict(CORE_MODULE_ATTRS[name])
+            vendors = len(host.drivers)
+            refcnt = {"mdev": vendors, "vfio": vendors + 1}.get(name, 0)
+            params = VFIO_TYPE1_PARAMS if name == "vfio_iommu_type1" else {}
+        out: dict[str, Node] = {
+            "coresize": ro(f"{info.get('coresize', '16384')}\n".encode()),
+            "initsize": ro(b"0\n"),
+            "initstate": ro(b"live\n"),
+            "refcnt": Attribute(RO, const(f"{refcnt}\n".encode())),
+            "taint": ro(f"{info['taint']}\n".encode()),
+            "uevent": Attribute(WO, store=lambda buf: host.synth_uevent("/" + here, buf, ["SUBSYSTEM=module"])),
+            "holders": StaticDir({h: Link(kernfs_link(f"{here}/holders", f"module/{h}")) for h in self._holders()}),
+            # ELF notes and section addresses are not simulated: present, empty.
+            "notes": StaticDir({}),
+            "sections": StaticDir({}),
+        }
+        for key in ("srcversion", "version"):
+            if key in info:
+                out[key] = ro(f"{info[key]}\n".encode())
+        if driver is not None:
+            out["drivers"] = StaticDir({f"mdev:{driver.driver_name}": Link(
+                kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{driver.driver_name}"))})
+        if params:
+            mode = RW if name == "vfio_iommu_type1" else RO
+            out["parameters"] = StaticDir({k: Attribute(mode, const(v)) for k, v in params.items()})
+        return out
+
+    def _holders(self) -> list[str]:
+        host = self.tree.host
+        if self.name == "mdev":
+            return list(host.drivers)
+        if self.name == "vfio":
+            return list(host.drivers) + ["vfio_iommu_type1"]
+        return []

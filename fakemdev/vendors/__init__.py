@@ -1,0 +1,54 @@
+"""Simulated vendor drivers, one module each, and the registry that finds them.
+
+``get_driver("mtty")`` returns the driver class from ``fakemdev.vendors.mtty``;
+a path to a ``.py`` file loads a user driver written from ``SKELETON.py``;
+the ``fakemdev.vendors`` entry-point group adds installed third-party ones.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Any
+
+from .base import MdevTypeSpec, ParentSpec, VendorDriver
+
+BUILTIN = ("mtty", "mdpy", "mbochs", "i915")
+
+__all__ = ["MdevTypeSpec", "ParentSpec", "VendorDriver", "get_driver", "known_drivers", "BUILTIN"]
+
+
+def known_drivers() -> list[str]:
+    names = list(BUILTIN)
+    try:
+        from importlib.metadata import entry_points
+        names += [ep.name for ep in entry_points(group="fakemdev.vendors") if ep.name not in names]
+    except Exception:  # pragma: no cover - broken metadata must not break lookups
+        pass
+    return names
+
+
+def _driver_class_of(module: Any, where: str) -> type[VendorDriver]:
+    cls = getattr(module, "Driver", None)
+    if not (isinstance(cls, type) and issubclass(cls, VendorDriver)):
+        raise LookupError(f"{where}: no 'Driver' class derived from fakemdev.vendors.VendorDriver")
+    return cls
+
+
+def get_driver(name_or_path: str) -> type[VendorDriver]:
+    """Find a driver class by built-in name, file path, or entry point."""
+    if name_or_path.endswith(".py") or os.sep in name_or_path:
+        spec = importlib.util.spec_from_file_location(
+            f"fakemdev_user_driver_{abs(hash(name_or_path))}", name_or_path)
+        if spec is None or spec.loader is None:
+            raise LookupError(f"cannot load driver file {name_or_path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return _driver_class_of(module, name_or_path)
+    if name_or_path in BUILTIN:
+        return _driver_class_of(importlib.import_module(f"{__name__}.{name_or_path}"), name_or_path)
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="fakemdev.vendors"):
+        if ep.name == name_or_path:
+            return _driver_class_of(ep.load(), name_or_path)
+    raise LookupError(f"unknown driver {name_or_path!r}; known: {', '.join(known_drivers())}")

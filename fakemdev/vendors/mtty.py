@@ -1,0 +1,48 @@
+"""mtty: the kernel's sample virtual serial-port driver (samples/vfio-mdev/mtty.c).
+
+Driver accounting: one pool of 24 ports (``MAX_MTTYS``) shared by both
+types; ``mtty-1`` takes one port, ``mtty-2`` two. Ports come back on unbind
+and on remove. Exhaustion is ENOSPC from probe.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..kernfs import Attribute
+from .base import MdevTypeSpec, ParentSpec, VendorDriver
+
+if TYPE_CHECKING:
+    from ..core import MdevDevice, MdevType
+
+MAX_MTTYS = 24
+
+
+class Driver(VendorDriver):
+    name = "mtty"
+    module_attrs = {"coresize": "36864", "srcversion": "0CFBC3668084E605BBD06DA", "version": "0.1"}  # /sys/module/mtty, as captured
+
+    def __init__(self, ports: int = MAX_MTTYS, **options: object) -> None:
+        super().__init__(**options)
+        self.total_ports = int(ports)
+        self.ports_free = self.total_ports
+
+    def parents(self) -> list[ParentSpec]:
+        return [ParentSpec(
+            name="mtty", devpath="devices/virtual/mtty/mtty", driver_string="mtty", class_name="mtty",
+            types=[MdevTypeSpec("1", "Single port serial", params={"ports": 1}),
+                   MdevTypeSpec("2", "Dual port serial", params={"ports": 2})])]
+
+    def get_available(self, mdev_type: "MdevType") -> int:
+        return self.ports_free // mdev_type.spec.params["ports"]
+
+    def probe(self, mdev: "MdevDevice") -> None:
+        super().probe(mdev)
+        mdev.driver_data["ports"] = mdev.mdev_type.spec.params["ports"]
+        self.ports_free -= mdev.driver_data["ports"]
+
+    def release(self, mdev: "MdevDevice") -> None:
+        self.ports_free += mdev.driver_data.pop("ports", 0)
+
+    def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:
+        text = f"This is MDEV {mdev.uuid}\n".encode()
+        return {"vendor": {"sample_mdev_dev": Attribute(0o444, lambda: text, owner=mdev)}}
