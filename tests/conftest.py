@@ -1,0 +1,83 @@
+"""Shared fixtures: real FUSE mounts in temporary directories."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FAKEMDEV_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "reference" / "golden" / "capture-6.12.json"
+
+
+def fuse_unavailable() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    import ctypes.util
+    if ctypes.util.find_library("fuse3") is None:
+        return "libfuse3 is not installed (apt-get install fuse3)"
+    if os.geteuid() != 0 and not shutil.which("fusermount3"):
+        return "fusermount3 is missing"
+    return None
+
+
+requires_fuse = pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
+
+
+@pytest.fixture(autouse=True)
+def _runtime_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep each test session's daemons' state files out of /run."""
+    d = tmp_path_factory.getbasetemp() / "runtime"
+    d.mkdir(exist_ok=True)
+    monkeypatch.setenv("FAKEMDEV_RUNTIME_DIR", str(d))
+
+
+@contextlib.contextmanager
+def mounted(hosts: dict, mountpoint: Path, **kwargs: object) -> Iterator[Path]:
+    """Mount hosts (a dict name -> Host) on mountpoint for the duration."""
+    from fakemdev.fuse.daemon import mount, umount
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    mount(hosts, str(mountpoint), **kwargs)  # type: ignore[arg-type]
+    try:
+        yield mountpoint
+    finally:
+        umount(str(mountpoint))
+
+
+@pytest.fixture
+def world_tmp() -> Iterator[Path]:
+    """A temporary directory other users can traverse (pytest's own is 0700)."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="fakemdev-test-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sample_mount(tmp_path: Path) -> Iterator[Path]:
+    """The three kernel sample drivers, as in the golden capture."""
+    from fakemdev.hosts import default_host
+    with mounted({"default": default_host(with_gvt=False)}, tmp_path / "sys") as root:
+        yield root
+
+
+@pytest.fixture
+def default_mount(tmp_path: Path) -> Iterator[Path]:
+    from fakemdev.hosts import default_host
+    with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        yield root
+
+
+def run_cli(*args: str, check: bool = False, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the real `fakemdev` command in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "fakemdev", *args], capture_output=True, text=True,
+                          check=check, timeout=60, **kwargs)  # type: ignore[call-overload]

@@ -1,0 +1,27 @@
+"""The golden capture of a real 6.12 kernel, replayed against a real mount."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import GOLDEN, mounted, requires_fuse
+from golden import Replay, load
+
+pytestmark = [requires_fuse, pytest.mark.skipif(not GOLDEN.exists(), reason=f"{GOLDEN} not found")]
+
+
+def test_golden_capture_replays_identically(world_tmp: Path) -> None:
+    from fakemdev.control import call
+    from fakemdev.fuse.daemon import socket_path
+    from fakemdev.hosts import default_host
+
+    capture = load(GOLDEN)
+    mp = world_tmp / "sys"  # uid 65534 must be able to reach it, as /sys
+    # threads: a remove that blocks on an open device must not stall other callers
+    with mounted({"default": default_host(with_gvt=False)}, mp, threads=True) as root:
+        sock = socket_path(str(root))
+        replay = Replay(capture, root, lambda op, **kw: call(sock, op, **kw))
+        replay.run()
+    assert replay.counts["ops"] >= 200 and replay.counts["trees"] == len(capture["trees"])
+    assert not replay.problems, "\n".join(replay.problems[:60])
