@@ -36,7 +36,7 @@ def _build_hosts(kernel: str, drivers: Sequence[str]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint")
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until Ctrl-C.")
 @click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]",
               help="Load these drivers instead of the default host (repeatable; a .py path loads your own).")
@@ -65,7 +65,7 @@ def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: s
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint")
 def umount(mountpoint: str) -> None:
     """Unmount MOUNTPOINT (also clears a stale mount left by a killed daemon)."""
     from .fuse.daemon import MountError, umount as do_umount

@@ -102,11 +102,15 @@ def mounted_fuse_points() -> dict[str, str]:
 
 
 def is_stale(mountpoint: str) -> bool:
+    """A FUSE mount whose daemon died answers ENOTCONN. stat() alone can be
+    served from the kernel's attribute cache, so ask for a listing too."""
     try:
         os.stat(mountpoint)
+        if mountpoint in mounted_fuse_points():
+            os.listdir(mountpoint)
         return False
     except OSError as e:
-        return e.errno == errno.ENOTCONN
+        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
 
 
 def check_environment() -> None:

@@ -1,0 +1,135 @@
+"""`fakemdev mount/umount/status` as a user runs them: real subprocesses, real mounts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_fuse, run_cli
+
+pytestmark = requires_fuse
+
+
+def _mountinfo_has(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+def test_mount_serves_default_host_then_umount_removes_it(tmp_path: Path) -> None:
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    r = run_cli("mount", str(mp))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert sorted(os.listdir(mp / "class" / "mdev_bus")) == ["0000:00:02.0", "mbochs", "mdpy", "mtty"]
+        gvt = mp / "devices" / "pci0000:00" / "0000:00:02.0" / "mdev_supported_types"
+        assert sorted(os.listdir(gvt)) == [f"i915-GVTg_V5_{n}" for n in (1, 2, 4, 8)]
+        desc = (gvt / "i915-GVTg_V5_4" / "description").read_text()
+        assert [line.split(":")[0] for line in desc.splitlines()] == [
+            "low_gm_size", "high_gm_size", "fence", "resolution", "weight"]
+        st = json.loads(run_cli("status", "--json").stdout)
+        assert [s["state"] for s in st if s["mountpoint"] == str(mp)] == ["live"]
+    finally:
+        r = run_cli("umount", str(mp))
+    assert r.returncode == 0, r.stderr
+    assert not _mountinfo_has(mp)
+    assert os.listdir(mp) == []
+
+
+@pytest.mark.parametrize("case", ["missing", "not_empty", "file"])
+def test_mount_refuses_bad_mountpoints_with_one_line(tmp_path: Path, case: str) -> None:
+    mp = tmp_path / "sys"
+    if case == "not_empty":
+        mp.mkdir()
+        (mp / "x").write_text("keep me")
+    elif case == "file":
+        mp.write_text("a file")
+    r = run_cli("mount", str(mp))
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fakemdev: ")
+    expected = {"missing": "mkdir -p", "not_empty": "not empty", "file": "not a directory"}[case]
+    assert expected in lines[0]
+    if case == "not_empty":
+        assert (mp / "x").read_text() == "keep me"
+
+
+def test_mount_refuses_an_already_mounted_point(sample_mount: Path) -> None:
+    r = run_cli("mount", str(sample_mount))
+    assert r.returncode != 0 and "already mounted" in r.stderr
+
+
+def test_killed_daemon_leaves_stale_mount_that_umount_clears(tmp_path: Path) -> None:
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    assert run_cli("mount", str(mp)).returncode == 0
+    pid = json.loads(run_cli("status", "--json").stdout)[0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.listdir(mp)
+        except OSError as e:
+            assert e.errno in (107, 103)  # ENOTCONN, or ECONNABORTED on newer kernels
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the mount kept answering after its daemon was killed")
+    st = json.loads(run_cli("status", "--json").stdout)
+    assert [s["state"] for s in st if s["mountpoint"] == str(mp)] == ["stale"]
+    r = run_cli("mount", str(mp))
+    assert r.returncode != 0 and "fakemdev umount" in r.stderr and "stale" in r.stderr
+    r = run_cli("umount", str(mp))
+    assert r.returncode == 0 and "stale" in r.stdout
+    assert run_cli("mount", str(mp)).returncode == 0
+    try:
+        assert (mp / "class" / "mdev_bus").is_dir()
+    finally:
+        assert run_cli("umount", str(mp)).returncode == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_foreground_daemon_unmounts_cleanly_on_signal(tmp_path: Path, sig: int) -> None:
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    proc = subprocess.Popen(["python3", "-m", "fakemdev", "mount", "--foreground", str(mp)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not _mountinfo_has(mp) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (mp / "bus" / "mdev").is_dir()
+        proc.send_signal(sig)
+        assert proc.wait(10) == 0
+        assert not _mountinfo_has(mp)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            run_cli("umount", str(mp))
+
+
+def test_driver_unload_and_load_through_a_running_mount(sample_mount: Path) -> None:
+    t = sample_mount / "devices/virtual/mtty/mtty/mdev_supported_types/mtty-1"
+    (t / "create").write_text("00000000-0000-4000-8000-000000000001\n")
+    r = run_cli("driver", "unload", str(sample_mount), "mtty")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(sample_mount / "class/mdev_bus")) == ["mbochs", "mdpy"]
+    assert os.listdir(sample_mount / "bus/mdev/devices") == []
+    assert not (sample_mount / "devices/virtual/mtty").exists()
+    r = run_cli("driver", "load", str(sample_mount), "mtty")
+    assert r.returncode == 0, r.stderr
+    assert (t / "available_instances").read_text() == "24\n"
+
+
+def test_unknown_driver_is_a_clear_error(tmp_path: Path) -> None:
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    r = run_cli("mount", "--driver", "i916", str(mp))
+    assert r.returncode == 2
+    assert "unknown driver 'i916'" in r.stderr and "mtty" in r.stderr
+    assert not _mountinfo_has(mp)
