@@ -312,6 +312,36 @@ class Host:
             change.uevents.append(Uevent("remove", f"/module/{name}", ["SUBSYSTEM=module"]))
             self._commit(change)
 
+    def unregister_parent(self, name: str) -> None:
+        """Surprise removal of one parent (PCI hot-unplug, device reset gone
+        wrong): mdev_unregister_parent() runs without asking anyone, so its
+        mdevs go first, even ones a VFIO user holds open (their fds are dead
+        from now on), then the parent. The driver module stays loaded."""
+        with self.lock:
+            parent = self.parents.get(name)
+            if parent is None:
+                raise KernelError(errno.ENODEV, f"no parent {name!r}")
+            change = Change()
+            for dev in list(parent.devices.values()):
+                dev.open_count = 0
+                self._remove_now(dev, change)
+            self._released.notify_all()   # a remove blocked on a now-dead fd returns
+            subsystem = parent.spec.class_name or parent.spec.bus or ""
+            change.uevents.append(Uevent("change", "/" + parent.devpath,
+                                         [f"SUBSYSTEM={subsystem}", "MDEV_STATE=unregistered"]))
+            change.uevents.append(Uevent("remove", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
+            parent.alive = False
+            for t in parent.types.values():
+                t.alive = False
+            del self.parents[name]
+            change.gone += [parent.devpath, f"class/mdev_bus/{name}"]
+            change.changed += [parent.devpath.rsplit("/", 1)[0], "class/mdev_bus"]
+            if parent.spec.class_name:
+                change.gone.append(f"class/{parent.spec.class_name}/{name}")
+            if parent.spec.bus:
+                change.gone.append(f"bus/{parent.spec.bus}/devices/{name}")
+            self._commit(change)
+
     def _unload_core(self, name: str) -> None:
         if self.drivers or name != "mdev":
             raise KernelError(errno.EAGAIN, f"module {name} is in use")
@@ -461,6 +491,8 @@ class Host:
                 self._begin_blocked_remove(dev)
                 while dev.open_count:
                     self._released.wait()
+                if not dev.alive:  # torn down meanwhile (surprise parent removal)
+                    return
                 change = Change()
                 self._finish_remove(dev, change)
                 self._commit(change)
