@@ -1,0 +1,65 @@
+#!/bin/sh
+# fakemdev quick start. Installs everything it needs, then:
+#   ./setup.sh mount DIR   mount the embedded default host on DIR (it then plays /sys)
+#   ./setup.sh test        run the test suite (what CI runs)
+#   ./setup.sh             only install
+# Run as root (sudo) on Debian 12+ or Ubuntu 24.04+: system packages come from apt,
+# Python packages go into ./.venv.
+set -eu
+cd "$(dirname "$0")"
+here=$(pwd)
+
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup.sh: run as root (sudo $0 $*): it installs packages and mounts FUSE filesystems" >&2
+        exit 1
+    fi
+}
+
+apt_install() {
+    missing=""
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+need_root "$@"
+# fuse3 for the mounts; the clients and bindfs are what the tests and benchmarks drive.
+apt_install fuse3 libfuse3-3 python3 python3-venv python3-pip uuid-runtime procps
+if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
+    apt_install bindfs mdevctl libvirt-daemon libvirt-clients
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+case "${1:-}" in
+    mount)
+        dir=${2:-/tmp/fakemdev-sys}
+        mkdir -p "$dir"
+        exec .venv/bin/fakemdev mount "$dir"
+        ;;
+    test)
+        shift
+        exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+        ;;
+    bench)
+        shift
+        exec .venv/bin/python benchmarks/run.py "$@"
+        ;;
+    "")
+        echo "installed: $here/.venv/bin/fakemdev"
+        ;;
+    *)
+        echo "usage: $0 [mount DIR | test [PYTEST ARGS] | bench]" >&2
+        exit 2
+        ;;
+esac
