@@ -46,15 +46,28 @@ def _build_hosts(kernel: str, drivers: Sequence[str]) -> dict[str, Any]:
 @click.option("--threads", is_flag=True, help="Serve requests concurrently (needed for blocking removes).")
 @click.option("--cache-timeout", type=float, default=10.0, show_default=True,
               help="Kernel entry/attribute cache seconds; every change invalidates what it touched.")
+@click.option("--scenario", "scenario_file", type=click.Path(dir_okay=False), default=None,
+              help="Serve the hosts of this scenario file (several hosts: MOUNTPOINT/<host>/ each).")
 def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: str, allow_other: Optional[bool],
-          threads: bool, cache_timeout: float) -> None:
+          threads: bool, cache_timeout: float, scenario_file: Optional[str]) -> None:
     """Mount a simulated host on MOUNTPOINT (which then plays /sys)."""
     from .fuse.daemon import MountError, mount as do_mount
-    try:
-        hosts = _build_hosts(kernel, drivers)
-    except (LookupError, TypeError, ValueError, OSError) as e:
-        _fail(str(e), 2)
-    desc = "default host" if not drivers else "drivers: " + ", ".join(drivers)
+    if scenario_file is not None:
+        from .scenario import ScenarioError, load
+        if drivers:
+            _fail("--scenario and --driver do not mix: put the drivers in the scenario", 2)
+        try:
+            hosts = load(scenario_file).build_hosts()
+        except ScenarioError as e:
+            _fail(str(e), 2)
+        drivers = ()
+        desc = f"scenario {scenario_file}"
+    else:
+        try:
+            hosts = _build_hosts(kernel, drivers)
+        except (LookupError, TypeError, ValueError, OSError) as e:
+            _fail(str(e), 2)
+        desc = "default host" if not drivers else "drivers: " + ", ".join(drivers)
     try:
         pid = do_mount(hosts, mountpoint, foreground=foreground, allow_other=allow_other, threads=threads,
                        cache_timeout=cache_timeout, description=desc)
@@ -145,6 +158,133 @@ def device(mountpoint: str, action: str, uuid: str, host: Optional[str]) -> None
     """Hold a device open as a VFIO user would (remove then blocks), or close it."""
     _control(mountpoint, f"{action}_device", uuid=uuid, host=host)
     click.echo(f"{action}ed {uuid}" if action == "open" else f"closed {uuid}")
+
+
+@cli.command()
+@click.argument("scenario_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable transcript.")
+@click.option("--api-only", is_flag=True, help="Skip the FUSE mount pass (no /dev/fuse needed).")
+@click.option("--mount-only", is_flag=True, help="Skip the library API pass.")
+def play(scenario_file: str, as_json: bool, api_only: bool, mount_only: bool) -> None:
+    """Run FILE's timeline on a real mount and through the library API; exit 1 at the first divergence."""
+    import json
+    from .play import HEADER, format_divergence, format_row, play as do_play
+    from .scenario import ScenarioError, load
+    try:
+        scenario = load(scenario_file)
+    except ScenarioError as e:
+        _fail(str(e), 2)
+    backends = ("api",) if api_only else ("mount",) if mount_only else ("mount", "api")
+    if not as_json:
+        click.echo(HEADER)
+    result = do_play(scenario, backends, emit=(lambda r: None) if as_json else (lambda r: click.echo(format_row(r))))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    elif result.divergence is not None:
+        click.echo(format_divergence(scenario, result.divergence), err=True)
+    else:
+        click.echo(f"{scenario_file}: {len(scenario.timeline)} steps x {len(backends)} passes: all as expected")
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--sysfs", default="/sys", show_default=True, type=click.Path(file_okay=False),
+              help="The sysfs root to record (a real /sys or a fakemdev mount).")
+@click.option("--host", "host_name", default="recorded", show_default=True, help="Host name in the scenario.")
+def record(sysfs: str, host_name: str) -> None:
+    """Write a scenario reproducing the mdev state of SYSFS to stdout."""
+    from .record import RecordError, record_yaml
+    try:
+        click.echo(record_yaml(sysfs, host_name), nl=False)
+    except RecordError as e:
+        _fail(str(e))
+
+
+@cli.group()
+def fault() -> None:
+    """Fault-injection knobs of a running mount (netdevsim-style)."""
+
+
+def _fault(mountpoint: str, knob: str, host: Optional[str], args: Any) -> Any:
+    return _control(mountpoint, "fault", knob=knob, host=host, args=args)
+
+
+_host_option = click.option("--host", default=None, help="Host to act on (mounts with several hosts).")
+
+
+@fault.command("create-fail")
+@click.argument("mountpoint")
+@click.argument("mdev_type", metavar="TYPE")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--errno", "err", default="EIO", show_default=True, help="errno name, e.g. ENOSPC")
+@click.option("--parent", default=None)
+@_host_option
+def fault_create_fail(mountpoint: str, mdev_type: str, count: int, err: str, parent: Optional[str],
+                      host: Optional[str]) -> None:
+    """The next COUNT creates on TYPE fail with ERRNO."""
+    _fault(mountpoint, "create_fail", host, {"type": mdev_type, "count": count, "errno": err, "parent": parent})
+    click.echo(f"next {count} create(s) on {mdev_type} fail with {err}")
+
+
+@fault.command("delay")
+@click.argument("mountpoint")
+@click.argument("op", type=click.Choice(["create", "remove"]))
+@click.argument("seconds", type=click.FloatRange(min=0))
+@click.option("--type", "mdev_type", default=None, help="Only this type (default: every type).")
+@_host_option
+def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: Optional[str], host: Optional[str]) -> None:
+    """Every OP takes SECONDS longer (0 clears)."""
+    _fault(mountpoint, "delay", host, {"op": op, "seconds": seconds, "type": mdev_type})
+    click.echo(f"{op} delay {seconds}s" + (f" on {mdev_type}" if mdev_type else ""))
+
+
+@fault.command("hold")
+@click.argument("mountpoint")
+@click.argument("uuid")
+@_host_option
+def fault_hold(mountpoint: str, uuid: str, host: Optional[str]) -> None:
+    """Hold UUID open as a VFIO user: its remove blocks until release."""
+    _fault(mountpoint, "hold", host, uuid)
+    click.echo(f"holding {uuid}")
+
+
+@fault.command("release")
+@click.argument("mountpoint")
+@click.argument("uuid")
+@_host_option
+def fault_release(mountpoint: str, uuid: str, host: Optional[str]) -> None:
+    """Release a held UUID (a blocked remove then completes)."""
+    _fault(mountpoint, "release", host, uuid)
+    click.echo(f"released {uuid}")
+
+
+@fault.command("unplug")
+@click.argument("mountpoint")
+@click.argument("parent")
+@_host_option
+def fault_unplug(mountpoint: str, parent: str, host: Optional[str]) -> None:
+    """Surprise-remove PARENT with all its mdevs."""
+    _fault(mountpoint, "unplug", host, parent)
+    click.echo(f"unplugged {parent}")
+
+
+@fault.command("clear")
+@click.argument("mountpoint")
+@_host_option
+def fault_clear(mountpoint: str, host: Optional[str]) -> None:
+    """Drop every create-fail and delay knob."""
+    _fault(mountpoint, "clear", host, {})
+    click.echo("cleared")
+
+
+@fault.command("list")
+@click.argument("mountpoint")
+@_host_option
+def fault_list(mountpoint: str, host: Optional[str]) -> None:
+    """Show the knobs in force (JSON)."""
+    import json
+    click.echo(json.dumps(_fault(mountpoint, "list", host, {}), indent=2))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

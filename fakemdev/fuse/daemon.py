@@ -179,8 +179,8 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
 
 
 def _extend_controller(controller: Any) -> None:
-    """Let optional modules (faults, migration) add control ops."""
-    for modname in ("fakemdev.faults", "fakemdev.migration"):
+    """Let optional modules (faults, scenario playback, migration) add control ops."""
+    for modname in ("fakemdev.faults", "fakemdev.play", "fakemdev.migration"):
         try:
             mod = __import__(modname, fromlist=["register_control"])
         except ImportError:
