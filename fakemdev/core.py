@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
 from .errors import KernelError
+from . import kernels
 from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 
 UUID_LEN = 36
@@ -202,9 +203,11 @@ class Host:
 
     def __init__(self, name: str = "default", kernel: str = "6.12") -> None:
         self.name = name
+        kernels.parse_kernel(kernel)  # a bad profile fails here, not on first use
         self.kernel = kernel
         self.lock = threading.RLock()
         self._released = threading.Condition(self.lock)
+        self._uevent_posted = threading.Condition(self.lock)
         self.drivers: dict[str, VendorDriver] = {}
         self.parents: dict[str, Parent] = {}
         self.devices: dict[str, MdevDevice] = {}   # the global mdev_list (EEXIST scope)
@@ -229,6 +232,8 @@ class Host:
             self.uevent_log.append(ev)
         if len(self.uevent_log) > self.uevent_log_max:
             del self.uevent_log[: len(self.uevent_log) - self.uevent_log_max]
+        if change.uevents:
+            self._uevent_posted.notify_all()
         for prefix in change.gone:
             self._forget_modes(prefix)
         for listener in list(self.listeners):
@@ -247,31 +252,128 @@ class Host:
                 raise KernelError(errno.ENOENT, "mdev core module is not loaded")
             if driver.name in self.drivers:
                 raise KernelError(errno.EEXIST, f"driver {driver.name} is already loaded")
+            driver.kernel, driver.host = self.kernel, self
             specs = driver.parents()
             for spec in specs:
                 if spec.name in self.parents or any(p.devpath == spec.devpath.strip("/") for p in self.parents.values()):
                     raise KernelError(errno.EEXIST, f"parent {spec.name} already registered")
+            shared = self._driver_name_shared(driver)  # vfio_mdev (< 5.19) is registered once
             self.drivers[driver.name] = driver
             change = Change(changed=["bus/mdev/drivers", "class/mdev_bus", "module"])
-            change.uevents.append(Uevent("add", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
-            added = []
-            for spec in specs:
-                parent = Parent(self, driver, spec)
-                self.parents[parent.name] = parent
-                added.append(parent)
-                subsystem = spec.class_name or spec.bus or ""
-                if spec.class_name:
-                    change.uevents.append(Uevent("add", f"/class/{spec.class_name}", ["SUBSYSTEM=class"]))
-                    change.changed.append("class")
-                change.changed += [parent.devpath.rsplit("/", 1)[0], parent.devpath]
-                change.gone.append(parent.devpath)  # a previous incarnation may be cached
-                change.uevents.append(Uevent("add", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
-                change.uevents.append(Uevent("change", "/" + parent.devpath,
-                                             [f"SUBSYSTEM={subsystem}", "MDEV_STATE=registered"]))
-                driver.on_parent_registered(parent)
+            if not shared:
+                change.uevents.append(Uevent("add", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
+            added = [self._add_parent(driver, spec, change) for spec in specs]
             change.uevents.append(Uevent("add", f"/module/{driver.name}", ["SUBSYSTEM=module"]))
             self._commit(change)
             return added
+
+    def _add_parent(self, driver: VendorDriver, spec: ParentSpec, change: Change) -> Parent:
+        """mdev_register_parent(): the parent appears, announced as the capture shows."""
+        parent = Parent(self, driver, spec)
+        self.parents[parent.name] = parent
+        subsystem = spec.class_name or spec.bus or ""
+        if spec.class_name:
+            change.uevents.append(Uevent("add", f"/class/{spec.class_name}", ["SUBSYSTEM=class"]))
+            change.changed.append("class")
+        change.changed += [parent.devpath.rsplit("/", 1)[0], parent.devpath]
+        change.gone.append(parent.devpath)  # a previous incarnation may be cached
+        change.uevents.append(Uevent("add", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
+        change.uevents.append(Uevent("change", "/" + parent.devpath,
+                                     [f"SUBSYSTEM={subsystem}", "MDEV_STATE=registered"]))
+        driver.on_parent_registered(parent)
+        return parent
+
+    def _driver_name_shared(self, driver: VendorDriver) -> bool:
+        """Another loaded module binds its mdevs to the same mdev driver
+        (``vfio_mdev`` before 5.19): that driver is registered only once."""
+        return any(d is not driver and d.driver_name == driver.driver_name for d in self.drivers.values())
+
+    def upgrade_driver(self, name: str, new_driver: VendorDriver) -> None:
+        """Replace a loaded driver by another version of itself, in place.
+
+        No kernel does this in one step (rmmod would remove every device);
+        it is what a vendor's live update looks like to a manager: the
+        module's version attributes change while devices stay. The new
+        version decides (``upgrade_keeps_devices``): kept devices keep UUID,
+        type, iommu group and ``driver_data`` and are re-accounted by
+        :meth:`VendorDriver.adopt`. EBUSY, changing nothing, when the new
+        version keeps no devices or drops a type or parent a device uses.
+        """
+        with self.lock:
+            old = self.drivers.get(name)
+            if old is None:
+                raise KernelError(errno.ENOENT, f"driver {name} is not loaded")
+            if new_driver.name != name:
+                raise KernelError(errno.EINVAL, f"{new_driver.name} is not a version of {name}")
+            new_driver.kernel, new_driver.host = self.kernel, self
+            specs = {s.name: s for s in new_driver.parents()}
+            old_parents = [p for p in self.parents.values() if p.driver is old]
+            devices = [d for p in old_parents for d in p.devices.values()]
+            self._check_upgrade(old, new_driver, specs, devices)
+            for parent in old_parents:  # parents the new version no longer has (empty: checked)
+                spec = specs.get(parent.name)
+                if spec is None or spec.devpath.strip("/") != parent.devpath:
+                    self.unregister_parent(parent.name)
+            change = Change(gone=[f"module/{name}", f"bus/mdev/drivers/{old.driver_name}"],
+                            changed=["bus/mdev/drivers", "class/mdev_bus", "class", "module"])
+            self.drivers[name] = new_driver
+            for spec in specs.values():
+                parent = self.parents.get(spec.name)
+                if parent is None:
+                    self._add_parent(new_driver, spec, change)
+                else:
+                    self._reregister_parent(parent, new_driver, spec, change)
+            for dev in devices:
+                new_driver.adopt(dev)
+                for group in {*old.device_groups(dev), *new_driver.device_groups(dev)}:
+                    change.gone.append(f"{dev.path}/{group}")
+                change.changed.append(dev.path)
+            new_driver.upgrade_from(old)
+            old.on_unload()
+            change.uevents.append(Uevent("change", f"/module/{name}", ["SUBSYSTEM=module"]))
+            self._commit(change)
+
+    def _check_upgrade(self, old: VendorDriver, new: VendorDriver, specs: dict[str, ParentSpec],
+                       devices: list["MdevDevice"]) -> None:
+        """Refuse an upgrade that would strand a device or steal a parent."""
+        for spec in specs.values():
+            other = self.parents.get(spec.name)
+            if other is not None and other.driver is not old:
+                raise KernelError(errno.EEXIST, f"parent {spec.name} belongs to {other.driver.name}")
+        if not devices:
+            return
+        if not new.upgrade_keeps_devices:
+            raise KernelError(errno.EBUSY, f"{new.name}: this version cannot take over existing devices; "
+                                           f"remove the {len(devices)} device(s) first")
+        if new.driver_name != old.driver_name:
+            raise KernelError(errno.EBUSY, f"{new.name}: bound devices would change mdev driver "
+                                           f"({old.driver_name} -> {new.driver_name})")
+        for dev in devices:
+            spec = specs.get(dev.parent.name)
+            ids = {f"{spec.driver_string}-{t.sysfs_name}" for t in spec.types} if spec else set()
+            if spec is None or spec.devpath.strip("/") != dev.parent.devpath or dev.mdev_type.id not in ids:
+                raise KernelError(errno.EBUSY, f"{new.name}: the new version has no {dev.mdev_type.id} on "
+                                               f"{dev.parent.name}, used by {dev.uuid}")
+
+    def _reregister_parent(self, parent: Parent, driver: VendorDriver, spec: ParentSpec, change: Change) -> None:
+        """A parent both versions have: same object, new spec and type table."""
+        parent.driver, parent.spec, parent.driver_string = driver, spec, spec.driver_string
+        types: dict[str, MdevType] = {}
+        for tspec in spec.types:
+            tid = f"{spec.driver_string}-{tspec.sysfs_name}"
+            t = parent.types.get(tid)
+            if t is None:
+                t = MdevType(parent, tspec)
+            t.spec = tspec
+            types[tid] = t
+        for tid, t in parent.types.items():
+            if tid not in types:
+                t.alive = False
+        parent.types = types
+        if not driver.has_get_available:
+            parent.available_instances = (driver.max_instances or 0) - len(parent.devices)
+        change.gone.append(f"{parent.devpath}/mdev_supported_types")
+        change.changed.append(parent.devpath)
 
     def unload_driver(self, name: str) -> None:
         """rmmod: remove the driver's devices, then its parents and class entries."""
@@ -306,9 +408,12 @@ class Host:
                 if parent.spec.bus:
                     change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
             del self.drivers[name]
+            driver.on_unload()
             change.gone += [f"bus/mdev/drivers/{driver.driver_name}", f"module/{name}"]
             change.changed += ["bus/mdev/drivers", "class/mdev_bus", "class", "module"]
-            change.uevents.append(Uevent("remove", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
+            if not self._driver_name_shared(driver):
+                change.uevents.append(Uevent("remove", f"/bus/mdev/drivers/{driver.driver_name}",
+                                             ["SUBSYSTEM=drivers"]))
             change.uevents.append(Uevent("remove", f"/module/{name}", ["SUBSYSTEM=module"]))
             self._commit(change)
 
@@ -402,7 +507,8 @@ class Host:
             core_accounting = not drv.has_get_available
             if core_accounting:
                 if parent.available_instances <= 0:
-                    raise KernelError(errno.EUSERS, f"{parent.name}: all {drv.max_instances} instances in use")
+                    raise KernelError(drv.no_capacity_errno(errno.EUSERS),
+                                      f"{parent.name}: all {drv.max_instances} instances in use")
             dev = MdevDevice(uuid, mdev_type)
             self._fault_check("create", mdev_type)
             try:
@@ -430,7 +536,7 @@ class Host:
     def _bind(self, dev: MdevDevice, change: Change) -> None:
         dev.bound = True
         dev.iommu_group = self._group_ids.get()
-        dev.vfio_index = self._vfio_ids.get()
+        dev.vfio_index = self._vfio_ids.get() if kernels.has_vfio_dev(self.kernel) else None
         self.groups[dev.iommu_group] = dev
         drv = dev.parent.driver.driver_name
         change.changed += ["kernel/iommu_groups", "devices/virtual/vfio", "class/vfio", "class/vfio-dev",
@@ -440,14 +546,16 @@ class Host:
         g = dev.iommu_group
         change.uevents.append(Uevent("add", f"/devices/virtual/vfio/{g}",
                                      ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
-        change.uevents.append(Uevent("add", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
+        if dev.vfio_index is not None:
+            change.uevents.append(Uevent("add", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
         change.uevents.append(Uevent("bind", dev.devpath, ["SUBSYSTEM=mdev", f"DRIVER={drv}"]))
 
     def _unbind(self, dev: MdevDevice, change: Change) -> None:
         """Driver remove: VFIO unregister (group and vfio-dev freed), driver release."""
         drv = dev.parent.driver.driver_name
         g, v = dev.iommu_group, dev.vfio_index
-        change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
+        if v is not None:
+            change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
         change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
                                      ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
         change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
@@ -487,6 +595,8 @@ class Host:
             if not dev.alive or dev.removing:
                 raise KernelError(errno.ENODEV, f"mdev {dev.uuid} is already being removed")
             self._fault_check("remove", dev.mdev_type)
+            if dev.open_count and kernels.vendor_remove_can_veto(self.kernel):
+                dev.parent.driver.check_remove(dev)  # 4.10-5.1: EBUSY veto, or block below
             if dev.open_count:
                 self._begin_blocked_remove(dev)
                 while dev.open_count:
@@ -599,6 +709,14 @@ class Host:
         with self.lock:
             self._commit(Change(uevents=[Uevent(action, devpath, [*env, synth, *extra])]))
         return len(buf)
+
+    def wait_uevents(self, since: int, timeout: float = 10.0) -> list[Uevent]:
+        """Uevents with seqnum > since, waiting up to timeout for the first one
+        (what a netlink listener would receive next)."""
+        with self.lock:
+            self._uevent_posted.wait_for(lambda: bool(self.uevent_log) and self.uevent_log[-1].seqnum > since,
+                                         timeout)
+            return [e for e in self.uevent_log if e.seqnum > since]
 
     # -- VFIO device fds (library API, fault knobs) -------------------------
     def open_device(self, uuid: str) -> None:

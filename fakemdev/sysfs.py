@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 from typing import Callable, Mapping, Optional
 
+from . import kernels
 from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
 from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir
@@ -80,7 +81,7 @@ class SysfsTree:
     # -- mount-point index ------------------------------------------------
     def mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
         host = self.host
-        key = (tuple(host.parents), host.mdev_loaded, tuple(host.drivers))
+        key = (tuple(host.parents), host.mdev_loaded, tuple(map(id, host.drivers.values())))
         if key != self._mounts_key:
             self._mounts = self._build_mounts()
             junctions: dict[str, set[str]] = {}
@@ -111,14 +112,21 @@ class SysfsTree:
                 path = f"bus/{parent.spec.bus}/devices/{parent.name}"
                 m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
         m["class/vfio"] = lambda: LazyDir(self._class_vfio)
-        m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
+        if kernels.has_vfio_dev(host.kernel):
+            m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
         m["class/misc/vfio"] = lambda: Link("../../devices/virtual/misc/vfio")
         m["devices/virtual/misc/vfio"] = self._misc_vfio
         m["devices/virtual/vfio"] = lambda: LazyDir(self._vfio_groups) if host.groups else None
         m["kernel/iommu_groups"] = lambda: IommuGroupsDir(self)
         modules = ["vfio", "vfio_iommu_type1"] + (["mdev"] if host.mdev_loaded else []) + list(host.drivers)
+        if any(d.driver_module == kernels.VFIO_MDEV for d in host.drivers.values()):
+            modules.append(kernels.VFIO_MDEV)
         for name in modules:
             m[f"module/{name}"] = (lambda n=name: ModuleDir(self, n))
+        for drv in host.drivers.values():  # devices outside the mdev core (SR-IOV VFs, ...)
+            extra = getattr(drv, "sysfs_mounts", None)
+            if extra is not None:
+                m.update(extra(self))
         return m
 
     # -- lookups ------------------------------------------------------------
@@ -159,6 +167,9 @@ class SysfsTree:
             if dev.vfio_index is not None:
                 out[f"vfio{dev.vfio_index}"] = Link(
                     kernfs_link("class/vfio-dev", f"{dev.path}/vfio-dev/vfio{dev.vfio_index}"))
+        for drv in self.host.drivers.values():  # vfio devices that are not mdevs
+            for name, path in getattr(drv, "vfio_devs", dict)().items():
+                out[name] = Link(kernfs_link("class/vfio-dev", path))
         return out
 
     def _vfio_groups(self) -> Mapping[str, Node]:
@@ -303,11 +314,12 @@ class TypeDir(Directory):
         t, host = self.mdev_type, self.tree.host
         out: dict[str, Node] = {
             "create": Attribute(WO, store=lambda buf: host.create_store(t, buf), owner=t),
-            "name": ro(f"{t.name}\n".encode(), t),
             "device_api": ro(f"{t.spec.device_api}\n".encode(), t),
             "available_instances": Attribute(RO, lambda: f"{t.available_instances()}\n".encode(), owner=t),
             "devices": LazyDir(lambda: {u: Link(f"../../../{u}") for u in t.devices}),
         }
+        if t.parent.driver.has_name_file(t):
+            out["name"] = ro(f"{t.name}\n".encode(), t)
         if t.spec.description is not None:
             out["description"] = ro(f"{t.spec.description.rstrip(chr(10))}\n".encode(), t)
         extra = getattr(t.parent.driver, "type_attributes", None)
@@ -381,25 +393,45 @@ class IommuGroupsDir(Directory):
         if not name.isdigit() or (len(name) > 1 and name[0] == "0"):
             return None
         dev = self.tree.host.groups.get(int(name))
-        return self._group(int(name), dev) if dev is not None else None
+        if dev is None:
+            return self._extra_groups().get(name)
+        return self._group(int(name), dev)
 
     def entries(self) -> Mapping[str, Node]:
-        return {str(g): self._group(g, d) for g, d in self.tree.host.groups.items()}
+        out: dict[str, Node] = {str(g): self._group(g, d) for g, d in self.tree.host.groups.items()}
+        out.update(self._extra_groups())
+        return out
 
     def names(self) -> list[str]:
-        return [str(g) for g in self.tree.host.groups]
+        return [str(g) for g in self.tree.host.groups] + list(self._extra_groups())
 
     def subdir_count(self) -> int:
-        return len(self.tree.host.groups)
+        return len(self.tree.host.groups) + len(self._extra_groups())
+
+    def _extra_groups(self) -> dict[str, StaticDir]:
+        """Hardware groups of devices outside the mdev core (a driver's
+        ``iommu_groups()``: group -> (device name, sysfs path))."""
+        out: dict[str, StaticDir] = {}
+        for drv in self.tree.host.drivers.values():
+            for g, (name, path) in getattr(drv, "iommu_groups", dict)().items():
+                here = f"kernel/iommu_groups/{g}/devices"
+                out[str(g)] = StaticDir({
+                    "devices": StaticDir({name: Link(kernfs_link(here, path))}),
+                    "reserved_regions": ro(b"", drv),
+                    "type": Attribute(RW, const(b"DMA\n"), self._type_store, drv),
+                })
+        return out
 
     def _group(self, g: int, dev: MdevDevice) -> StaticDir:
         here = f"kernel/iommu_groups/{g}/devices"
-        return StaticDir({
+        entries: dict[str, Node] = {
             "devices": StaticDir({dev.uuid: Link(kernfs_link(here, dev.path))}),
-            "name": ro(b"vfio-noiommu\n", dev),
             "reserved_regions": ro(b"", dev),
             "type": Attribute(RW, const(b"unknown\n"), self._type_store, dev),
-        })
+        }
+        if kernels.has_iommu_group_name(self.tree.host.kernel):
+            entries["name"] = ro(b"vfio-noiommu\n", dev)
+        return StaticDir(entries)
 
     @staticmethod
     def _type_store(buf: bytes) -> int:
@@ -445,7 +477,8 @@ class BusMdevDir(Directory):
                 for u, d in self.tree.host.devices.items() if not d.removing}
 
     def _drivers(self) -> Mapping[str, Node]:
-        return {d.driver_name: DriverDir(self.tree, d.driver_name, d.name) for d in self.tree.host.drivers.values()}
+        return {d.driver_name: DriverDir(self.tree, d.driver_name, d.driver_module)
+                for d in self.tree.host.drivers.values()}
 
 
 class DriverDir(Directory):
@@ -498,11 +531,13 @@ class ModuleDir(Directory):
         driver = host.drivers.get(name)
         if driver is not None:
             info = dict(getattr(driver, "module_attrs", {}) or {})
+            if driver.version is not None:
+                info["version"] = driver.version
             info.setdefault("taint", "OE")
             refcnt = sum(d.open_count for d in host.devices.values() if d.parent.driver is driver)
             params = dict(driver.module_params)
         else:
-            info = dict(CORE_MODULE_ATTRS[name])
+            info = dict(CORE_MODULE_ATTRS.get(name) or {"taint": ""})
             vendors = len(host.drivers)
             refcnt = {"mdev": vendors, "vfio": vendors + 1}.get(name, 0)
             params = VFIO_TYPE1_PARAMS if name == "vfio_iommu_type1" else {}
@@ -521,7 +556,9 @@ class ModuleDir(Directory):
         for key in ("srcversion", "version"):
             if key in info:
                 out[key] = ro(f"{info[key]}\n".encode())
-        if driver is not None:
+        if name == kernels.VFIO_MDEV:
+            out["drivers"] = StaticDir({f"mdev:{name}": Link(kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{name}"))})
+        elif driver is not None and driver.driver_module == name:
             out["drivers"] = StaticDir({f"mdev:{driver.driver_name}": Link(
                 kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{driver.driver_name}"))})
         if params:

@@ -59,6 +59,15 @@ class VendorDriver:
     max_instances: Optional[int] = None      # core accounting (EUSERS when exhausted)
     module_params: Mapping[str, bytes] = {}
     module_attrs: Mapping[str, str] = {}     # coresize, srcversion, version, taint
+    # Capacity errno by kernel era, newest first: ((since, errno), ...); empty
+    # means the 6.x one (EUSERS from the core, ENOSPC from probe).
+    capacity_errnos: tuple[tuple[tuple[int, int], int], ...] = ()
+    # Upgrade in place (Host.upgrade_driver): True keeps devices whose parent
+    # and type the new version still publishes; False refuses while any exist.
+    upgrade_keeps_devices: bool = True
+    # Set by Host.load_driver: the kernel profile and the host it runs on.
+    kernel: str = "6.12"
+    host: Any = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -69,7 +78,37 @@ class VendorDriver:
 
     @property
     def driver_name(self) -> str:
-        return self.mdev_driver_name or self.name
+        """The mdev driver its devices bind to: ``vfio_mdev`` on kernels before
+        the vendor had its own (see :mod:`fakemdev.kernels`)."""
+        from ..kernels import mdev_driver_name
+        return mdev_driver_name(self.kernel, self.name, self.mdev_driver_name or self.name)
+
+    @property
+    def driver_module(self) -> str:
+        """The module that owns :attr:`driver_name` (``bus/mdev/drivers/<d>/module``)."""
+        from ..kernels import VFIO_MDEV
+        return VFIO_MDEV if self.driver_name == VFIO_MDEV else self.name
+
+    def no_capacity_errno(self, default: int) -> int:
+        """The errno a full parent gives on this kernel (§3.2 of the reference)."""
+        from ..kernels import NO_CAPACITY_ERRNO, no_capacity_errno
+        table = self.capacity_errnos or NO_CAPACITY_ERRNO.get(self.name, ())
+        return no_capacity_errno(self.kernel, table, default)
+
+    def has_name_file(self, mdev_type: "MdevType") -> bool:
+        """Whether the type dir has ``name``: always on 6.1+, vendor's choice before."""
+        return True
+
+    def check_remove(self, mdev: "MdevDevice") -> None:
+        """The vendor remove() callback of 4.10-5.1 kernels, which could veto a
+        remove (raise KernelError(EBUSY)); only called there, for an open device."""
+
+    def adopt(self, mdev: "MdevDevice") -> None:
+        """Take over a device an earlier version of this driver created
+        (upgrade in place): account for it as :meth:`probe` would, without
+        the capacity check, keeping ``mdev.driver_data``."""
+        if self.has_get_available:
+            self.probe(mdev)
 
     # -- accounting ---------------------------------------------------
     @property
@@ -84,7 +123,7 @@ class VendorDriver:
     def probe(self, mdev: "MdevDevice") -> None:
         """Allocate the device's resources; raise KernelError(ENOSPC) when full."""
         if self.has_get_available and self.get_available(mdev.mdev_type) <= 0:
-            raise KernelError(errno.ENOSPC, f"{mdev.mdev_type.id}: no resources left")
+            raise KernelError(self.no_capacity_errno(errno.ENOSPC), f"{mdev.mdev_type.id}: no resources left")
 
     def release(self, mdev: "MdevDevice") -> None:
         """Give back what :meth:`probe` took (on unbind and on remove)."""
@@ -96,3 +135,11 @@ class VendorDriver:
 
     def on_parent_registered(self, parent: "Parent") -> None:
         """Hook after the core has registered a parent."""
+
+    def upgrade_from(self, old: "VendorDriver") -> None:
+        """Hook at the end of Host.upgrade_driver: take over state the mdev
+        core does not hold (per-VF vGPUs of an SR-IOV driver, say)."""
+
+    def on_unload(self) -> None:
+        """Hook after the core has removed the driver's devices and parents
+        (give back host resources taken outside the mdev core)."""
