@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Optional
 
 from . import kernels
 from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
+from . import migration
 from .errors import KernelError
 from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir
 
@@ -325,6 +326,7 @@ class TypeDir(Directory):
         extra = getattr(t.parent.driver, "type_attributes", None)
         if extra is not None:
             out.update(extra(t))
+        out.update(migration.type_attributes(t))  # only for types whose driver declares migration
         return out
 
     def subdir_count(self) -> int:
@@ -368,6 +370,7 @@ class DeviceDir(Directory):
         extra = getattr(dev.parent.driver, "device_attributes", None)
         if extra is not None:
             out.update(extra(dev))
+        out.update(migration.device_attributes(dev))  # only for types whose driver declares migration
         return out
 
     def _vfio_dev_dir(self) -> StaticDir:

@@ -136,6 +136,14 @@ class VendorDriver:
     def on_parent_registered(self, parent: "Parent") -> None:
         """Hook after the core has registered a parent."""
 
+    # -- migration (the unmerged migration_version proposal, fakemdev.migration) --
+    # Per type sysfs_name (or "*"): a fakemdev.migration.TypeMigration, a version
+    # string, or {"version": "5.2", "accepts": ">=5.1"}. None: no migration support,
+    # no migration_version file (what every upstream driver is). The driver options
+    # migration_version/migration_accepts/migration_types override it per instance;
+    # a method migration_for(self, mdev_type) overrides both (vendor logic).
+    migration: Optional[Mapping[str, Any]] = None
+
     def upgrade_from(self, old: "VendorDriver") -> None:
         """Hook at the end of Host.upgrade_driver: take over state the mdev
         core does not hold (per-VF vGPUs of an SR-IOV driver, say)."""
