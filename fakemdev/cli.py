@@ -287,6 +287,65 @@ def fault_list(mountpoint: str, host: Optional[str]) -> None:
     click.echo(json.dumps(_fault(mountpoint, "list", host, {}), indent=2))
 
 
+def _run_in_namespace(command: Sequence[str], drivers: tuple[str, ...], kernel: str, mode: str, libvirt: bool,
+                      host: Optional[str], net: bool, scenario: Optional[str] = None) -> None:
+    from .run import RunError, run
+    try:
+        hosts = _hosts_for_run(kernel, drivers, scenario)
+        code = run(list(command), hosts, host=host, mode=mode, libvirt=libvirt, net=net)
+    except (RunError, LookupError, TypeError, ValueError) as e:  # ScenarioError is a ValueError
+        _fail(str(e), 2)
+    sys.exit(code)
+
+
+def _hosts_for_run(kernel: str, drivers: tuple[str, ...], scenario: Optional[str]) -> dict[str, Any]:
+    if scenario:
+        from .scenario import load
+        return load(scenario).build_hosts()
+    return _build_hosts(kernel, drivers)
+
+
+_run_options = [
+    click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]",
+                 help="Load these drivers instead of the default host."),
+    click.option("--scenario", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="Serve the hosts of this scenario file."),
+    click.option("--kernel", default="6.12", show_default=True),
+    click.option("--host", default=None, help="Which host of a multi-host scenario plays /sys."),
+    click.option("--graft", "mode", flag_value="graft", default=None,
+                 help="Keep the real /sys and graft the fake entries in (mdevctl yes, libudev no)."),
+    click.option("--libvirt", is_flag=True, help="Start a private libvirtd (node-device driver only) first."),
+    click.option("--share-net", is_flag=True, help="Keep the host's network namespace (no uevents then)."),
+]
+
+
+def _with_run_options(f: Any) -> Any:
+    for opt in reversed(_run_options):
+        f = opt(f)
+    return f
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_with_run_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(command: tuple[str, ...], drivers: tuple[str, ...], scenario: Optional[str], kernel: str,
+        host: Optional[str], mode: Any, libvirt: bool, share_net: bool) -> None:
+    """Run COMMAND with the simulated host on /sys, in private namespaces.
+
+    Example: fakemdev run -- mdevctl types
+    """
+    _run_in_namespace(command, drivers, kernel, mode or "whole", libvirt, host, not share_net, scenario)
+
+
+@cli.command()
+@_with_run_options
+def shell(drivers: tuple[str, ...], scenario: Optional[str], kernel: str, host: Optional[str], mode: Any,
+          libvirt: bool, share_net: bool) -> None:
+    """An interactive shell with the simulated host on /sys."""
+    sh = os.environ.get("SHELL") or "/bin/bash"
+    _run_in_namespace([sh], drivers, kernel, mode or "whole", libvirt, host, not share_net, scenario)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="fakemdev", standalone_mode=False)

@@ -50,6 +50,7 @@ class Controller:
             "open_device": lambda uuid, host=None: self.host(host).open_device(uuid),
             "close_device": lambda uuid, host=None: self.host(host).close_device(uuid),
             "uevents": self._uevents,
+            "uevents_wait": self._uevents_wait,
         }
 
     def register(self, name: str, handler: Handler) -> None:
@@ -76,6 +77,12 @@ class Controller:
         with h.lock:
             return [{"action": e.action, "devpath": e.devpath, "env": e.env, "seqnum": e.seqnum}
                     for e in h.uevent_log if e.seqnum > since]
+
+    def _uevents_wait(self, since: int = 0, timeout: float = 10.0, host: Optional[str] = None
+                      ) -> list[dict[str, Any]]:
+        """Block until uevents newer than ``since`` exist (the forwarder's feed)."""
+        events = self.host(host).wait_uevents(since, min(float(timeout), 60.0))
+        return [{"action": e.action, "devpath": e.devpath, "env": e.env, "seqnum": e.seqnum} for e in events]
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.pop("op", None)

@@ -68,6 +68,28 @@ def eio() -> bytes:
     raise KernelError(errno.EIO)
 
 
+def pci_config_space(attrs: Mapping[str, bytes]) -> bytes:
+    """A 256-byte type-0 PCI config header built from the parent's vendor,
+    device, class (and subsystem ids) files: what libvirt's virPCIDeviceNew
+    and lspci read."""
+    def num(key: str, default: int) -> int:
+        try:
+            return int(attrs[key].strip(), 16)
+        except (KeyError, ValueError):
+            return default
+    import struct
+    cfg = bytearray(256)
+    struct.pack_into("<HH", cfg, 0, num("vendor", 0x8086), num("device", 0))
+    struct.pack_into("<HH", cfg, 4, 0x0007, 0x0010)          # command: io/mem/master; status: caps list
+    cls = num("class", 0x030000)
+    cfg[8] = num("revision", 0)
+    cfg[9:12] = bytes([cls & 0xFF, (cls >> 8) & 0xFF, (cls >> 16) & 0xFF])
+    cfg[0x0E] = 0                                              # header type 0
+    struct.pack_into("<HH", cfg, 0x2C, num("subsystem_vendor", num("vendor", 0x8086)),
+                     num("subsystem_device", 0))
+    return bytes(cfg)
+
+
 class SysfsTree:
     """The whole ``/sys`` of one host, rooted at the mount point."""
 
@@ -259,6 +281,8 @@ class ParentDir(Directory):
             out["driver"] = Link(kernfs_link(p.devpath, f"bus/{spec.bus}/drivers/{p.driver.name}"))
         for name, value in spec.attrs.items():
             out[name] = ro(value, p)
+        if spec.bus == "pci" and "config" not in out:
+            out["config"] = Attribute(RW, const(pci_config_space(spec.attrs)), owner=p)
         return out
 
     def lookup(self, name: str) -> Optional[Node]:

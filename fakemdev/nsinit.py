@@ -1,0 +1,165 @@
+"""Inside the namespace ``fakemdev run`` made: set up /sys, /run, /etc/mdevctl.d,
+relay uevents, optionally start a private libvirtd, run the command.
+
+Invoked as ``python -m fakemdev.nsinit CONFIG_JSON`` by :mod:`fakemdev.run`,
+already in fresh mount (and network) namespaces, so every mount here is
+private and vanishes with the namespace.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+MS_BIND = 4096
+MS_REC = 16384
+LIBVIRT_NODEDEV = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_nodedev.so"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def sys_mount(source: str, target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                   data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def bind(source: str, target: str) -> None:
+    sys_mount(source, target, None, MS_BIND | MS_REC)
+
+
+def tmpfs(target: str) -> None:
+    sys_mount("tmpfs", target, "tmpfs", 0, "mode=0755")
+
+
+def graft(real: str, fake: str, target: str) -> None:
+    """Make target (a tmpfs) the union of real and fake: symlinks to each
+    side's entries, real directories only where both sides have one."""
+    names = set(os.listdir(real)) | set(os.listdir(fake))
+    for name in sorted(names):
+        r, f, t = os.path.join(real, name), os.path.join(fake, name), os.path.join(target, name)
+        r_dir = os.path.isdir(r) and not os.path.islink(r)
+        f_dir = os.path.isdir(f) and not os.path.islink(f)
+        if r_dir and f_dir:
+            os.mkdir(t)
+            graft(r, f, t)
+        elif os.path.lexists(f):
+            os.symlink(f, t)
+        else:
+            os.symlink(r, t)
+
+
+def setup_sysfs(cfg: dict[str, Any]) -> None:
+    if cfg["mode"] == "whole":
+        bind(cfg["sysfs"], "/sys")
+        return
+    stash = os.path.join(cfg["work"], "realsys")
+    os.makedirs(stash, exist_ok=True)
+    bind("/sys", stash)
+    tmpfs("/sys")
+    graft(stash, cfg["sysfs"], "/sys")
+
+
+def setup_run_and_etc(cfg: dict[str, Any]) -> None:
+    etc = os.path.join(cfg["work"], "etc", "mdevctl.d")
+    for sub in ("scripts.d/callouts", "scripts.d/notifiers"):
+        os.makedirs(os.path.join(etc, sub), exist_ok=True)
+    if os.path.isdir("/etc/mdevctl.d"):
+        bind(etc, "/etc/mdevctl.d")
+    tmpfs("/run")
+    os.makedirs("/run/udev", exist_ok=True)
+    open("/run/udev/control", "w").close()  # libudev monitors subscribe only when udevd "runs"
+
+
+def loopback_up() -> None:
+    ip = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
+    if os.path.exists(ip):
+        subprocess.run([ip, "link", "set", "lo", "up"], capture_output=True)
+
+
+def start_libvirtd(cfg: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A private libvirtd with only the node-device driver, state on tmpfs."""
+    for d in ("/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt"):
+        if os.path.isdir(d):
+            tmpfs(d)
+    drv = os.path.join(cfg["work"], "libvirt-drivers")
+    os.makedirs(drv, exist_ok=True)
+    if not os.path.exists(LIBVIRT_NODEDEV):
+        raise SystemExit("fakemdev run --libvirt: libvirt's node-device driver is missing: "
+                         "apt-get install libvirt-daemon")
+    if not os.path.lexists(os.path.join(drv, os.path.basename(LIBVIRT_NODEDEV))):
+        os.symlink(LIBVIRT_NODEDEV, os.path.join(drv, os.path.basename(LIBVIRT_NODEDEV)))
+    conf = os.path.join(cfg["work"], "libvirtd.conf")
+    with open(conf, "w") as f:
+        f.write(f'log_outputs="3:file:{cfg["work"]}/libvirtd.log"\n')
+    log = open(os.path.join(cfg["work"], "libvirtd.out"), "wb")
+    proc = subprocess.Popen(["libvirtd", "--config", conf], env={**env, "LIBVIRT_DRIVER_DIR": drv},
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not os.path.exists("/run/libvirt/libvirt-sock"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"fakemdev run --libvirt: libvirtd did not start (see {cfg['work']}/libvirtd.out)")
+        time.sleep(0.05)
+    # the node-device driver enumerates in a thread; wait until it answers
+    for _ in range(100):
+        r = subprocess.run(["virsh", "-c", "nodedev:///system", "nodedev-list"], capture_output=True, env=env)
+        if r.returncode == 0 and r.stdout.strip():
+            break
+        time.sleep(0.1)
+    return proc
+
+
+def main(argv: list[str]) -> int:
+    cfg = json.loads(argv[1])
+    env = dict(os.environ)
+    env.update({"SYSTEMD_DEVICE_VERIFY_SYSFS": "0", "FAKEMDEV_SOCKET": cfg["socket"], "FAKEMDEV_HOST": cfg["host"],
+                "FAKEMDEV_SYSFS": "/sys"})
+    env.pop("FAKEMDEV_RUNTIME_DIR", None)
+    setup_sysfs(cfg)
+    setup_run_and_etc(cfg)
+    loopback_up()
+    stop = threading.Event()
+    from .uevent import forward
+    relay = threading.Thread(target=forward, args=(cfg["socket"], cfg["host"], stop.is_set), daemon=True)
+    relay.start()
+    libvirtd = start_libvirtd(cfg, env) if cfg.get("libvirt") else None
+    try:
+        child = subprocess.Popen(cfg["command"], env=env)
+    except OSError:
+        stop.set()
+        if libvirtd is not None:
+            libvirtd.kill()
+        raise
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: child.send_signal(s))
+    try:
+        code = child.wait()
+    finally:
+        stop.set()
+        if libvirtd is not None:
+            libvirtd.terminate()
+            try:
+                libvirtd.wait(10)
+            except subprocess.TimeoutExpired:
+                libvirtd.kill()
+        relay.join(2)
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except FileNotFoundError as e:
+        print(f"fakemdev run: {e.filename}: command not found", file=sys.stderr)
+        sys.exit(127)
+    except OSError as e:
+        print(f"fakemdev run: {e}", file=sys.stderr)
+        sys.exit(125)
