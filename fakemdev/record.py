@@ -100,14 +100,27 @@ def read_parents(root: str) -> list[RecParent]:
         names = sorted(os.listdir(bus_dir))
     except OSError as e:
         raise RecordError(f"{bus_dir}: {e.strerror}: no mdev parents here (is the mdev module loaded?)") from None
-    return [_read_parent(root, n) for n in names]
+    out = []
+    for n in names:
+        rec = _read_parent(root, n)
+        if rec is None:
+            import sys
+            print(f"fakemdev record: {n}: class/mdev_bus link points nowhere; skipped", file=sys.stderr)
+            continue
+        out.append(rec)
+    return out
 
 
-def _read_parent(root: str, name: str) -> RecParent:
+def _read_parent(root: str, name: str) -> Optional[RecParent]:
     link = os.path.join(root, "class", "mdev_bus", name)
     devpath = os.path.normpath(os.path.join("class/mdev_bus", os.readlink(link)))
     pdir = os.path.join(root, devpath)
-    sub = os.readlink(os.path.join(pdir, "subsystem")).split("/")
+    if not os.path.isdir(os.path.join(pdir, "mdev_supported_types")):
+        return None
+    try:
+        sub = os.readlink(os.path.join(pdir, "subsystem")).split("/")
+    except OSError:  # a partial capture: a virtual device sits under its class name
+        sub = ["class", devpath.split("/")[2]] if devpath.startswith("devices/virtual/") else ["bus", "pci"]
     kind, subsystem = (sub[-2], sub[-1]) if len(sub) >= 2 else ("class", sub[-1])
     tdir = os.path.join(pdir, "mdev_supported_types")
     type_ids = sorted(os.listdir(tdir))

@@ -362,6 +362,8 @@ class _Validator:
         options = v.get("options") or {}
         if not isinstance(options, dict):
             self.fail(f"{where}.options", f"expected a mapping of driver options, got {_kind(options)}")
+        if options and driver != "declarative":
+            self.check_options(driver, options, f"{where}.options")
         version = v.get("version")
         if version is not None:
             version = self.string(version, f"{where}.version")
@@ -377,6 +379,22 @@ class _Validator:
         elif declare is not None:
             self.fail(f"{where}.declare", f"only driver 'declarative' takes 'declare:' (driver is {driver!r})")
         return ParentEntry(driver, dict(options), version, declare, where)
+
+    def check_options(self, driver: str, options: dict[str, Any], where: str) -> None:
+        """Drivers swallow ``**options``, so a misspelt one would be silently
+        ignored: only the named parameters of the driver's __init__ count."""
+        import inspect
+        from .vendors import get_driver
+        try:
+            cls = get_driver(driver)
+        except LookupError as e:
+            self.fail(where, str(e))
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for k in options:
+            if k not in params:
+                self.fail(_join(where, k), f"driver {os.path.basename(driver)!r} has no option {k!r}; "
+                                          f"options: {', '.join(params) or 'none'}")
 
     def declare(self, v: Any, where: str) -> dict[str, Any]:
         from .vendors.declarative import ACCOUNTING

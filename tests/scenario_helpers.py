@@ -49,3 +49,28 @@ def diff_trees(a: dict[str, tuple[Any, ...]], b: dict[str, tuple[Any, ...]], lim
             if len(lines) >= limit:
                 break
     return lines
+
+
+def materialize_stage(capture: dict[str, Any], stage: str, dest: str) -> str:
+    """Write one captured sysfs stage as plain files, dirs and symlinks under
+    dest (so that ``record --sysfs`` can read the real kernel's tree)."""
+    import base64
+    root = os.path.join(dest, "sys")
+    entries = sorted(capture["trees"][stage], key=lambda e: e["path"])
+    for e in entries:
+        if not e["path"].startswith("/sys/") or "type" not in e:  # lstat failed: absent
+            continue
+        path = os.path.join(root, e["path"][len("/sys/"):])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.lexists(path):
+            continue
+        if e["type"] == "dir":
+            os.makedirs(path, exist_ok=True)
+        elif e["type"] == "symlink":
+            os.symlink(e["target"], path)
+        elif e["type"] == "file":
+            data = base64.b64decode(e["content_b64"]) if "content_b64" in e else (e.get("content") or "").encode()
+            with open(path, "wb") as f:
+                f.write(data)
+            os.chmod(path, int(e["mode"], 8))
+    return root
