@@ -180,6 +180,9 @@ class MdevDevice:
         self.removing = False      # remove blocked on an open fd
         self.alive = True
         self.driver_data: dict[str, Any] = {}
+        # The driver (version) that created it: after Host.upgrade_driver the
+        # device still saves the state format it was created with (migration).
+        self.created_by: VendorDriver = mdev_type.parent.driver
         self.ctime = time.time()
 
     @property

@@ -322,12 +322,13 @@ class VersionString:
         return cls(m.group(1), m.group(2), m.group(3), StateVersion.from_field(m.group(4)))
 
 
-def format_string(mdev_type: "MdevType") -> str:
-    """The string a type (and each of its devices) publishes; ENODEV when unsupported."""
-    decl = declared(mdev_type.parent.driver, mdev_type)
+def format_string(mdev_type: "MdevType", driver: Optional["VendorDriver"] = None) -> str:
+    """The string a type (or a device, with the ``driver`` that created it)
+    publishes; ENODEV when the type cannot migrate."""
+    driver = driver or mdev_type.parent.driver
+    decl = declared(driver, mdev_type)
     if decl is None or decl.version is None:
-        raise KernelError(errno.ENODEV, f"{mdev_type.id}: {driver_label(mdev_type.parent.driver)} "
-                                        f"cannot migrate this type")
+        raise KernelError(errno.ENODEV, f"{mdev_type.id}: {driver_label(driver)} cannot migrate this type")
     vendor, device = identity(mdev_type.parent)
     return str(VersionString(vendor, device, mdev_type.id, decl.version))
 
@@ -376,8 +377,15 @@ def _refusal(label: str, decl: TypeMigration, source: StateVersion) -> str:
 
 # -- the sysfs surface ------------------------------------------------------------------
 
-def _show(mdev_type: "MdevType") -> bytes:
-    return (format_string(mdev_type) + "\n").encode("ascii")
+def _show(mdev_type: "MdevType", driver: Optional["VendorDriver"] = None) -> bytes:
+    return (format_string(mdev_type, driver) + "\n").encode("ascii")
+
+
+def device_driver(mdev: "MdevDevice") -> "VendorDriver":
+    """The driver version whose state format a device saves: the one that
+    created it. A driver upgraded in place (Host.upgrade_driver) keeps
+    running old devices in their old format; only new devices get the new one."""
+    return getattr(mdev, "created_by", None) or mdev.parent.driver
 
 
 def type_attributes(mdev_type: "MdevType") -> dict[str, Attribute]:
@@ -389,12 +397,16 @@ def type_attributes(mdev_type: "MdevType") -> dict[str, Attribute]:
 
 
 def device_attributes(mdev: "MdevDevice") -> dict[str, Attribute]:
-    """The same file in a device directory: reads the device's state version
-    (what its save will carry); writes check against the device's type."""
+    """The same file in a device directory. Reads give the *device's* state
+    version, which is what its save carries: the version of the driver that
+    created it, which differs from the type's after an in-place driver
+    upgrade (a manager must read the device, not the type). Writes check
+    against the type as the running driver declares it."""
     t = mdev.mdev_type
-    if declared(t.parent.driver, t) is None:
+    creator = device_driver(mdev)
+    if declared(t.parent.driver, t) is None and declared(creator, t) is None:
         return {}
-    return {ATTR: Attribute(MODE, lambda: _show(t), lambda buf: accept(t, buf), owner=mdev)}
+    return {ATTR: Attribute(MODE, lambda: _show(t, creator), lambda buf: accept(t, buf), owner=mdev)}
 
 
 # -- the manager's check --------------------------------------------------------------
@@ -416,6 +428,16 @@ class Verdict:
     accepted: Optional[str] = None
     notes: list[str] = field(default_factory=list)
     target_type: Optional["MdevType"] = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """Alias of ``compatible`` (what ``fakemdev play`` looks for)."""
+        return self.compatible
+
+    @property
+    def reasons(self) -> list[str]:
+        """The reason and notes as a list (what ``fakemdev play`` quotes on a refusal)."""
+        return [self.reason, *self.notes]
 
     @property
     def errno_name(self) -> str:
@@ -447,12 +469,13 @@ def _find_target_type(dst: "Host", type_id: str, parent: Optional[str]) -> tuple
 
 
 def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
-          parent: Optional[str] = None, new_uuid: Optional[str] = None) -> Verdict:
+          parent: Optional[str] = None, new_uuid: Optional[str] = None, dst_type: Optional[str] = None) -> Verdict:
     """Can the device ``uuid`` on ``src`` move to ``dst``? Decided before anything
     is created on the target, as a manager would: read the source device's
     ``migration_version`` and write it into the target type's, then make sure
     the target can hold one more device. Nothing changes on either host."""
     from .sysfs import SysfsTree
+    type_id = type_id or dst_type  # dst_type: the keyword fakemdev.play passes
     first, second = sorted((src, dst), key=id)
     with first.lock, second.lock:
         dev = src.devices.get(uuid.lower())
@@ -471,7 +494,11 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
             return Verdict(False, f"source type {dev.mdev_type.id}: reading {ATTR} failed ({e.errno_name}): "
                                   f"{e.reason}", e.errno or errno.EIO, here)
         text = raw.decode("ascii", "replace").rstrip("\n")
-        sv = VersionString.parse(raw)
+        try:
+            sv = VersionString.parse(raw)
+        except ValueError as e:
+            return Verdict(False, f"source {ATTR} {text[:80]!r} is malformed ({e}): a bug in driver "
+                                  f"{driver_label(sdrv)}", errno.EINVAL, here)
         want = type_id or dev.mdev_type.id
         target, missing = _find_target_type(dst, want, parent)
         base = dict(source=here, source_string=text, source_version=str(sv.version))
@@ -521,12 +548,13 @@ class Moved:
 
 
 def run(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *, parent: Optional[str] = None,
-        new_uuid: Optional[str] = None) -> Moved:
+        new_uuid: Optional[str] = None, dst_type: Optional[str] = None) -> Moved:
     """Move the device: check, create on the target, hand over open VFIO fds,
     remove from the source. If any step fails, every earlier step is undone,
     so both hosts end exactly as they began (no lost device, no device on
     both hosts); the error names the step. Both hosts are locked throughout,
     so no other writer sees the half-way state."""
+    type_id = type_id or dst_type
     if new_uuid == "random":
         new_uuid = str(uuidlib.uuid4())
     first, second = sorted((src, dst), key=id)

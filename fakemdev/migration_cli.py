@@ -1,0 +1,153 @@
+"""``fakemdev migrate check|run SRC_HOST:UUID DST_HOST``: the manager's pre-migration check.
+
+Thin click wrappers over :mod:`fakemdev.migration`. The hosts live in a
+running mount (``--mountpoint``, or the one live mount holding both host
+names) and the decision is made by the daemon through its control socket,
+on the very attribute objects the mount serves, so the reason is the
+driver's own words rather than a bare errno. ``--scenario FILE`` builds the
+scenario's hosts in this process instead (no mount needed).
+
+Exit status: 0 compatible (check) or moved (run); 1 refused; 2 usage or
+setup errors (no mount, unknown host).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import click
+
+REFUSED, USAGE = 1, 2
+
+
+def _fail(message: str, code: int = USAGE) -> None:
+    click.echo(f"fakemdev: {message}", err=True)
+    sys.exit(code)
+
+
+def _split_source(source: str) -> tuple[str, str]:
+    host, sep, uuid = source.rpartition(":")
+    if not sep or not host or not uuid:
+        _fail(f"source must be HOST:UUID, got {source!r}")
+    return host, uuid
+
+
+def _find_mount(mountpoint: Optional[str], hosts: tuple[str, str]) -> str:
+    """The control socket of the mount holding both hosts."""
+    from .fuse.daemon import list_mounts, mount_state, read_state
+    if mountpoint is not None:
+        info = read_state(mountpoint)
+        if info is None:
+            _fail(f"{mountpoint}: no fakemdev mount here (see 'fakemdev status')")
+        return info.socket  # type: ignore[union-attr]
+    live = [i for i in list_mounts() if mount_state(i) == "live" and set(hosts) <= set(i.hosts)]
+    if len(live) != 1:
+        where = "no live mount" if not live else f"{len(live)} live mounts"
+        _fail(f"{where} with hosts {' and '.join(sorted(set(hosts)))}: pass --mountpoint or --scenario")
+    return live[0].socket
+
+
+def _decide(op: str, source: str, dst: str, type_id: Optional[str], parent: Optional[str],
+            new_uuid: Optional[str], mountpoint: Optional[str], scenario: Optional[str]) -> dict[str, Any]:
+    src, uuid = _split_source(source)
+    args = dict(src=src, uuid=uuid, dst=dst, type=type_id, parent=parent, new_uuid=new_uuid)
+    if scenario is not None:
+        return _decide_local(op, scenario, args)
+    from .control import ControlError, call
+    sock = _find_mount(mountpoint, (src, dst))
+    try:
+        return call(sock, op, **args)
+    except ControlError as e:
+        if e.errno == "EINVAL" and "unknown op" in str(e):
+            _fail("this mount's daemon has no migration support (restart it with this fakemdev)")
+        _fail(f"{e.errno + ': ' if e.errno else ''}{e}")
+    raise AssertionError("unreachable")
+
+
+def _decide_local(op: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+    from .control import Controller
+    from .errors import KernelError
+    from .migration import register_control
+    from .scenario import ScenarioError, load
+    try:
+        hosts = load(scenario).build_hosts()
+    except (ScenarioError, OSError) as e:
+        _fail(str(e))
+    controller = Controller(hosts, {})
+    register_control(controller)
+    try:
+        return controller.ops[op](**args)
+    except KernelError as e:
+        _fail(f"{e.errno_name}: {e.reason}")
+    raise AssertionError("unreachable")
+
+
+def _print(verdict: dict[str, Any], as_json: bool, ran: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(verdict, indent=2))
+        return
+    ok = verdict.get("moved") if ran else verdict.get("compatible")
+    if ran:
+        head = f"moved: {verdict['source']} -> {verdict['target']} as {verdict.get('uuid')}" if ok else \
+            f"not moved ({verdict.get('errno')}): {verdict.get('source')} -> {verdict.get('target') or '?'}"
+    else:
+        head = f"compatible: {verdict['source']} -> {verdict['target']}" if ok else \
+            f"incompatible ({verdict.get('errno')}): {verdict.get('source')} -> {verdict.get('target') or '?'}"
+    click.echo(head)
+    click.echo(f"reason: {verdict.get('reason')}")
+    if verdict.get("source_string"):
+        click.echo(f"source migration_version: {verdict['source_string']}")
+    for note in verdict.get("notes") or []:
+        click.echo(f"note: {note}")
+
+
+_common = [
+    click.argument("source", metavar="SRC_HOST:UUID"),
+    click.argument("dst", metavar="DST_HOST"),
+    click.option("--type", "type_id", default=None, metavar="TYPE", help="Target type dir name (default: the source's)."),
+    click.option("--parent", default=None, help="Target parent device (default: the first with that type)."),
+    click.option("--new-uuid", default=None, metavar="UUID|random", help="UUID on the target (default: the same)."),
+    click.option("--mountpoint", "-m", default=None, help="The mount holding both hosts."),
+    click.option("--scenario", default=None, type=click.Path(exists=True, dir_okay=False),
+                 help="Build the hosts from this scenario file instead of asking a mount."),
+    click.option("--json", "as_json", is_flag=True, help="Machine-readable verdict."),
+]
+
+
+def _with_common(fn: Any) -> Any:
+    for deco in reversed(_common):
+        fn = deco(fn)
+    return fn
+
+
+@click.group()
+def migrate() -> None:
+    """Pre-migration compatibility checks between simulated hosts (migration_version)."""
+
+
+@migrate.command("check")
+@_with_common
+def migrate_check(source: str, dst: str, type_id: Optional[str], parent: Optional[str], new_uuid: Optional[str],
+                  mountpoint: Optional[str], scenario: Optional[str], as_json: bool) -> None:
+    """Could SRC_HOST's device UUID move to DST_HOST? Changes nothing.
+
+    Reads the source device's migration_version and writes it into the
+    target type's, as a manager would before creating anything; then checks
+    the target has room. Exit 0 compatible, 1 incompatible."""
+    verdict = _decide("migrate_check", source, dst, type_id, parent, new_uuid, mountpoint, scenario)
+    _print(verdict, as_json, ran=False)
+    sys.exit(0 if verdict.get("compatible") else REFUSED)
+
+
+@migrate.command("run")
+@_with_common
+def migrate_run(source: str, dst: str, type_id: Optional[str], parent: Optional[str], new_uuid: Optional[str],
+                mountpoint: Optional[str], scenario: Optional[str], as_json: bool) -> None:
+    """Check, then create the device on DST_HOST and remove it from SRC_HOST.
+
+    Any failing step undoes the earlier ones: both hosts end as they were.
+    Exit 0 moved, 1 refused or failed."""
+    verdict = _decide("migrate_run", source, dst, type_id, parent, new_uuid, mountpoint, scenario)
+    _print(verdict, as_json, ran=True)
+    sys.exit(0 if verdict.get("moved") else REFUSED)
