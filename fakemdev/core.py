@@ -289,7 +289,10 @@ class Host:
     def _driver_name_shared(self, driver: VendorDriver) -> bool:
         """Another loaded module binds its mdevs to the same mdev driver
         (``vfio_mdev`` before 5.19): that driver is registered only once."""
-        return any(d is not driver and d.driver_name == driver.driver_name for d in self.drivers.values())
+        if not driver.registers_mdev_driver:
+            return True  # nothing to announce: it has no mdev_driver at all
+        return any(d is not driver and d.registers_mdev_driver and d.driver_name == driver.driver_name
+                   for d in self.drivers.values())
 
     def upgrade_driver(self, name: str, new_driver: VendorDriver) -> None:
         """Replace a loaded driver by another version of itself, in place.

@@ -505,7 +505,7 @@ class BusMdevDir(Directory):
 
     def _drivers(self) -> Mapping[str, Node]:
         return {d.driver_name: DriverDir(self.tree, d.driver_name, d.driver_module)
-                for d in self.tree.host.drivers.values()}
+                for d in self.tree.host.drivers.values() if d.registers_mdev_driver}
 
 
 class DriverDir(Directory):
@@ -585,7 +585,7 @@ class ModuleDir(Directory):
                 out[key] = ro(f"{info[key]}\n".encode())
         if name == kernels.VFIO_MDEV:
             out["drivers"] = StaticDir({f"mdev:{name}": Link(kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{name}"))})
-        elif driver is not None and driver.driver_module == name:
+        elif driver is not None and driver.driver_module == name and driver.registers_mdev_driver:
             out["drivers"] = StaticDir({f"mdev:{driver.driver_name}": Link(
                 kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{driver.driver_name}"))})
         if params:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
 
-BUILTIN = ("mtty", "mdpy", "mbochs", "i915")
+BUILTIN = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "nvidia_sriov", "vfio_ap", "vfio_ccw")
 
 __all__ = ["MdevTypeSpec", "ParentSpec", "VendorDriver", "get_driver", "known_drivers", "BUILTIN"]
 

@@ -65,6 +65,9 @@ class VendorDriver:
     # Upgrade in place (Host.upgrade_driver): True keeps devices whose parent
     # and type the new version still publishes; False refuses while any exist.
     upgrade_keeps_devices: bool = True
+    # False for a module that owns devices but registers no mdev_driver
+    # (NVIDIA's SR-IOV vGPU): no bus/mdev/drivers entry.
+    registers_mdev_driver: bool = True
     # Set by Host.load_driver: the kernel profile and the host it runs on.
     kernel: str = "6.12"
     host: Any = None

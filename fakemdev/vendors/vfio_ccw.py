@@ -1,0 +1,50 @@
+"""s390 vfio-ccw: channel I/O subchannels passed through to a guest.
+
+Each I/O subchannel bound to ``vfio_ccw`` (``/sys/devices/css0/0.0.0313``,
+bus ``css``) is a parent with one type, ``vfio_ccw-io`` ("I/O subchannel
+(Non-QDIO)", ``vfio-ccw``), and exactly one instance: core accounting with
+``max_instances`` = 1, so ``available_instances`` goes 1 -> 0; a second
+create is EUSERS on 6.1+, EPERM before. A subchannel that is not
+operational refuses the probe with ENODEV (option ``not_operational``).
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Any
+
+from ..errors import KernelError
+from .base import MdevTypeSpec, ParentSpec, VendorDriver
+
+if TYPE_CHECKING:
+    from ..core import MdevDevice
+
+
+def _ids(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value or ()]
+
+
+class Driver(VendorDriver):
+    name = "vfio_ccw"
+    mdev_driver_name = "vfio_ccw_mdev"
+    max_instances = 1
+    capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.EPERM))
+    module_attrs = {"coresize": "57344"}
+
+    def __init__(self, subchannels: Any = "0.0.0313", not_operational: Any = "", **options: Any) -> None:
+        super().__init__(**options)
+        self.subchannels = _ids(subchannels)
+        self.not_operational = set(_ids(not_operational))
+
+    def parents(self) -> list[ParentSpec]:
+        return [ParentSpec(
+            name=sch, devpath=f"devices/css0/{sch}", driver_string="vfio_ccw", bus="css",
+            types=[MdevTypeSpec("io", "I/O subchannel (Non-QDIO)", None, device_api="vfio-ccw")],
+            attrs={"type": b"0\n", "modalias": b"css:t0\n"},
+            uevent=b"DRIVER=vfio_ccw\nST=0\nMODALIAS=css:t0\n")
+            for sch in self.subchannels]
+
+    def probe(self, mdev: "MdevDevice") -> None:
+        if mdev.parent.name in self.not_operational:
+            raise KernelError(errno.ENODEV, f"subchannel {mdev.parent.name} is not operational")
