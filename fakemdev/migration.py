@@ -485,9 +485,12 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
         attr = SysfsTree(src).lookup(f"{dev.path}/{ATTR}")
         sdrv = dev.parent.driver
         if attr is None:
-            return Verdict(False, f"source type {dev.mdev_type.id} has no {ATTR}: driver {driver_label(sdrv)} on "
-                                  f"{src.name} does not support migration, so this device can never be migrated "
-                                  f"(shut the VM down and recreate the device on the target)", errno.ENOENT, here)
+            some = any(declared(sdrv, t) is not None for t in dev.parent.types.values())
+            why = (f"driver {driver_label(sdrv)} on {src.name} declares no state version for this type" if some
+                   else f"driver {driver_label(sdrv)} on {src.name} does not support migration")
+            return Verdict(False, f"source type {dev.mdev_type.id} has no {ATTR}: {why}, so this device can never "
+                                  f"be migrated (shut the VM down and recreate the device on the target)",
+                           errno.ENOENT, here)
         try:
             raw = attr.show()  # type: ignore[misc]
         except KernelError as e:

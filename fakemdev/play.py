@@ -197,7 +197,8 @@ class ApiBackend(Backend):
         self.host(host).load_driver(make_driver(args["entry"]))
 
     def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
-        self.host(host).upgrade_driver(make_driver(args["entry"]))  # type: ignore[attr-defined]
+        drv = make_driver(args["entry"])
+        self.host(host).upgrade_driver(drv.name, drv)
 
     def driver_unload(self, host: Optional[str], name: str) -> None:
         self.host(host).unload_driver(name)
@@ -298,7 +299,7 @@ def register_control(controller: Any) -> None:
         h = controller.host(host)
         drv = make_driver(ParentEntry(**entry))
         if how == "upgrade":
-            h.upgrade_driver(drv)
+            h.upgrade_driver(drv.name, drv)
             return []
         return [p.name for p in h.load_driver(drv)]
     controller.register("scenario_driver", driver)

@@ -391,6 +391,7 @@ class _Validator:
             self.fail(where, str(e))
         params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
                   if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        params += list(getattr(cls, "common_options", ()))  # every driver takes these (migration_version, ...)
         for k in options:
             if k not in params:
                 self.fail(_join(where, k), f"driver {os.path.basename(driver)!r} has no option {k!r}; "

@@ -146,6 +146,8 @@ class VendorDriver:
     # migration_version/migration_accepts/migration_types override it per instance;
     # a method migration_for(self, mdev_type) overrides both (vendor logic).
     migration: Optional[Mapping[str, Any]] = None
+    # Options every driver accepts through **options (scenario validation lists them).
+    common_options: tuple[str, ...] = ("migration_version", "migration_accepts", "migration_types")
 
     def upgrade_from(self, old: "VendorDriver") -> None:
         """Hook at the end of Host.upgrade_driver: take over state the mdev
