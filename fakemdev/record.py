@@ -146,7 +146,9 @@ def _read_parent(root: str, name: str) -> Optional[RecParent]:
             value = _read(p)
             if value is not None:
                 attrs[entry] = value[:-1] if value.endswith("\n") else value
-    module = driver_string
+    # A bus parent's driver link names its (PCI) driver, i.e. the module;
+    # a class parent (the samples) only has the type-dir prefix to go by.
+    module = _link_tail(os.path.join(pdir, "driver")) or driver_string
     mdev_driver = mdev_driver or _mdev_driver_of(root, module) or module
     rec = RecParent(name, devpath, driver_string, kind, subsystem, attrs, _read(os.path.join(pdir, "uevent")) or "",
                     types, devices, module, mdev_driver)
@@ -295,8 +297,23 @@ def kernel_of(root: str) -> str:
     return "6.12"
 
 
+def host_roots(root: str, host_name: str) -> list[tuple[str, str]]:
+    """(host name, sysfs root) pairs: one for a /sys tree, one per host for a
+    multi-host fakemdev mount (``MOUNTPOINT/<host>/class/...``)."""
+    if os.path.isdir(os.path.join(root, "class")) or not os.path.isdir(root):
+        return [(host_name, root)]
+    subs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, "class", "mdev_bus")))
+    return [(d, os.path.join(root, d)) for d in subs] or [(host_name, root)]
+
+
 def record(root: str = "/sys", host_name: str = "recorded") -> dict[str, Any]:
     """The scenario (as plain data) reproducing the mdev state under ``root``."""
+    hosts = [record_host(r, name) for name, r in host_roots(root, host_name)]
+    return {"scenario": 1, "description": f"recorded from {os.path.abspath(root)}", "hosts": hosts}
+
+
+def record_host(root: str, host_name: str) -> dict[str, Any]:
+    """One host's entry of the scenario."""
     parents = read_parents(root)
     devices = []
     for rec in parents:
@@ -317,7 +334,7 @@ def record(root: str = "/sys", host_name: str = "recorded") -> dict[str, Any]:
                             "parents": [parent_entry(p) for p in parents]}
     if devices:
         host["devices"] = [d for _, d in devices]
-    return {"scenario": 1, "description": f"recorded from {os.path.abspath(root)}", "hosts": [host]}
+    return host
 
 
 def record_yaml(root: str = "/sys", host_name: str = "recorded") -> str:
