@@ -410,7 +410,6 @@ class Host:
                 change.gone.append(f"class/mdev_bus/{parent.name}")
                 if parent.spec.class_name:
                     change.gone.append(f"class/{parent.spec.class_name}")
-                    change.uevents.append(Uevent("remove", f"/class/{parent.spec.class_name}", ["SUBSYSTEM=class"]))
                 if parent.spec.bus:
                     change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
             del self.drivers[name]
@@ -420,6 +419,9 @@ class Host:
             if not self._driver_name_shared(driver):
                 change.uevents.append(Uevent("remove", f"/bus/mdev/drivers/{driver.driver_name}",
                                              ["SUBSYSTEM=drivers"]))
+            for parent in parents:  # class_destroy() comes after mdev_unregister_driver()
+                if parent.spec.class_name:
+                    change.uevents.append(Uevent("remove", f"/class/{parent.spec.class_name}", ["SUBSYSTEM=class"]))
             change.uevents.append(Uevent("remove", f"/module/{name}", ["SUBSYSTEM=module"]))
             self._commit(change)
 
@@ -520,6 +522,9 @@ class Host:
             try:
                 drv.probe(dev)
             except KernelError:
+                # device_add() already ran, so listeners saw it come and go
+                self._commit(Change(uevents=[Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]),
+                                             Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"])]))
                 raise
             if core_accounting:
                 parent.available_instances -= 1
@@ -629,14 +634,16 @@ class Host:
                               f"bus/mdev/drivers/{drv}/{dev.uuid}", dev.path],
                         changed=[f"{t.path}/devices", "bus/mdev/devices", f"bus/mdev/drivers/{drv}", dev.path])
         if dev.vfio_index is not None:
-            self._vfio_ids.put(dev.vfio_index)
+            # the vfio-dev device goes now, but its index is only freed at release
             change.gone.append(f"class/vfio-dev/vfio{dev.vfio_index}")
             change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
-            dev.vfio_index = None
         self._commit(change)
 
     def _finish_remove(self, dev: MdevDevice, change: Change) -> None:
         drv = dev.parent.driver
+        if dev.vfio_index is not None:
+            self._vfio_ids.put(dev.vfio_index)
+            dev.vfio_index = None
         if dev.bound:
             g = dev.iommu_group
             change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",

@@ -187,7 +187,7 @@ class SysfsTree:
     def _class_vfio_dev(self) -> Mapping[str, Node]:
         out: dict[str, Node] = {}
         for dev in self.host.devices.values():
-            if dev.vfio_index is not None:
+            if dev.vfio_index is not None and not dev.removing:
                 out[f"vfio{dev.vfio_index}"] = Link(
                     kernfs_link("class/vfio-dev", f"{dev.path}/vfio-dev/vfio{dev.vfio_index}"))
         for drv in self.host.drivers.values():  # vfio devices that are not mdevs

@@ -23,5 +23,13 @@ def test_golden_capture_replays_identically(world_tmp: Path) -> None:
         sock = socket_path(str(root))
         replay = Replay(capture, root, lambda op, **kw: call(sock, op, **kw))
         replay.run()
+        ours = call(sock, "uevents")
     assert replay.counts["ops"] >= 200 and replay.counts["trees"] == len(capture["trees"])
     assert not replay.problems, "\n".join(replay.problems[:60])
+    # the uevents, in order, from the first vendor driver's load to the end
+    def strip(env: list[str]) -> list[str]:
+        return [e for e in env if not e.startswith(("ACTION=", "DEVPATH=", "SEQNUM="))]
+    golden = [(u["header"].split("@", 1)[0], u["header"].split("@", 1)[1], strip(u["env"]))
+              for u in capture["uevents"]]
+    first = next(i for i, g in enumerate(golden) if g[1] == "/bus/mdev/drivers/mtty")
+    assert [(u["action"], u["devpath"], u["env"]) for u in ours] == golden[first:]
