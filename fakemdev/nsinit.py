@@ -127,8 +127,12 @@ def main(argv: list[str]) -> int:
     setup_run_and_etc(cfg)
     loopback_up()
     stop = threading.Event()
+    from .control import call
     from .uevent import forward
-    relay = threading.Thread(target=forward, args=(cfg["socket"], cfg["host"], stop.is_set), daemon=True)
+    # where the relay starts is fixed before COMMAND runs, so none of its events are missed
+    backlog = call(cfg["socket"], "uevents", host=cfg["host"])
+    since = backlog[-1]["seqnum"] if backlog else 0
+    relay = threading.Thread(target=forward, args=(cfg["socket"], cfg["host"], stop.is_set, since), daemon=True)
     relay.start()
     libvirtd = start_libvirtd(cfg, env) if cfg.get("libvirt") else None
     try:

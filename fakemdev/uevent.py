@@ -96,12 +96,15 @@ def forward(socket_path: str, host: Optional[str] = None, stop: Optional[Callabl
         bc.close()
 
 
-def listen(timeout: float = 5.0, count: int = 1) -> list[dict[str, str]]:
-    """Receive up to count udev-format uevents in this namespace (tests, debugging)."""
+def listen(timeout: float = 5.0, count: int = 1, ready: Optional[Any] = None) -> list[dict[str, str]]:
+    """Receive up to count udev-format uevents in this namespace (tests,
+    debugging); ``ready.set()`` is called once the socket listens."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_KOBJECT_UEVENT)
     try:
         s.bind((0, UDEV_GROUP))
         s.settimeout(timeout)
+        if ready is not None:
+            ready.set()
         out = []
         while len(out) < count:
             try:

@@ -80,9 +80,9 @@ def test_uevents_reach_udev_listeners_in_the_namespace_in_kernel_order() -> None
     script = textwrap.dedent(f"""
         import threading, time
         from fakemdev.uevent import listen
-        got = []
-        t = threading.Thread(target=lambda: got.extend(listen(timeout=5, count=8)))
-        t.start(); time.sleep(0.3)
+        got, ready = [], threading.Event()
+        t = threading.Thread(target=lambda: got.extend(listen(timeout=10, count=8, ready=ready)))
+        t.start(); ready.wait(10)
         T = "/sys/devices/virtual/mtty/mtty/mdev_supported_types/mtty-1/create"
         open(T, "w").write("{U}\\n")
         open("/sys/bus/mdev/devices/{U}/remove", "w").write("1\\n")
@@ -106,8 +106,10 @@ def test_uevents_reach_udev_listeners_in_the_namespace_in_kernel_order() -> None
 def test_uevents_never_reach_the_hosts_netlink() -> None:
     from fakemdev.uevent import listen
     got: list[dict[str, str]] = []
-    t = threading.Thread(target=lambda: got.extend(listen(timeout=4, count=1)))
+    ready = threading.Event()
+    t = threading.Thread(target=lambda: got.extend(listen(timeout=4, count=1, ready=ready)))
     t.start()
+    ready.wait(10)
     r = fakemdev_run(f"echo {U} > /sys/class/mdev_bus/mtty/mdev_supported_types/mtty-1/create")
     t.join()
     assert r.returncode == 0, r.stderr
