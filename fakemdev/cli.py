@@ -149,6 +149,28 @@ def driver_unload(mountpoint: str, name: str, host: Optional[str]) -> None:
     click.echo(f"unloaded {name}")
 
 
+@driver.command("upgrade")
+@click.argument("mountpoint")
+@click.argument("name")
+@click.option("--host", default=None)
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="Options of the new version (as for load).")
+@click.option("--version", "version", default=None, help="The new module version (/sys/module/NAME/version).")
+@click.option("--driver", "new_driver", default=None, metavar="NAME|PATH",
+              help="Build the new version from this driver instead of the loaded one's class.")
+def driver_upgrade(mountpoint: str, name: str, host: Optional[str], options: tuple[str, ...],
+                   version: Optional[str], new_driver: Optional[str]) -> None:
+    """Upgrade loaded driver NAME in place: devices are kept, or the upgrade is refused."""
+    opts = dict(o.split("=", 1) for o in options)
+    if new_driver and new_driver.endswith(".py"):
+        new_driver = os.path.abspath(new_driver)
+    result = _control(mountpoint, "driver_upgrade", name=name, host=host, options=opts, version=version,
+                      driver=new_driver)
+    kept = len(result["devices"])
+    click.echo(f"upgraded {name}" + (f" to {result['version']}" if result["version"] else "")
+               + f": {kept} device(s) kept")
+
+
 @cli.command("device")
 @click.argument("mountpoint")
 @click.argument("action", type=click.Choice(["open", "close"]))

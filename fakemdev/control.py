@@ -46,6 +46,7 @@ class Controller:
             "snapshot": lambda host=None: self.host(host).snapshot(),
             "driver_load": self._driver_load,
             "driver_unload": lambda name, host=None: self.host(host).unload_driver(name),
+            "driver_upgrade": self._driver_upgrade,
             "core_load": lambda host=None: self.host(host).load_core(),
             "open_device": lambda uuid, host=None: self.host(host).open_device(uuid),
             "close_device": lambda uuid, host=None: self.host(host).close_device(uuid),
@@ -71,6 +72,28 @@ class Controller:
         h = self.host(host)
         parents = h.load_driver(get_driver(name)(**(options or {})))
         return [p.name for p in parents]
+
+    def _driver_upgrade(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None,
+                        version: Optional[str] = None, driver: Optional[str] = None) -> dict[str, Any]:
+        """Replace loaded module ``name`` by a new instance of its own class
+        (or of ``driver``, a built-in name or .py path) built from ``options``;
+        ``version`` becomes /sys/module/<name>/version (and srcversion changes)."""
+        from .vendors import get_driver
+        h = self.host(host)
+        with h.lock:
+            old = h.drivers.get(name)
+            if old is None:
+                raise KernelError(2, f"driver {name} is not loaded")
+            cls = get_driver(driver) if driver else type(old)
+            new = cls(**(options or {}))
+            if version is not None:
+                import hashlib
+                new.version = str(version)
+                src = hashlib.sha1(f"{name}-{version}".encode()).hexdigest()[:23].upper()
+                new.module_attrs = {**new.module_attrs, "version": str(version), "srcversion": src}
+            h.upgrade_driver(name, new)
+            return {"name": name, "version": new.version,
+                    "devices": sorted(d.uuid for d in h.devices.values() if d.parent.driver is new)}
 
     def _uevents(self, host: Optional[str] = None, since: int = 0) -> list[dict[str, Any]]:
         h = self.host(host)
