@@ -14,9 +14,11 @@ so readers never see st_size padding or stale contents.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -39,6 +41,10 @@ _invalidate = getattr(_libfuse, "fuse_invalidate_path", None)
 if _invalidate is not None:
     _invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     _invalidate.restype = ctypes.c_int
+
+
+# readdir's d_type (so find -type f and os.walk need no stat per entry); shared, never mutated
+_DTYPE = {"dir": {"st_mode": stat.S_IFDIR}, "link": {"st_mode": stat.S_IFLNK}, "file": {"st_mode": stat.S_IFREG}}
 
 
 def fuse_major() -> int:
@@ -83,7 +89,7 @@ class MdevOperations(mfusepy.Operations):
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
         self.cache_timeout = cache_timeout
         self._handles: dict[int, Handle] = {}
-        self._next_fh = 1
+        self._fh_ids = itertools.count(1)  # next() is atomic: one lock per host, not per mount
         self._fuse_ptr: Optional[int] = None
         self._seen: dict[str, set[str]] = {}     # dir path -> child names the kernel looked up
         self._seen_lock = threading.Lock()
@@ -121,6 +127,14 @@ class MdevOperations(mfusepy.Operations):
         if node is None:
             raise FuseOSError(errno.ENOENT)
         return host, node, rel
+
+    def _lock_for(self, path: str) -> Any:
+        """The lock of the host serving path. Resolve under it, and use the
+        node before releasing it: a node looked up outside it may belong to
+        a device another thread (a FUSE worker, the control socket) has
+        removed meanwhile, and would be answered in its unbound shape."""
+        host, _, _ = self._split(path)
+        return host.lock if host is not None else contextlib.nullcontext()
 
     def _remember(self, path: str) -> None:
         head, _, name = path.rpartition("/")
@@ -172,12 +186,13 @@ class MdevOperations(mfusepy.Operations):
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         if self.multi and path == "/":
             return self._dir_stat(0o755, 2 + len(self.hosts), None)
-        host, node, rel = self._resolve(path)
-        with host.lock:
+        with self._lock_for(path):
+            host, node, rel = self._resolve(path)
             self._remember(path)
             mode = self._mode(host, rel, node)
             if node.kind == "dir":
-                return self._dir_stat(mode, 2 + node.subdir_count(), host)  # type: ignore[union-attr]
+                tree = self._split(path)[1]
+                return self._dir_stat(mode, 2 + tree.subdir_count(rel, node), host)  # type: ignore[union-attr,arg-type]
             t = int(host.boot_time * 1e9)
             if node.kind == "link":
                 return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": 0, "st_gid": 0,
@@ -193,35 +208,34 @@ class MdevOperations(mfusepy.Operations):
 
     @syscall
     def readlink(self, path: str) -> str:
-        host, node, _ = self._resolve(path)
-        if node.kind != "link":
-            raise FuseOSError(errno.EINVAL)
-        return node.target  # type: ignore[union-attr]
+        with self._lock_for(path):
+            host, node, _ = self._resolve(path)
+            if node.kind != "link":
+                raise FuseOSError(errno.EINVAL)
+            return node.target  # type: ignore[union-attr]
 
     @syscall
     def readdir(self, path: str, fh: Any) -> list[Any]:
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
-        host, node, _ = self._resolve(path)
-        if node.kind != "dir":
-            raise FuseOSError(errno.ENOTDIR)
-        with host.lock:
+        with self._lock_for(path):
+            host, node, rel = self._resolve(path)
+            if node.kind != "dir":
+                raise FuseOSError(errno.ENOTDIR)
             out: list[Any] = [".", ".."]
-            for name in node.listdir():  # type: ignore[union-attr]
-                child = node.lookup(name)  # type: ignore[union-attr]
-                if child is not None:
-                    kind = child.kind
-                    fmt = stat.S_IFDIR if kind == "dir" else stat.S_IFLNK if kind == "link" else stat.S_IFREG
-                    out.append((name, {"st_mode": fmt}, 0))
+            fmts = _DTYPE
+            for name, child in self._split(path)[1].listing(rel, node):  # type: ignore[union-attr,arg-type]
+                out.append((name, fmts[child.kind], 0))
             return out
 
     @syscall
     def access(self, path: str, amode: int) -> int:
         if self.multi and path == "/":
             return 0
-        host, node, rel = self._resolve(path)
+        with self._lock_for(path):
+            host, node, rel = self._resolve(path)
+            mode = self._mode(host, rel, node)
         uid, gid = self._caller()
-        mode = self._mode(host, rel, node)
         if uid == 0:
             if amode & os.X_OK and node.kind != "dir" and not mode & 0o111:
                 raise FuseOSError(errno.EACCES)
@@ -235,6 +249,10 @@ class MdevOperations(mfusepy.Operations):
     # -- files ------------------------------------------------------------------
     @syscall
     def open(self, path: str, fi: Any) -> int:
+        with self._lock_for(path):
+            return self._open(path, fi)
+
+    def _open(self, path: str, fi: Any) -> int:
         host, node, rel = self._resolve(path)
         if node.kind != "file":
             raise FuseOSError(errno.EISDIR if node.kind == "dir" else errno.ELOOP)
@@ -250,8 +268,7 @@ class MdevOperations(mfusepy.Operations):
         # kernfs_fop_open: EACCES for the wrong direction, root included
         if (want_read and not mode & 0o444) or (want_write and not mode & 0o222):
             raise FuseOSError(errno.EACCES)
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = next(self._fh_ids)
         self._handles[fh] = Handle(node, path)  # type: ignore[arg-type]
         fi.fh = fh
         fi.direct_io = 1
