@@ -1,0 +1,166 @@
+"""Migration on real FUSE mounts with two hosts: shell cat/echo, `fakemdev migrate`, failed runs."""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import REPO, mounted, requires_fuse, run_cli
+
+pytestmark = requires_fuse
+
+GPU = "devices/pci0000:00/0000:00:02.0"
+TYPES = f"{GPU}/mdev_supported_types"
+SCEN = REPO / "scenarios"
+
+# scenario -> (source uuid, exit status, words the reason must contain), as each file's header states
+VERDICTS = {
+    "migration-newer-target.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000001", 0, "target driver i915 2.1 accepts device state 5.1\u20135.2; "
+                                                    "source is 5.2"),
+    "migration-newer-target-older-state.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000002", 0, "note: the target runs this device at the older state 5.1"),
+    "migration-no-common-version.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000003", 1, "target driver i915 2.1 accepts device state 5.1\u20135.2; "
+                                                    "source is 5.3: upgrade the target driver"),
+    "migration-forward-to-updated-driver.yaml":  # before the timeline's driver upgrade
+        ("6a5d8c1e-0000-4000-8000-000000000004", 1, "target driver i915 2.0 accepts device state 5.1 only; "
+                                                    "source is 5.2: upgrade the target driver"),
+    "migration-type-without-version.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000005", 1, "has no migration_version: driver mtty 0.1 on src does not "
+                                                    "support migration, so this device can never be migrated"),
+}
+
+
+def sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+def gvt(name: str, **options: Any) -> Any:
+    from fakemdev.core import Host
+    from fakemdev.vendors import get_driver
+    host = Host(name)
+    host.load_driver(get_driver("mtty")())
+    host.load_driver(get_driver("i915")(**options))
+    return host
+
+
+@contextlib.contextmanager
+def scenario_mount(name: str, tmp: Path) -> Iterator[Path]:
+    mp = tmp / "mnt"
+    mp.mkdir()
+    r = run_cli("mount", "--scenario", str(SCEN / name), str(mp))
+    assert r.returncode == 0, r.stderr
+    try:
+        yield mp
+    finally:
+        r = run_cli("umount", str(mp))
+        assert r.returncode == 0, r.stderr
+
+
+def listing(mp: Path) -> dict[str, Any]:
+    """What a shell sees of both hosts' mdevs, plus the daemon's own snapshot."""
+    out: dict[str, Any] = {}
+    for host in ("src", "dst"):
+        out[host] = sorted(p.name for p in (mp / host / "bus/mdev/devices").iterdir())
+        out[host + "-groups"] = sorted(p.name for p in (mp / host / "kernel/iommu_groups").iterdir())
+        out[host + "-avail"] = {t.name: (t / "available_instances").read_text()
+                                for t in sorted((mp / host / TYPES).iterdir())}
+    return out
+
+
+def test_shell_cat_source_echo_into_target_success_and_errnos(tmp_path: Path) -> None:
+    hosts = {"src": gvt("src", migration_version="5.3"),
+             "dst": gvt("dst", migration_version="5.2", migration_accepts=">=5.1"),
+             "old": gvt("old", migration_version="unsupported"),
+             "new": gvt("new", migration_version="5.3", migration_accepts=">=5.2")}
+    with mounted(hosts, tmp_path / "m", multi=True) as mp:
+        r = sh(f"cat src/{TYPES}/i915-GVTg_V5_4/migration_version; ls -l src/{TYPES}/i915-GVTg_V5_4/migration_version",
+               mp)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0] == "8086-3e92-i915-GVTg_V5_4-00050003"
+        assert r.stdout.splitlines()[1].startswith("-rw-r--r--")
+        ok = sh(f"cat src/{TYPES}/i915-GVTg_V5_4/migration_version > new/{TYPES}/i915-GVTg_V5_4/migration_version",
+                mp)
+        assert ok.returncode == 0, ok.stderr
+        refused = sh(f"v=$(cat src/{TYPES}/i915-GVTg_V5_4/migration_version); "
+                     f"echo $v > dst/{TYPES}/i915-GVTg_V5_4/migration_version", mp)
+        assert refused.returncode != 0 and "Invalid argument" in refused.stderr
+        other_type = sh(f"cat src/{TYPES}/i915-GVTg_V5_4/migration_version > "
+                        f"new/{TYPES}/i915-GVTg_V5_8/migration_version", mp)
+        assert "Invalid argument" in other_type.stderr
+        malformed = sh(f"echo hello > new/{TYPES}/i915-GVTg_V5_4/migration_version", mp)
+        assert "Invalid argument" in malformed.stderr
+        cannot = sh(f"cat src/{TYPES}/i915-GVTg_V5_4/migration_version > old/{TYPES}/i915-GVTg_V5_4/migration_version",
+                    mp)
+        assert "No such device" in cannot.stderr
+        absent = sh("cat src/devices/virtual/mtty/mtty/mdev_supported_types/mtty-1/migration_version", mp)
+        assert "No such file or directory" in absent.stderr
+
+
+def test_shell_device_dir_migration_version_after_create(tmp_path: Path) -> None:
+    u = "6a5d8c1e-0000-4000-8000-0000000000ee"
+    with mounted({"src": gvt("src", migration_version="5.2"), "dst": gvt("dst")}, tmp_path / "m", multi=True) as mp:
+        r = sh(f"echo {u} > src/{TYPES}/i915-GVTg_V5_4/create && cat src/bus/mdev/devices/{u}/migration_version"
+               f" && ls dst/{TYPES}/i915-GVTg_V5_4", mp)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "8086-3e92-i915-GVTg_V5_4-00050002"
+        assert "migration_version" not in lines[1:]   # dst's i915 declares no version
+
+
+@pytest.mark.parametrize("name", sorted(VERDICTS))
+def test_cli_migrate_check_verdict_for_each_shipped_scenario(name: str, tmp_path: Path) -> None:
+    uuid, code, words = VERDICTS[name]
+    with scenario_mount(name, tmp_path) as mp:
+        before = listing(mp)
+        r = run_cli("migrate", "check", f"src:{uuid}", "dst", "--mountpoint", str(mp))
+        assert (r.returncode, words in r.stdout) == (code, True), r.stdout + r.stderr
+        assert r.stdout.startswith("compatible:" if code == 0 else "incompatible (")
+        assert listing(mp) == before                     # a check changes nothing
+    local = run_cli("migrate", "check", f"src:{uuid}", "dst", "--scenario", str(SCEN / name), "--json")
+    verdict = json.loads(local.stdout)
+    assert (local.returncode, verdict["compatible"]) == (code, code == 0)
+
+
+def test_every_shipped_migration_scenario_has_a_verdict_here() -> None:
+    assert sorted(p.name for p in SCEN.glob("migration-*.yaml")) == sorted(VERDICTS)
+
+
+def test_cli_migrate_run_refused_leaves_both_hosts_unchanged(tmp_path: Path) -> None:
+    uuid = VERDICTS["migration-no-common-version.yaml"][0]
+    with scenario_mount("migration-no-common-version.yaml", tmp_path) as mp:
+        before = listing(mp)
+        r = run_cli("migrate", "run", f"src:{uuid}", "dst", "-m", str(mp))
+        assert r.returncode == 1 and r.stdout.startswith("not moved (EINVAL)"), r.stdout + r.stderr
+        assert "upgrade the target driver" in r.stdout
+        assert listing(mp) == before
+        assert uuid in before["src"] and uuid not in before["dst"]
+
+
+def test_cli_migrate_run_failing_at_create_leaves_both_hosts_unchanged(tmp_path: Path) -> None:
+    uuid = VERDICTS["migration-newer-target.yaml"][0]
+    with scenario_mount("migration-newer-target.yaml", tmp_path) as mp:
+        r = run_cli("fault", "create-fail", str(mp), "i915-GVTg_V5_4", "--errno", "EIO", "--host", "dst")
+        assert r.returncode == 0, r.stderr
+        before = listing(mp)
+        r = run_cli("migrate", "run", f"src:{uuid}", "dst", "-m", str(mp))
+        assert r.returncode == 1 and "not moved (EIO)" in r.stdout, r.stdout + r.stderr
+        assert "both hosts are back as they were" in r.stdout
+        assert listing(mp) == before
+        # the knob is spent: the same run now succeeds, and the shell sees the move
+        r = run_cli("migrate", "run", f"src:{uuid}", "dst", "-m", str(mp))
+        assert r.returncode == 0 and r.stdout.startswith("moved:"), r.stdout + r.stderr
+        after = listing(mp)
+        assert uuid not in after["src"] and uuid in after["dst"]
+
+
+def test_cli_migrate_without_a_mount_says_what_to_do(tmp_path: Path) -> None:
+    r = run_cli("migrate", "check", "src:6a5d8c1e-0000-4000-8000-000000000001", "dst")
+    assert r.returncode == 2 and "pass --mountpoint or --scenario" in r.stderr
+    r = run_cli("migrate", "check", "no-colon", "dst")
+    assert r.returncode == 2 and "HOST:UUID" in r.stderr
