@@ -25,11 +25,12 @@ from __future__ import annotations
 import errno
 import posixpath
 import stat
+import sys
 import threading
 import weakref
 from typing import Any, Callable, Iterable, Optional
 
-from pyfakefs.fake_file import FakeDirectory, FakeFile
+from pyfakefs.fake_file import FakeDirectory, FakeFile, FakeFileWrapper
 from pyfakefs.fake_filesystem import FakeFilesystem
 from pyfakefs import fake_open
 
@@ -55,6 +56,8 @@ DIFFERENCES = """\
   EPERM only where pyfakefs reaches the directory (renaming onto an existing name may differ).
 - st_nlink of directories is 2 + subdirectories as in sysfs, but st_ino, st_dev and times are
   pyfakefs's own; every path is owned by the fake uid that pyfakefs had when the tree was built.
+- os.listdir() gives kernfs order as FUSE does; to do so pyfakefs's listdir shuffling
+  (shuffle_listdir_results) is off for the whole fake filesystem while the tree is shown.
 - Changes made to the Host from another thread are synced under the host lock, but pyfakefs itself
   is not thread-safe: keep the code under test and the mutations on one thread.
 """
@@ -131,12 +134,27 @@ class SysfsFile(FakeFile):
         data = contents.encode(encoding or "utf-8") if isinstance(contents, str) else bytes(contents)
         if not data:  # O_TRUNC at open, or a flush with nothing written
             return False
-        delta = data[len(self._written):] if data.startswith(self._written) else data
+        start = _flush_start()
+        if start is None:  # not called from a handle's flush: fall back to what this file last got
+            start = len(self._written) if data.startswith(self._written) else 0
+        delta = data[start:]
         self._written = data
         if not delta:
             return False
         self._sysfs.store(self._node, delta, self.path)
         return True
+
+
+def _flush_start() -> Optional[int]:
+    """Where the handle being flushed stood at its previous flush: the bytes
+    after it are this write. pyfakefs hands set_contents() the handle's whole
+    buffer, so the handle (the caller's ``self``) is asked."""
+    frame = sys._getframe(2)  # _flush_start <- SysfsFile.set_contents <- FakeFileWrapper.flush
+    wrapper = frame.f_locals.get("self")
+    if isinstance(wrapper, FakeFileWrapper):
+        pos = getattr(wrapper, "_flush_pos", None)
+        return pos if isinstance(pos, int) else None
+    return None
 
 
 class SysfsDir(FakeDirectory):
@@ -233,6 +251,10 @@ class FakeSysfs:
             self._with_sync(lambda: self._fill(top, "", self.tree.root))
             self.host.listeners.append(self._on_change)
         _install_open_hook()
+        # kernfs lists in a fixed order (clients and the golden capture see it); pyfakefs
+        # shuffles listdir() by default, so that is off while the tree is shown.
+        self._shuffle = getattr(self.fs, "shuffle_listdir_results", False)
+        self.fs.shuffle_listdir_results = False
         self._started = True
         return self
 
@@ -244,6 +266,7 @@ class FakeSysfs:
             if self._on_change in self.host.listeners:
                 self.host.listeners.remove(self._on_change)
         _remove_open_hook()
+        self.fs.shuffle_listdir_results = self._shuffle
         self._started = False
 
     def __enter__(self) -> "FakeSysfs":
@@ -368,7 +391,7 @@ class FakeSysfs:
             if have is not None:
                 d.remove_entry(name)
             self._add(d, child_rel, name, child)
-        self._order(d, rel)
+        self._order(d, rel, names)
 
     @staticmethod
     def _same_kind(have: FakeFile, node: Node) -> bool:
@@ -378,8 +401,13 @@ class FakeSysfs:
             return stat.S_ISLNK(have.st_mode) and have.byte_contents == node.target.encode()  # type: ignore[union-attr]
         return isinstance(have, SysfsFile)
 
-    def _order(self, d: FakeDirectory, rel: str) -> None:
-        """kernfs readdir order and sysfs nlink (2 + subdirectories)."""
+    def _order(self, d: FakeDirectory, rel: str, names: Optional[list[str]] = None) -> None:
+        """The projection's readdir order, and sysfs nlink (2 + subdirectories)."""
+        if names is None:
+            node = self.tree.lookup(rel)
+            names = node.listdir() if isinstance(node, Directory) else readdir_order(d._entries)
         entries = d._entries
-        d._entries = {n: entries[n] for n in readdir_order(entries)}
-        d.st_nlink = 2 + sum(1 for e in entries.values() if isinstance(e, FakeDirectory))
+        ordered = {n: entries[n] for n in names if n in entries}
+        ordered.update((n, e) for n, e in entries.items() if n not in ordered)
+        d._entries = ordered
+        d.st_nlink = 2 + sum(1 for e in ordered.values() if isinstance(e, FakeDirectory))
