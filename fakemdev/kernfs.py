@@ -86,10 +86,13 @@ class Link:
 class Directory:
     """A directory computed on demand. Subclasses override :meth:`entries`
     (and :meth:`lookup` where a faster answer than building every entry
-    exists, as for a parent with 10,000 devices)."""
+    exists, as for a parent with 10,000 devices: those set ``fast_lookup``,
+    which tells :class:`~fakemdev.sysfs.SysfsTree` to call :meth:`lookup`
+    rather than memoise :meth:`entries`)."""
 
     kind = "dir"
     mode = 0o755
+    fast_lookup = False
 
     def entries(self) -> Mapping[str, "Node"]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -106,6 +109,11 @@ class Directory:
 
     def listdir(self) -> list[str]:
         return readdir_order(self.names())
+
+    def items(self) -> list[tuple[str, "Node"]]:
+        """(name, node) of every entry in kernfs order, building each once."""
+        entries = self.entries()
+        return [(n, entries[n]) for n in readdir_order(entries)]
 
 
 class StaticDir(Directory):
@@ -145,10 +153,7 @@ def file_type(node: Node) -> int:
 
 def walk(root: Directory, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """Yield (path, node) for every node under root, depth first, kernfs order."""
-    for name in root.listdir():
-        node = root.lookup(name)
-        if node is None:
-            continue
+    for name, node in root.items():
         path = f"{prefix}/{name}"
         yield path, node
         if node.kind == "dir":

@@ -17,7 +17,7 @@ from . import kernels
 from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
 from . import migration
 from .errors import KernelError
-from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir
+from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 
 RO, WO, RW = 0o444, 0o200, 0o644
 VFIO_MISC = (10, 196)
@@ -90,11 +90,28 @@ def pci_config_space(attrs: Mapping[str, bytes]) -> bytes:
     return bytes(cfg)
 
 
+# How many directories (with their memoised entries) SysfsTree keeps per
+# model generation; a walk needs only the few on its current path.
+DIR_CACHE_MAX = 4096
+
+
 class SysfsTree:
-    """The whole ``/sys`` of one host, rooted at the mount point."""
+    """The whole ``/sys`` of one host, rooted at the mount point.
+
+    Lookups are memoised per model generation (``Host.generation``, bumped by
+    every committed mutation): the directories on recently resolved paths
+    and the entries of the small ones. Nothing survives a mutation, so the
+    projection stays exactly the model's; between mutations a path costs
+    one dictionary hit per uncached component. Attribute contents are never
+    cached (``show()`` runs on every read).
+    """
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self._gen = -1
+        self._dirs: dict[str, Directory] = {}
+        self._entries: dict[str, Mapping[str, Node]] = {}
+        self._mounts_gen = -1
         self._mounts_key: object = None
         self._mounts: dict[str, Callable[[], Optional[Node]]] = {}
         self._junctions: dict[str, set[str]] = {}
@@ -104,7 +121,10 @@ class SysfsTree:
     # -- mount-point index ------------------------------------------------
     def mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
         host = self.host
+        if host.generation == self._mounts_gen:
+            return self._mounts
         key = (tuple(host.parents), host.mdev_loaded, tuple(map(id, host.drivers.values())))
+        self._mounts_gen = host.generation
         if key != self._mounts_key:
             self._mounts = self._build_mounts()
             junctions: dict[str, set[str]] = {}
@@ -134,12 +154,12 @@ class SysfsTree:
             if parent.spec.bus:
                 path = f"bus/{parent.spec.bus}/devices/{parent.name}"
                 m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
-        m["class/vfio"] = lambda: LazyDir(self._class_vfio)
+        m["class/vfio"] = lambda: GroupLinksDir(self)
         if kernels.has_vfio_dev(host.kernel):
             m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
         m["class/misc/vfio"] = lambda: Link("../../devices/virtual/misc/vfio")
         m["devices/virtual/misc/vfio"] = self._misc_vfio
-        m["devices/virtual/vfio"] = lambda: LazyDir(self._vfio_groups) if host.groups else None
+        m["devices/virtual/vfio"] = lambda: VfioGroupsDir(self) if host.groups else None
         m["kernel/iommu_groups"] = lambda: IommuGroupsDir(self)
         modules = ["vfio", "vfio_iommu_type1"] + (["mdev"] if host.mdev_loaded else []) + list(host.drivers)
         if any(d.driver_module == kernels.VFIO_MDEV for d in host.drivers.values()):
@@ -153,16 +173,65 @@ class SysfsTree:
         return m
 
     # -- lookups ------------------------------------------------------------
+    def _sync(self) -> None:
+        gen = self.host.generation
+        if gen != self._gen:
+            self._dirs.clear()
+            self._entries.clear()
+            self._gen = gen
+
     def lookup(self, path: str) -> Optional[Node]:
         """Resolve a sysfs-relative or absolute path (no symlink following)."""
-        node: Optional[Node] = self.root
-        for part in path.split("/"):
-            if not part:
-                continue
-            if node is None or node.kind != "dir":
-                return None
-            node = node.lookup(part)  # type: ignore[union-attr]
-        return node
+        path = path.strip("/")
+        if "//" in path:
+            path = "/".join(p for p in path.split("/") if p)
+        self._sync()
+        return self._lookup(path)
+
+    def _lookup(self, path: str) -> Optional[Node]:
+        node = self._dirs.get(path)
+        if node is not None:
+            return node
+        if not path:
+            return self.root
+        head, _, name = path.rpartition("/")
+        parent = self._lookup(head)
+        if parent is None or parent.kind != "dir":
+            return None
+        if parent.fast_lookup:  # type: ignore[union-attr]
+            child = parent.lookup(name)  # type: ignore[union-attr]
+        else:
+            child = self._entries_of(head, parent).get(name)  # type: ignore[arg-type]
+        if child is not None and child.kind == "dir":
+            if len(self._dirs) >= DIR_CACHE_MAX:
+                self._dirs.clear()
+                self._entries.clear()
+            self._dirs[path] = child  # type: ignore[assignment]
+        return child
+
+    def _entries_of(self, path: str, d: Directory) -> Mapping[str, Node]:
+        e = self._entries.get(path)
+        if e is None or self._dirs.get(path) is not d:
+            e = d.entries()
+            if self._dirs.get(path) is d:
+                self._entries[path] = e
+        return e
+
+    def listing(self, path: str, d: Directory) -> list[tuple[str, Node]]:
+        """(name, node) of a directory's entries in kernfs order (what readdir returns)."""
+        self._sync()
+        path = path.strip("/")
+        if d.fast_lookup:
+            return d.items()
+        e = self._entries_of(path, d)
+        return [(n, e[n]) for n in readdir_order(e)]
+
+    def subdir_count(self, path: str, d: Directory) -> int:
+        """Child directories of ``d`` (at ``path``), for nlink."""
+        if d.fast_lookup or type(d).subdir_count is not Directory.subdir_count:
+            return d.subdir_count()
+        self._sync()
+        return sum(1 for n in self._entries_of(path.strip("/"), d).values() if n.kind == "dir")
 
     def power_dir(self, owner: object) -> StaticDir:
         """Generic runtime-PM group; identical for every device here."""
@@ -223,11 +292,62 @@ class SysfsTree:
         return lambda buf: self.host.synth_uevent(devpath, buf, env, extra())
 
 
+class GroupLinksDir(Directory):
+    """``/sys/class/vfio``: one link per VFIO group."""
+
+    __slots__ = ("tree",)
+    fast_lookup = True
+
+    def __init__(self, tree: SysfsTree) -> None:
+        self.tree = tree
+
+    def lookup(self, name: str) -> Optional[Node]:
+        g = _group_number(name)
+        if g is None or g not in self.tree.host.groups:
+            return None
+        return Link(f"../../devices/virtual/vfio/{g}")
+
+    def entries(self) -> Mapping[str, Node]:
+        return self.tree._class_vfio()
+
+    def subdir_count(self) -> int:
+        return 0
+
+
+class VfioGroupsDir(Directory):
+    """``/sys/devices/virtual/vfio``: one device per VFIO group."""
+
+    __slots__ = ("tree",)
+    fast_lookup = True
+
+    def __init__(self, tree: SysfsTree) -> None:
+        self.tree = tree
+
+    def lookup(self, name: str) -> Optional[Node]:
+        g = _group_number(name)
+        if g is None or g not in self.tree.host.groups:
+            return None
+        return self.tree._vfio_group_dir(g)
+
+    def entries(self) -> Mapping[str, Node]:
+        return self.tree._vfio_groups()
+
+    def subdir_count(self) -> int:
+        return len(self.tree.host.groups)
+
+
+def _group_number(name: str) -> Optional[int]:
+    if not name.isdigit() or (len(name) > 1 and name[0] == "0") or not name.isascii():
+        return None
+    return int(name)
+
+
 class Junction(Directory):
     """A directory that only holds the way to mount points (``/sys/devices``,
     ``/sys/devices/virtual``, ...)."""
 
     __slots__ = ("tree", "prefix")
+    fast_lookup = True
 
     def __init__(self, tree: SysfsTree, prefix: str) -> None:
         self.tree = tree
@@ -262,6 +382,7 @@ class ParentDir(Directory):
     """``/sys/devices/.../<parent>``: device attrs, mdev_supported_types, one dir per mdev."""
 
     __slots__ = ("tree", "parent")
+    fast_lookup = True
 
     def __init__(self, tree: SysfsTree, parent: Parent) -> None:
         self.tree = tree
@@ -306,6 +427,7 @@ class ParentDir(Directory):
 
 class SupportedTypesDir(Directory):
     __slots__ = ("tree", "parent")
+    fast_lookup = True
 
     def __init__(self, tree: SysfsTree, parent: Parent) -> None:
         self.tree = tree
@@ -341,7 +463,7 @@ class TypeDir(Directory):
             "create": Attribute(WO, store=lambda buf: host.create_store(t, buf), owner=t),
             "device_api": ro(f"{t.spec.device_api}\n".encode(), t),
             "available_instances": Attribute(RO, lambda: f"{t.available_instances()}\n".encode(), owner=t),
-            "devices": LazyDir(lambda: {u: Link(f"../../../{u}") for u in t.devices}),
+            "devices": TypeDevicesDir(t),
         }
         if t.parent.driver.has_name_file(t):
             out["name"] = ro(f"{t.name}\n".encode(), t)
@@ -355,6 +477,28 @@ class TypeDir(Directory):
 
     def subdir_count(self) -> int:
         return 1
+
+
+class TypeDevicesDir(Directory):
+    """``<type>/devices/``: a link per device of the type."""
+
+    __slots__ = ("mdev_type",)
+    fast_lookup = True
+
+    def __init__(self, mdev_type: MdevType) -> None:
+        self.mdev_type = mdev_type
+
+    def lookup(self, name: str) -> Optional[Node]:
+        return Link(f"../../../{name}") if name in self.mdev_type.devices else None
+
+    def entries(self) -> Mapping[str, Node]:
+        return {u: Link(f"../../../{u}") for u in self.mdev_type.devices}
+
+    def names(self) -> list[str]:
+        return list(self.mdev_type.devices)
+
+    def subdir_count(self) -> int:
+        return 0
 
 
 class DeviceDir(Directory):
@@ -412,6 +556,7 @@ class DeviceDir(Directory):
 
 class IommuGroupsDir(Directory):
     __slots__ = ("tree",)
+    fast_lookup = True
 
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
@@ -479,7 +624,7 @@ class BusMdevDir(Directory):
             "uevent": Attribute(WO, store=self._bus_uevent),
             "drivers_autoprobe": Attribute(RW, lambda: b"1\n" if host.drivers_autoprobe else b"0\n",
                                            self._autoprobe),
-            "devices": LazyDir(self._devices),
+            "devices": BusDevicesDir(self.tree),
             "drivers_probe": Attribute(WO, store=self._probe),
             "drivers": LazyDir(self._drivers),
         }
@@ -499,13 +644,35 @@ class BusMdevDir(Directory):
         self.tree.host.drivers_probe(buf)
         return len(buf)
 
-    def _devices(self) -> Mapping[str, Node]:
-        return {u: Link(kernfs_link("bus/mdev/devices", d.path))
-                for u, d in self.tree.host.devices.items() if not d.removing}
-
     def _drivers(self) -> Mapping[str, Node]:
         return {d.driver_name: DriverDir(self.tree, d.driver_name, d.driver_module)
                 for d in self.tree.host.drivers.values() if d.registers_mdev_driver}
+
+
+class BusDevicesDir(Directory):
+    """``/sys/bus/mdev/devices``: a link per device (not those being removed)."""
+
+    __slots__ = ("tree",)
+    fast_lookup = True
+
+    def __init__(self, tree: SysfsTree) -> None:
+        self.tree = tree
+
+    def lookup(self, name: str) -> Optional[Node]:
+        d = self.tree.host.devices.get(name)
+        if d is None or d.removing:
+            return None
+        return Link(kernfs_link("bus/mdev/devices", d.path))
+
+    def entries(self) -> Mapping[str, Node]:
+        return {u: Link(kernfs_link("bus/mdev/devices", d.path))
+                for u, d in self.tree.host.devices.items() if not d.removing}
+
+    def names(self) -> list[str]:
+        return [u for u, d in self.tree.host.devices.items() if not d.removing]
+
+    def subdir_count(self) -> int:
+        return 0
 
 
 class DriverDir(Directory):
@@ -518,14 +685,28 @@ class DriverDir(Directory):
         self.driver_name = driver_name
         self.module = module
 
-    def entries(self) -> Mapping[str, Node]:
+    fast_lookup = True
+
+    def _static(self) -> dict[str, Node]:
         host, here = self.tree.host, f"bus/mdev/drivers/{self.driver_name}"
-        out: dict[str, Node] = {
+        return {
             "uevent": Attribute(WO, store=lambda buf: host.synth_uevent("/" + here, buf, ["SUBSYSTEM=drivers"])),
             "bind": Attribute(WO, store=self._bind),
             "unbind": Attribute(WO, store=self._unbind),
             "module": Link(kernfs_link(here, f"module/{self.module}")),
         }
+
+    def lookup(self, name: str) -> Optional[Node]:
+        dev = self.tree.host.devices.get(name)
+        if dev is not None:
+            if dev.bound and not dev.removing and dev.parent.driver.driver_name == self.driver_name:
+                return Link(kernfs_link(f"bus/mdev/drivers/{self.driver_name}", dev.path))
+            return None
+        return self._static().get(name)
+
+    def entries(self) -> Mapping[str, Node]:
+        host, here = self.tree.host, f"bus/mdev/drivers/{self.driver_name}"
+        out = self._static()
         for dev in host.bound_devices(self.driver_name):
             if not dev.removing:
                 out[dev.uuid] = Link(kernfs_link(here, dev.path))
@@ -561,18 +742,22 @@ class ModuleDir(Directory):
             if driver.version is not None:
                 info["version"] = driver.version
             info.setdefault("taint", "OE")
-            refcnt = sum(d.open_count for d in host.devices.values() if d.parent.driver is driver)
+            def refcnt() -> int:  # live: holding a device open bumps it without a model change
+                return sum(d.open_count for d in host.devices.values() if d.parent.driver is driver)
             params = dict(driver.module_params)
         else:
             info = dict(CORE_MODULE_ATTRS.get(name) or {"taint": ""})
             vendors = len(host.drivers)
-            refcnt = {"mdev": vendors, "vfio": vendors + 1}.get(name, 0)
+            count = {"mdev": vendors, "vfio": vendors + 1}.get(name, 0)
+
+            def refcnt() -> int:
+                return count
             params = VFIO_TYPE1_PARAMS if name == "vfio_iommu_type1" else {}
         out: dict[str, Node] = {
             "coresize": ro(f"{info.get('coresize', '16384')}\n".encode()),
             "initsize": ro(b"0\n"),
             "initstate": ro(b"live\n"),
-            "refcnt": Attribute(RO, const(f"{refcnt}\n".encode())),
+            "refcnt": Attribute(RO, lambda: f"{refcnt()}\n".encode()),
             "taint": ro(f"{info['taint']}\n".encode()),
             "uevent": Attribute(WO, store=lambda buf: host.synth_uevent("/" + here, buf, ["SUBSYSTEM=module"])),
             "holders": StaticDir({h: Link(kernfs_link(f"{here}/holders", f"module/{h}")) for h in self._holders()}),

@@ -43,8 +43,8 @@ if _invalidate is not None:
     _invalidate.restype = ctypes.c_int
 
 
-# readdir's d_type (so find -type f and os.walk need no stat per entry); shared, never mutated
-_DTYPE = {"dir": {"st_mode": stat.S_IFDIR}, "link": {"st_mode": stat.S_IFLNK}, "file": {"st_mode": stat.S_IFREG}}
+# readdir's d_type (so find -type f and os.walk need no stat per entry)
+_DTYPE = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK, "file": stat.S_IFREG}
 
 
 def fuse_major() -> int:
