@@ -43,7 +43,8 @@ __all__ = ["FakeSysfs", "SysfsFile", "SysfsDir", "DIFFERENCES"]
 
 DIFFERENCES = """\
 - A failed store() is reported when pyfakefs flushes: at write() for os.write() on an os.open() fd,
-  at close()/flush() for a buffered open() (FUSE: always at the write() syscall).
+  at close()/flush() for a buffered open() (FUSE: always at the write() syscall). When close()
+  raises, pyfakefs keeps that handle in its open-file table (a second close() releases it).
 - A buffered writer (open(path, "w")) makes one store() per flush of everything written since the
   last flush (normally: once, at close); FUSE makes one store() per write() syscall, which for
   Python's buffered files is also one per flush.
@@ -52,8 +53,9 @@ DIFFERENCES = """\
 - Reading through a handle opened for both reading and writing returns nothing.
 - chmod/chown/utime on the tree are ignored (pyfakefs's os.open() chmods every file it opens;
   FUSE honours root's chmod as kernfs does).
-- rmdir of a non-empty directory is ENOTEMPTY (pyfakefs checks first; FUSE: EPERM); rename is
-  EPERM only where pyfakefs reaches the directory (renaming onto an existing name may differ).
+- rmdir of a non-empty directory is ENOTEMPTY (pyfakefs checks first; FUSE: EPERM); rename onto
+  an existing name is ENOENT (FUSE: EPERM). mkdir, unlink, symlink, rename to a new name and
+  rmdir of an empty directory are EPERM and creating a file is EACCES on both.
 - st_nlink of directories is 2 + subdirectories as in sysfs, but st_ino, st_dev and times are
   pyfakefs's own; every path is owned by the fake uid that pyfakefs had when the tree was built.
 - os.listdir() gives kernfs order as FUSE does; to do so pyfakefs's listdir shuffling

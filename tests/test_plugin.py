@@ -163,3 +163,13 @@ def test_importing_fakemdev_starts_no_thread_and_imports_no_fuse() -> None:
     ''')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "clean", out.stderr
+
+
+def test_the_documented_example_test_passes(pytester: pytest.Pytester) -> None:
+    """docs/python-api.md promises a test a user can paste: paste it."""
+    from conftest import REPO
+    doc = (REPO / "docs" / "python-api.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(test_mdev=example)
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=4)
