@@ -101,10 +101,11 @@ class Controller:
             return [{"action": e.action, "devpath": e.devpath, "env": e.env, "seqnum": e.seqnum}
                     for e in h.uevent_log if e.seqnum > since]
 
-    def _uevents_wait(self, since: int = 0, timeout: float = 10.0, host: Optional[str] = None
+    def _uevents_wait(self, since: int = 0, wait: float = 10.0, host: Optional[str] = None
                       ) -> list[dict[str, Any]]:
-        """Block until uevents newer than ``since`` exist (the forwarder's feed)."""
-        events = self.host(host).wait_uevents(since, min(float(timeout), 60.0))
+        """Block up to ``wait`` seconds until uevents newer than ``since`` exist
+        (the forwarder's feed)."""
+        events = self.host(host).wait_uevents(since, min(float(wait), 60.0))
         return [{"action": e.action, "devpath": e.devpath, "env": e.env, "seqnum": e.seqnum} for e in events]
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

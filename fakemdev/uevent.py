@@ -84,8 +84,8 @@ def forward(socket_path: str, host: Optional[str] = None, stop: Optional[Callabl
             since = backlog[-1]["seqnum"] if backlog else 0
         while not (stop and stop()):
             try:
-                events: list[dict[str, Any]] = call(socket_path, "uevents_wait", host=host, since=since,
-                                                    timeout=0.5)
+                events: list[dict[str, Any]] = call(socket_path, "uevents_wait", timeout=5.0, host=host,
+                                                    since=since, wait=0.5)
             except ControlError as e:
                 log.debug("uevent forwarder stops: %s", e)
                 return

@@ -181,15 +181,19 @@ echo "=== parent";    $V nodedev-dumpxml pci_0000_00_02_0
 echo "=== define";    $V nodedev-define /tmp/fakemdev-mdev-def.xml
 echo "=== inactive";  $V nodedev-list --cap mdev --inactive
 echo "=== start";     $V nodedev-start $N
+# libvirt marks the device active when the relayed udev event arrives, as on a real host
+wait_for() { for i in $(seq 100); do eval "$1" && return 0; sleep 0.1; done; return 1; }
+wait_for '[ -n "$($V nodedev-list --cap mdev)" ]'
 echo "=== active";    $V nodedev-list --cap mdev
 echo "=== sysfs";     ls /sys/bus/mdev/devices
 echo "=== dumpxml";   $V nodedev-dumpxml $N
 echo "=== parent2";   $V nodedev-dumpxml pci_0000_00_02_0
 echo "=== destroy";   $V nodedev-destroy $N
+wait_for '[ -z "$($V nodedev-list --cap mdev)" ]'
 echo "=== info";      $V nodedev-info $N
 echo "=== sysfs2";    ls /sys/bus/mdev/devices
 echo "=== undefine";  $V nodedev-undefine $N
-sleep 1
+wait_for '[ -z "$($V nodedev-list --cap mdev --all)" ]'
 echo "=== all";       $V nodedev-list --cap mdev --all
 """
 
