@@ -36,8 +36,12 @@ PAYLOADS = [b"\x00", b"\x00" * 37, b"\xff\xfe\xfd\n", "ünïcødé\n".encode(), 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from fakemdev.hosts import default_host
-    with mounted({"default": default_host()}, tmp_path_factory.mktemp("hostile") / "sys") as r:
-        yield r
+    runtime = tmp_path_factory.getbasetemp() / "runtime"  # the one conftest's _runtime_dir gives each test
+    runtime.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAKEMDEV_RUNTIME_DIR", str(runtime))
+        with mounted({"default": default_host()}, tmp_path_factory.mktemp("hostile") / "sys") as r:
+            yield r
 
 
 @pytest.fixture(autouse=True)
