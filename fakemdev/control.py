@@ -147,7 +147,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         os.chmod(path, 0o600)
 
     def start(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, name="fakemdev-control", daemon=True)
+        t = threading.Thread(target=self.serve_forever, args=(0.05,), name="fakemdev-control", daemon=True)
         t.start()
         return t
 

@@ -1,0 +1,64 @@
+"""The benchmark's building blocks: a static export of a host equals its mount.
+
+``benchmarks/run.py --quick`` itself takes minutes on a shared 2-core machine
+(it mounts dozens of trees and runs mdevctl through ``fakemdev run``), so the
+unit tests do not run it; set ``FAKEMDEV_BENCH_SMOKE=1`` to run it here too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, mounted, requires_fuse
+from fakemdev.export import export, snapshot
+from fakemdev.hosts import default_host
+
+
+def _comparable(snap: dict) -> dict:
+    """Files a mount refuses to read (write-only, EIO) export as empty files."""
+    return {p: (kind, b"" if kind == "file" and value is None else value) for p, (kind, value) in snap.items()}
+
+
+@requires_fuse
+def test_export_of_a_host_equals_its_mount(tmp_path: Path) -> None:
+    host = default_host()
+    from fakemdev.core import canonical_uuid
+    t = host.parents["mtty"].types["mtty-2"]
+    host.create(t, canonical_uuid("83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"))
+    exported = tmp_path / "export"
+    n = export(host, str(exported))
+    with mounted({"default": host}, tmp_path / "sys") as root:
+        live = snapshot(str(root))
+    static = snapshot(str(exported))
+    assert n == len(static) == len(live)
+    assert _comparable(live) == _comparable(static)
+
+
+@requires_fuse
+def test_readdir_order_and_links_survive_the_export(tmp_path: Path) -> None:
+    host = default_host()
+    exported = tmp_path / "export"
+    export(host, str(exported))
+    with mounted({"default": host}, tmp_path / "sys") as root:
+        for rel in ("class/mdev_bus", "devices/virtual/mtty/mtty/mdev_supported_types"):
+            assert sorted(os.listdir(root / rel)) == sorted(os.listdir(exported / rel))
+        assert os.readlink(root / "class/mdev_bus/mtty") == os.readlink(exported / "class/mdev_bus/mtty")
+
+
+@pytest.mark.skipif(not os.environ.get("FAKEMDEV_BENCH_SMOKE"), reason="set FAKEMDEV_BENCH_SMOKE=1 (takes minutes)")
+@requires_fuse
+def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/run.py"), "--quick", "--skip-large", "--out", str(out)],
+                   check=True, timeout=900)
+    r = json.loads(out.read_text())
+    for key in ("walk_ratio_default", "warm_ratio_tmpfs", "stale_views", "per_entry_growth",
+                "create_remove_pairs_per_s", "mount_ready_s", "mount_ready_ratio_tmpfs", "rss_mb_10k", "date",
+                "machine"):
+        assert key in r
+    assert r["stale_views"] == 0
