@@ -55,24 +55,23 @@ def test_fakemdev_runs_inside_a_container_given_dev_fuse(tmp_path: Path) -> None
     setup = textwrap.dedent(f"""
         mkdir -p {rootfs}
         mount --rbind / {rootfs}                        # the image: here, the host's files
-        mount -t tmpfs tmpfs {rootfs}/tmp               # the container's own /tmp
-        mount -t tmpfs tmpfs {rootfs}/run
+        mount -t tmpfs tmpfs {rootfs}/run               # the container's own /run
         mount -t proc proc {rootfs}/proc                # its own pid namespace
     """)
     py = sys.executable
     inner = textwrap.dedent(f"""
         set -e
         export FAKEMDEV_RUNTIME_DIR=/run/fakemdev
-        mkdir -p /tmp/sys
-        {py} -m fakemdev mount /tmp/sys
-        ls /tmp/sys/class/mdev_bus
-        echo {U} > /tmp/sys/devices/virtual/mdpy/mdpy/mdev_supported_types/mdpy-vga/create
-        cat /tmp/sys/devices/virtual/mdpy/mdpy/mdev_supported_types/mdpy-hd/available_instances
-        {py} -m fakemdev umount /tmp/sys
+        mkdir -p /run/sys
+        {py} -m fakemdev mount /run/sys
+        ls /run/sys/class/mdev_bus
+        echo {U} > /run/sys/devices/virtual/mdpy/mdpy/mdev_supported_types/mdpy-vga/create
+        cat /run/sys/devices/virtual/mdpy/mdpy/mdev_supported_types/mdpy-hd/available_instances
+        {py} -m fakemdev umount /run/sys
     """)
     r = in_container(setup, inner, rootfs)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[1:6] == ["0000:00:02.0", "mbochs", "mdpy", "mtty", "3"], r.stdout
     with open("/proc/self/mountinfo") as f:
-        assert "/tmp/sys " not in f.read()
+        assert "/run/sys " not in f.read()
