@@ -15,7 +15,6 @@ from typing import Callable, Mapping, Optional
 
 from . import kernels
 from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
-from . import migration
 from .errors import KernelError
 from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 
@@ -472,6 +471,7 @@ class TypeDir(Directory):
         extra = getattr(t.parent.driver, "type_attributes", None)
         if extra is not None:
             out.update(extra(t))
+        from . import migration  # imported on first use: it costs start-up time
         out.update(migration.type_attributes(t))  # only for types whose driver declares migration
         return out
 
@@ -538,6 +538,7 @@ class DeviceDir(Directory):
         extra = getattr(dev.parent.driver, "device_attributes", None)
         if extra is not None:
             out.update(extra(dev))
+        from . import migration
         out.update(migration.device_attributes(dev))  # only for types whose driver declares migration
         return out
 

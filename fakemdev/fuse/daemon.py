@@ -113,11 +113,32 @@ def is_stale(mountpoint: str) -> bool:
         return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
 
 
+def libfuse3_path() -> Optional[str]:
+    """Where libfuse3 is, probing the usual places before ctypes' find_library
+    (which runs ldconfig: tens of milliseconds on every mount). Exported as
+    FUSE_LIBRARY_PATH so mfusepy loads libfuse 3, never libfuse 2."""
+    found = os.environ.get("FUSE_LIBRARY_PATH")
+    if found and os.path.exists(found):
+        return found
+    import glob
+    for pattern in ("/usr/lib/*-linux-gnu/libfuse3.so.3", "/usr/lib64/libfuse3.so.3", "/usr/lib/libfuse3.so.3",
+                    "/lib/*-linux-gnu/libfuse3.so.3", "/usr/local/lib/libfuse3.so.3"):
+        hits = glob.glob(pattern)
+        if hits:
+            found = hits[0]
+            break
+    else:
+        found = ctypes.util.find_library("fuse3")
+    if found:
+        os.environ["FUSE_LIBRARY_PATH"] = found
+    return found
+
+
 def check_environment() -> None:
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, "
                          "pass --device /dev/fuse --cap-add SYS_ADMIN")
-    if ctypes.util.find_library("fuse3") is None:
+    if libfuse3_path() is None:
         raise MountError("libfuse3 is not installed: apt-get install fuse3")
     if os.geteuid() != 0 and shutil.which("fusermount3") is None:
         raise MountError("fusermount3 is missing (needed to mount as a normal user): apt-get install fuse3")

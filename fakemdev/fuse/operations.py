@@ -26,6 +26,9 @@ import threading
 from typing import Any, Callable, Optional
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+from .daemon import libfuse3_path  # noqa: E402
+
+libfuse3_path()  # sets FUSE_LIBRARY_PATH: mfusepy then skips its own library search
 import mfusepy  # noqa: E402
 
 from ..core import Change, Host  # noqa: E402
