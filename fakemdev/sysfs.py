@@ -115,7 +115,6 @@ class SysfsTree:
         self._mounts: dict[str, Callable[[], Optional[Node]]] = {}
         self._junctions: dict[str, set[str]] = {}
         self.root: Directory = Junction(self, "")
-        self._power_cache: dict[object, StaticDir] = {}
 
     # -- mount-point index ------------------------------------------------
     def mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
@@ -232,18 +231,9 @@ class SysfsTree:
         self._sync()
         return sum(1 for n in self._entries_of(path.strip("/"), d).values() if n.kind == "dir")
 
-    def power_dir(self, owner: object) -> StaticDir:
+    def power_dir(self, owner: object) -> "PowerDir":
         """Generic runtime-PM group; identical for every device here."""
-        d = self._power_cache.get(owner)
-        if d is None:
-            entries: dict[str, Node] = {}
-            for name, (mode, value) in POWER_FILES.items():
-                entries[name] = Attribute(mode, const(value) if value is not None else eio, owner=owner)
-            d = StaticDir(entries)
-            if len(self._power_cache) > 4096:
-                self._power_cache.clear()
-            self._power_cache[owner] = d
-        return d
+        return PowerDir(owner)
 
     # -- small directories ----------------------------------------------------
     def _class_mdev_bus(self) -> Mapping[str, Node]:
@@ -341,9 +331,38 @@ def _group_number(name: str) -> Optional[int]:
     return int(name)
 
 
+class PowerDir(Directory):
+    """``power/``: the runtime-PM attributes every device has; its files are
+    made only when looked up (a device dir's getattr never needs them)."""
+
+    __slots__ = ("owner",)
+    fast_lookup = True
+
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
+
+    def lookup(self, name: str) -> Optional[Node]:
+        spec = POWER_FILES.get(name)
+        if spec is None:
+            return None
+        mode, value = spec
+        return Attribute(mode, const(value) if value is not None else eio, owner=self.owner)
+
+    def entries(self) -> Mapping[str, Node]:
+        return {name: self.lookup(name) for name in POWER_FILES}  # type: ignore[misc]
+
+    def names(self) -> list[str]:
+        return list(POWER_FILES)
+
+    def subdir_count(self) -> int:
+        return 0
+
+
 class Junction(Directory):
     """A directory that only holds the way to mount points (``/sys/devices``,
     ``/sys/devices/virtual``, ...)."""
+
+    fast_lookup = True
 
     __slots__ = ("tree", "prefix")
     fast_lookup = True
@@ -361,8 +380,9 @@ class Junction(Directory):
         if factory is not None:
             return factory()
         if name in self.tree.junction_names(self.prefix):
-            j = Junction(self.tree, path)
-            return j if j.names() else None
+            # only conditional mounts (devices/virtual/vfio) can be absent, and each of
+            # them is itself a mount, so a junction on the way to one always exists
+            return Junction(self.tree, path)
         return None
 
     def names(self) -> list[str]:
@@ -511,36 +531,88 @@ class DeviceDir(Directory):
         self.tree = tree
         self.dev = dev
 
-    def entries(self) -> Mapping[str, Node]:
-        dev, host = self.dev, self.tree.host
-        path = dev.path
+    fast_lookup = True
+    _CORE = ("uevent", "power", "mdev_type", "subsystem", "remove")
+    _BOUND = ("driver", "iommu_group")
+
+    def _hooks(self) -> dict[str, Node]:
+        """Entries drivers and the migration model add (rarely any)."""
+        dev = self.dev
         out: dict[str, Node] = {}
-        if dev.removing:
-            if dev.iommu_group is not None:
-                out["iommu_group"] = Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
-            return out
-        drv = dev.parent.driver.driver_name
-        env = ["SUBSYSTEM=mdev"]
-        out["uevent"] = Attribute(
-            RW, lambda: f"DRIVER={drv}\n".encode() if dev.bound else b"",
-            self.tree._uevent_store(dev.devpath, env, lambda: [f"DRIVER={drv}"] if dev.bound else []), dev)
-        out["power"] = self.tree.power_dir(dev)
-        out["mdev_type"] = Link(kernfs_link(path, dev.mdev_type.path))
-        out["subsystem"] = Link(kernfs_link(path, "bus/mdev"))
-        out["remove"] = Attribute(WO, store=lambda buf: host.remove_store(dev, buf), owner=dev)
-        if dev.bound:
-            out["driver"] = Link(kernfs_link(path, f"bus/mdev/drivers/{drv}"))
-            out["iommu_group"] = Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
-            if dev.vfio_index is not None:
-                out["vfio-dev"] = self._vfio_dev_dir()
-            for group, attrs in dev.parent.driver.device_groups(dev).items():
-                out[group] = StaticDir(attrs)
         extra = getattr(dev.parent.driver, "device_attributes", None)
         if extra is not None:
             out.update(extra(dev))
         from . import migration
         out.update(migration.device_attributes(dev))  # only for types whose driver declares migration
         return out
+
+    def names(self) -> list[str]:
+        dev = self.dev
+        if dev.removing:
+            return ["iommu_group"] if dev.iommu_group is not None else []
+        names = list(self._CORE)
+        if dev.bound:
+            names += self._BOUND
+            if dev.vfio_index is not None:
+                names.append("vfio-dev")
+            names += list(dev.parent.driver.device_groups(dev))
+        return names + [n for n in self._hooks() if n not in names]
+
+    def lookup(self, name: str) -> Optional[Node]:
+        """One entry, built alone: path walks through a device dir need one name."""
+        dev = self.dev
+        path = dev.path
+        if dev.removing:
+            if name == "iommu_group" and dev.iommu_group is not None:
+                return Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
+            return None
+        drv = dev.parent.driver.driver_name
+        if name == "remove":
+            host = self.tree.host
+            return Attribute(WO, store=lambda buf: host.remove_store(dev, buf), owner=dev)
+        if name == "uevent":
+            return Attribute(RW, lambda: f"DRIVER={drv}\n".encode() if dev.bound else b"",
+                             self.tree._uevent_store(dev.devpath, ["SUBSYSTEM=mdev"],
+                                                     lambda: [f"DRIVER={drv}"] if dev.bound else []), dev)
+        if name == "power":
+            return self.tree.power_dir(dev)
+        if name == "mdev_type":
+            return Link(kernfs_link(path, dev.mdev_type.path))
+        if name == "subsystem":
+            return Link(kernfs_link(path, "bus/mdev"))
+        if dev.bound:
+            if name == "driver":
+                return Link(kernfs_link(path, f"bus/mdev/drivers/{drv}"))
+            if name == "iommu_group":
+                return Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
+            if name == "vfio-dev" and dev.vfio_index is not None:
+                return self._vfio_dev_dir()
+            group = dev.parent.driver.device_groups(dev).get(name)
+            if group is not None:
+                return StaticDir(group)
+        return self._hooks().get(name)
+
+    def entries(self) -> Mapping[str, Node]:
+        out: dict[str, Node] = {}
+        for name in self.names():
+            node = self.lookup(name)
+            if node is not None:
+                out[name] = node
+        return out
+
+    def subdir_count(self) -> int:
+        """nlink - 2, computed from the device's state (a getattr on a device
+        dir must not build its whole listing)."""
+        dev = self.dev
+        if dev.removing:
+            return 0
+        drv = dev.parent.driver
+        if getattr(drv, "device_attributes", None) is not None:
+            return sum(1 for n in self.entries().values() if n.kind == "dir")
+        n = 1  # power
+        if dev.bound:
+            n += (dev.vfio_index is not None) + len(drv.device_groups(dev))
+        return n
 
     def _vfio_dev_dir(self) -> StaticDir:
         dev = self.dev

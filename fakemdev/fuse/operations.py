@@ -148,33 +148,49 @@ class MdevOperations(mfusepy.Operations):
             s.add(name)
 
     def _on_change(self, prefix: str, change: Change) -> None:
-        """Invalidate what a mutation made stale, before the syscall returns."""
+        """Invalidate what a mutation made stale, before the syscall returns.
+
+        Only paths the kernel has looked up (``_seen``, filled by getattr, which
+        libfuse calls for every LOOKUP) can be cached, so only those cost a
+        notification; each path is notified once per change."""
         if self._fuse_ptr is None or _invalidate is None:
             return
-        for rel in change.gone:
-            self._invalidate_tree(f"{prefix}/{rel}")
-        for rel in change.changed:
-            self._invalidate_one(f"{prefix}/{rel}")
+        todo: dict[str, None] = {}
+        with self._seen_lock:
+            for rel in change.gone:
+                self._collect_tree(f"{prefix}/{rel}", todo)
+            for rel in change.changed:
+                path = f"{prefix}/{rel}"
+                if self._was_seen(path):
+                    todo[path] = None
+        for path in todo:
+            self._invalidate_one(path)
+
+    def _was_seen(self, path: str) -> bool:
+        head, _, name = path.rpartition("/")
+        s = self._seen.get(head or "/")
+        return s is not None and name in s
 
     def _invalidate_one(self, path: str) -> None:
         self.stats["invalidations"] += 1
         _invalidate(self._fuse_ptr, path.encode("utf-8", "surrogateescape"))
 
-    def _invalidate_tree(self, path: str) -> None:
-        with self._seen_lock:
-            stack, paths = [path], []
-            while stack:
-                p = stack.pop()
-                paths.append(p)
-                children = self._seen.pop(p, None)
-                if children:
-                    stack.extend(f"{p}/{c}" for c in children)
-            head, _, name = path.rpartition("/")
-            s = self._seen.get(head or "/")
-            if s is not None:
-                s.discard(name)
-        for p in paths:
-            self._invalidate_one(p)
+    def _collect_tree(self, path: str, todo: dict[str, None]) -> None:
+        """A vanished subtree: every path of it the kernel knows, forgotten here."""
+        head, _, name = path.rpartition("/")
+        parent = self._seen.get(head or "/")
+        if parent is not None and name in parent:
+            parent.discard(name)
+            todo[path] = None
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            children = self._seen.pop(p, None)
+            if children:
+                for c in children:
+                    child = f"{p}/{c}"
+                    todo[child] = None
+                    stack.append(child)
 
     @staticmethod
     def _caller() -> tuple[int, int]:
