@@ -33,6 +33,10 @@ BROKEN_DRIVER = textwrap.dedent('''
         raise RuntimeError("broken show() in a vendor driver")
 
 
+    def bail_out():
+        raise SystemExit("a driver that calls sys.exit()")
+
+
     class Driver(VendorDriver):
         name = "broken"
         max_instances = 4
@@ -47,6 +51,7 @@ BROKEN_DRIVER = textwrap.dedent('''
 
         def device_groups(self, mdev):
             return {"vendor": {"boom": Attribute(0o444, boom, owner=mdev),
+                               "exit": Attribute(0o444, bail_out, owner=mdev),
                                "fine": Attribute(0o444, lambda: b"fine\\n", owner=mdev)}}
 ''')
 
@@ -88,6 +93,9 @@ def test_an_exception_in_a_handler_is_eio_and_a_log_line_not_a_dead_mount(broken
             (base / u / "vendor/boom").read_bytes()
         assert e.value.errno == errno.EIO
         assert (base / u / "vendor/fine").read_text() == "fine\n"  # the rest of the device still answers
+        with pytest.raises(OSError) as e:
+            (base / u / "vendor/exit").read_bytes()  # SystemExit from a driver: EIO, not an unmount
+        assert e.value.errno == errno.EIO
     log = _log(mp)
     assert "RuntimeError: broken show() in a vendor driver" in log
     assert "answering EIO" in log

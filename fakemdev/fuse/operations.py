@@ -65,7 +65,7 @@ def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
             raise FuseOSError(e.errno or errno.EIO) from None
         except FuseOSError:
             raise
-        except Exception:
+        except (Exception, SystemExit):  # a driver calling sys.exit() must not end the mount either
             log.exception("fakemdev: %s%r failed; answering EIO", func.__name__, args[:2])
             raise FuseOSError(errno.EIO) from None
     return wrapper
