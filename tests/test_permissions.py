@@ -146,6 +146,14 @@ def test_a_normal_users_mount_is_private_to_that_user(world_tmp: Path) -> None:
         r = _as_user([python, "-c", f"import os; print(open({str(mp / TYPE / 'name')!r}).read(), end='')"],
                      env)
         assert r.stdout == "Single port serial\n", r.stderr
+        # the user owns the tree and acts on it as root does on /sys: the owner's bits apply
+        u = "00000000-0000-4000-8000-0000000000ee"
+        r = _as_user([python, "-c", f"open({str(mp / TYPE / 'create')!r}, 'w').write({u!r}); "
+                      f"import os; print(os.listdir({str(mp / TYPE / 'devices')!r}), "
+                      f"os.stat({str(mp / TYPE / 'create')!r}).st_uid)"], env)
+        assert r.stdout.split() == [f"['{u}']", str(NOBODY)], r.stderr
+        r = _as_user([python, "-c", f"open({str(mp / TYPE / 'create')!r}).read()"], env)
+        assert "PermissionError" in r.stderr  # kernfs's direction check still holds for the owner
         assert _try(lambda: os.listdir(mp)) == "EACCES"            # root is "others" to a user's FUSE mount
         r = _as_user(fakemdev + ["status"], env)
         assert "live" in r.stdout

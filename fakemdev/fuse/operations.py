@@ -197,6 +197,22 @@ class MdevOperations(mfusepy.Operations):
         uid, gid, _pid = mfusepy.fuse_get_context()
         return uid, gid
 
+    # Files belong to whoever mounted the tree: root for a root mount (as in
+    # sysfs), the user for a user mount, who then acts on it as root acts on
+    # /sys (its owner bits apply), while other users get the "other" bits.
+    OWNER = (os.geteuid(), os.getegid())
+
+    def _dac_bits(self, mode: int, uid: int, gid: int) -> int:
+        if uid == self.OWNER[0]:
+            return (mode >> 6) & 7
+        if gid == self.OWNER[1]:
+            return (mode >> 3) & 7
+        return mode & 7
+
+    def _may_change_metadata(self) -> bool:
+        uid = self._caller()[0]
+        return uid == 0 or uid == self.OWNER[0]
+
     def _mode(self, host: Host, rel: str, node: Node) -> int:
         return host.mode_overrides.get(rel, node.mode)
 
@@ -214,15 +230,15 @@ class MdevOperations(mfusepy.Operations):
                 return self._dir_stat(mode, 2 + tree.subdir_count(rel, node), host)  # type: ignore[union-attr,arg-type]
             t = int(host.boot_time * 1e9)
             if node.kind == "link":
-                return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": 0, "st_gid": 0,
-                        "st_atime": t, "st_mtime": t, "st_ctime": t}
-            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": 0,
-                    "st_gid": 0, "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
+                return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": self.OWNER[0],
+                        "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
+            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": self.OWNER[0],
+                    "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
 
-    @staticmethod
-    def _dir_stat(mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
+    def _dir_stat(self, mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
-        return {"st_mode": stat.S_IFDIR | mode, "st_nlink": nlink, "st_size": 0, "st_uid": 0, "st_gid": 0,
+        return {"st_mode": stat.S_IFDIR | mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
+                "st_gid": self.OWNER[1],
                 "st_atime": t, "st_mtime": t, "st_ctime": t}
 
     @syscall
@@ -259,7 +275,7 @@ class MdevOperations(mfusepy.Operations):
             if amode & os.X_OK and node.kind != "dir" and not mode & 0o111:
                 raise FuseOSError(errno.EACCES)
             return 0
-        bits = (mode >> 3) & 7 if gid == 0 else mode & 7
+        bits = self._dac_bits(mode, uid, gid)
         want = (4 if amode & os.R_OK else 0) | (2 if amode & os.W_OK else 0) | (1 if amode & os.X_OK else 0)
         if want & ~bits:
             raise FuseOSError(errno.EACCES)
@@ -281,7 +297,7 @@ class MdevOperations(mfusepy.Operations):
         mode = self._mode(host, rel, node)
         uid, gid = self._caller()
         if uid != 0:  # the VFS permission check sysfs gets for free
-            bits = (mode >> 3) & 7 if gid == 0 else mode & 7
+            bits = self._dac_bits(mode, uid, gid)
             if (want_read and not bits & 4) or (want_write and not bits & 2):
                 raise FuseOSError(errno.EACCES)
         # kernfs_fop_open: EACCES for the wrong direction, root included
@@ -337,7 +353,7 @@ class MdevOperations(mfusepy.Operations):
     @syscall
     def chmod(self, path: str, mode: int) -> int:
         host, node, rel = self._resolve(path)
-        if self._caller()[0] != 0:
+        if not self._may_change_metadata():
             raise FuseOSError(errno.EPERM)
         if node.kind != "link":
             with host.lock:
@@ -348,14 +364,14 @@ class MdevOperations(mfusepy.Operations):
     @syscall
     def chown(self, path: str, uid: int, gid: int) -> int:
         self._resolve(path)
-        if self._caller()[0] != 0:
+        if not self._may_change_metadata():
             raise FuseOSError(errno.EPERM)
         return 0  # accepted; ownership is not simulated (always root)
 
     @syscall
     def utimens(self, path: str, times: Any = None) -> int:
         self._resolve(path)
-        if self._caller()[0] != 0:
+        if not self._may_change_metadata():
             raise FuseOSError(errno.EPERM)
         return 0
 
