@@ -397,21 +397,9 @@ class Host:
                 for dev in list(parent.devices.values()):
                     self._remove_now(dev, change)
             for parent in parents:
-                subsystem = parent.spec.class_name or parent.spec.bus or ""
-                change.uevents.append(Uevent("change", "/" + parent.devpath,
-                                             [f"SUBSYSTEM={subsystem}", "MDEV_STATE=unregistered"]))
-                change.uevents.append(Uevent("remove", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
-                parent.alive = False
-                for t in parent.types.values():
-                    t.alive = False
-                del self.parents[parent.name]
-                change.gone.append(parent.devpath)
-                change.changed.append(parent.devpath.rsplit("/", 1)[0])
-                change.gone.append(f"class/mdev_bus/{parent.name}")
-                if parent.spec.class_name:
+                self._drop_parent(parent, change)
+                if parent.spec.class_name:  # the driver's class goes with the module
                     change.gone.append(f"class/{parent.spec.class_name}")
-                if parent.spec.bus:
-                    change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
             del self.drivers[name]
             driver.on_unload()
             change.gone += [f"bus/mdev/drivers/{driver.driver_name}", f"module/{name}"]
@@ -439,21 +427,26 @@ class Host:
                 dev.open_count = 0
                 self._remove_now(dev, change)
             self._released.notify_all()   # a remove blocked on a now-dead fd returns
-            subsystem = parent.spec.class_name or parent.spec.bus or ""
-            change.uevents.append(Uevent("change", "/" + parent.devpath,
-                                         [f"SUBSYSTEM={subsystem}", "MDEV_STATE=unregistered"]))
-            change.uevents.append(Uevent("remove", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
-            parent.alive = False
-            for t in parent.types.values():
-                t.alive = False
-            del self.parents[name]
-            change.gone += [parent.devpath, f"class/mdev_bus/{name}"]
-            change.changed += [parent.devpath.rsplit("/", 1)[0], "class/mdev_bus"]
-            if parent.spec.class_name:
-                change.gone.append(f"class/{parent.spec.class_name}/{name}")
-            if parent.spec.bus:
-                change.gone.append(f"bus/{parent.spec.bus}/devices/{name}")
+            self._drop_parent(parent, change)
             self._commit(change)
+
+    def _drop_parent(self, parent: Parent, change: Change) -> None:
+        """mdev_unregister_parent() once its mdevs are gone: the MDEV_STATE
+        change, the parent device's removal, its class or bus links."""
+        subsystem = parent.spec.class_name or parent.spec.bus or ""
+        change.uevents.append(Uevent("change", "/" + parent.devpath,
+                                     [f"SUBSYSTEM={subsystem}", "MDEV_STATE=unregistered"]))
+        change.uevents.append(Uevent("remove", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
+        parent.alive = False
+        for t in parent.types.values():
+            t.alive = False
+        del self.parents[parent.name]
+        change.gone += [parent.devpath, f"class/mdev_bus/{parent.name}"]
+        change.changed += [parent.devpath.rsplit("/", 1)[0], "class/mdev_bus"]
+        if parent.spec.class_name:
+            change.gone.append(f"class/{parent.spec.class_name}/{parent.name}")
+        if parent.spec.bus:
+            change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
 
     def _unload_core(self, name: str) -> None:
         if self.drivers or name != "mdev":
