@@ -171,17 +171,6 @@ def driver_upgrade(mountpoint: str, name: str, host: Optional[str], options: tup
                + f": {kept} device(s) kept")
 
 
-@cli.command("device")
-@click.argument("mountpoint")
-@click.argument("action", type=click.Choice(["open", "close"]))
-@click.argument("uuid")
-@click.option("--host", default=None)
-def device(mountpoint: str, action: str, uuid: str, host: Optional[str]) -> None:
-    """Hold a device open as a VFIO user would (remove then blocks), or close it."""
-    _control(mountpoint, f"{action}_device", uuid=uuid, host=host)
-    click.echo(f"{action}ed {uuid}" if action == "open" else f"closed {uuid}")
-
-
 @cli.command()
 @click.argument("scenario_file", metavar="FILE", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable transcript.")
