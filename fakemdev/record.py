@@ -40,6 +40,7 @@ class RecType:
     description: Optional[str]
     device_api: str
     available: int
+    migration: Optional[str] = None   # state version of migration_version, "unsupported", or None (no file)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RecDevice:
     type_id: str
     bound: bool
     group: Optional[int]
+    migration: Optional[str] = None   # the device's own state version (a pre-upgrade device keeps its old one)
 
 
 @dataclass
@@ -85,6 +87,26 @@ def _read(path: str) -> Optional[str]:
 def _read1(path: str) -> Optional[str]:
     text = _read(path)
     return text[:-1] if text is not None and text.endswith("\n") else text
+
+
+def _migration(path: str) -> Optional[str]:
+    """The state version a ``migration_version`` file publishes (``"5.2"``),
+    ``"unsupported"`` when the file is there but fails with ENODEV, None when
+    there is no file. The acceptance rule is not visible in sysfs."""
+    import errno
+    from .migration import VersionString
+    try:
+        with open(path, "rb", buffering=0) as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return "unsupported" if e.errno == errno.ENODEV else None
+    try:
+        v = VersionString.parse(data).version
+    except ValueError:
+        return None
+    return f"{v.major}.{v.minor}"
 
 
 def _link_tail(path: str) -> Optional[str]:
@@ -131,7 +153,8 @@ def _read_parent(root: str, name: str) -> Optional[RecParent]:
         sysfs_name = tid[len(driver_string) + 1:]
         types.append(RecType(tid, sysfs_name, _read1(os.path.join(t, "name")) or sysfs_name,
                              _read1(os.path.join(t, "description")), _read1(os.path.join(t, "device_api")) or "",
-                             int(_read1(os.path.join(t, "available_instances")) or 0)))
+                             int(_read1(os.path.join(t, "available_instances")) or 0),
+                             _migration(os.path.join(t, "migration_version"))))
     attrs, devices = {}, []
     mdev_driver = None
     for entry in sorted(os.listdir(pdir)):
@@ -141,7 +164,8 @@ def _read_parent(root: str, name: str) -> Optional[RecParent]:
             mdev_driver = mdev_driver or drv
             group = _link_tail(os.path.join(p, "iommu_group"))
             devices.append(RecDevice(entry, _link_tail(os.path.join(p, "mdev_type")) or "", drv is not None,
-                                     int(group) if group and group.isdigit() else None))
+                                     int(group) if group and group.isdigit() else None,
+                                     _migration(os.path.join(p, "migration_version"))))
         elif entry not in PARENT_SKIP and os.path.isfile(p) and not os.path.islink(p):
             value = _read(p)
             if value is not None:
@@ -217,8 +241,9 @@ def _reproduces(driver: Any, rec: RecParent) -> bool:
     if (parent.devpath != rec.devpath or spec.uevent.decode() != rec.uevent or got_attrs != rec.attrs
             or driver.driver_name != rec.mdev_driver):
         return False
-    got = sorted((t.id, t.name, t.spec.description, t.spec.device_api, t.available_instances())
-                 for t in parent.types.values())
+    got = sorted((t.id, t.name, None if t.spec.description is None else t.spec.description.rstrip("\n"),
+                  t.spec.device_api, t.available_instances())
+                 for t in parent.types.values())  # sysfs shows a description with exactly one newline
     want = sorted((t.type_id, t.name, t.description, t.device_api, t.available) for t in rec.types)
     return got == want
 
@@ -243,10 +268,29 @@ def parent_entry(rec: RecParent) -> dict[str, Any]:
                 default_version = dict(getattr(drv, "module_attrs", {}) or {}).get("version")
                 if rec.module_version is not None and rec.module_version != default_version:
                     entry["version"] = rec.module_version
+                options = {**options, **_migration_options(rec)}
                 if options:
                     entry["options"] = options
                 return entry
     return {"driver": "declarative", "declare": _declare(rec)}
+
+
+def _migration_options(rec: RecParent) -> dict[str, Any]:
+    """Driver options giving the recorded types their ``migration_version``.
+    The acceptance rule is not in sysfs, so the identical-version default is
+    written: the tree is reproduced, a write's verdict may not be."""
+    versions = {t.sysfs_name: t.migration for t in rec.types if t.migration is not None}
+    if not versions:
+        return {}
+    distinct = set(versions.values())
+    if len(distinct) > 1:  # one version per driver instance is all the options can say
+        import sys
+        print(f"fakemdev record: {rec.name}: types save different state versions {sorted(distinct)}; "
+              f"recording {max(distinct)} for all", file=sys.stderr)
+    out: dict[str, Any] = {"migration_version": max(distinct)}
+    if len(versions) < len(rec.types):
+        out["migration_types"] = "|".join(sorted(versions))
+    return out
 
 
 def _declare(rec: RecParent) -> dict[str, Any]:
@@ -285,6 +329,7 @@ def _declare(rec: RecParent) -> dict[str, Any]:
         td["instances"] = t.available + bound.get(t.type_id, 0)
         types.append(td)
     out["types"] = types
+    out.update(_migration_options(rec))
     return out
 
 
@@ -328,6 +373,9 @@ def record_host(root: str, host_name: str) -> dict[str, Any]:
                 dev["bound"] = False
             if d.uuid in held:
                 dev["open"] = True
+            own = next((t.migration for t in rec.types if t.type_id == d.type_id), None)
+            if d.migration is not None and d.migration != own and d.migration != "unsupported":
+                dev["migration_version"] = d.migration
             devices.append((d, dev))
     devices.sort(key=lambda x: (not x[0].bound, x[0].group if x[0].group is not None else 0, x[0].uuid))
     host: dict[str, Any] = {"name": host_name, "kernel": kernel_of(root),

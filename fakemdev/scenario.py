@@ -114,6 +114,7 @@ class DeviceEntry:
     bound: bool
     open: bool
     where: str
+    migration_version: Optional[str] = None  # state version the device saves, if not its type's
 
 
 @dataclass
@@ -215,7 +216,9 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
             fail(f"{d.where}.type", f"type {d.mdev_type!r} is on several parents "
                                     f"({', '.join(o.name for o in owners)}): add 'parent:'")
         try:
-            host.create(owners[0].types[d.mdev_type], d.uuid)
+            dev = host.create(owners[0].types[d.mdev_type], d.uuid)
+            if d.migration_version is not None:
+                dev.created_by = _driver_saving(owners[0].driver, d.migration_version)
             if not d.bound:
                 host.unbind(owners[0].driver.driver_name, d.uuid)
             if d.open:
@@ -225,6 +228,16 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
         except KernelError as e:
             fail(d.where, f"creating {d.uuid} fails with {e.errno_name}: {e.reason}")
     return host
+
+
+def _driver_saving(driver: Any, version: str) -> Any:
+    """The driver as it was when it created a device that saves ``version``
+    (a device created before an in-place upgrade keeps its old state format)."""
+    import copy
+    old = copy.copy(driver)
+    old.options = {**(getattr(driver, "options", {}) or {}), "migration_version": version}
+    old.__dict__.pop("_migration_cache", None)
+    return old
 
 
 # -- validation ------------------------------------------------------------------------
@@ -400,7 +413,8 @@ class _Validator:
     def declare(self, v: Any, where: str) -> dict[str, Any]:
         from .vendors.declarative import ACCOUNTING
         self.mapping(v, where, ("module", "mdev_driver", "version", "module_attrs", "module_params", "parent",
-                                "accounting", "max_instances", "pool", "types"), ("module", "parent", "types"))
+                                "accounting", "max_instances", "pool", "types", "migration_version",
+                                "migration_accepts", "migration_types"), ("module", "parent", "types"))
         self.string(v["module"], f"{where}.module", re.compile(r"[A-Za-z0-9_]+"), " module name")
         for k in ("module_attrs", "module_params"):
             if k in v and not isinstance(v[k], dict):
@@ -444,13 +458,21 @@ class _Validator:
         return dict(v)
 
     def device(self, v: Any, where: str) -> DeviceEntry:
-        self.mapping(v, where, ("uuid", "type", "parent", "bound", "open"), ("uuid", "type"))
+        self.mapping(v, where, ("uuid", "type", "parent", "bound", "open", "migration_version"), ("uuid", "type"))
         for k in ("bound", "open"):
             if k in v and not isinstance(v[k], bool):
                 self.fail(f"{where}.{k}", f"expected true or false, got {_kind(v[k])} {v[k]!r}")
         parent = self.string(v["parent"], f"{where}.parent") if v.get("parent") is not None else None
+        version = None
+        if v.get("migration_version") is not None:
+            from .migration import StateVersion
+            version = str(v["migration_version"])
+            try:
+                StateVersion.parse(version)
+            except ValueError as e:
+                self.fail(f"{where}.migration_version", f"{e}; quote it, e.g. \"5.1\"")
         return DeviceEntry(self.uuid(v["uuid"], f"{where}.uuid"), self.string(v["type"], f"{where}.type"),
-                           parent, v.get("bound", True), v.get("open", False), where)
+                           parent, v.get("bound", True), v.get("open", False), where, version)
 
     def step(self, v: Any, i: int, hosts: list[str]) -> Step:
         where = f"timeline[{i}]"

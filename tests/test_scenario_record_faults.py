@@ -29,11 +29,7 @@ def _record_then_replay(src_root: Path, tmp_path: Path) -> tuple[dict, dict, str
         return walk_tree(str(src_root)), walk_tree(str(b)), r.stdout
 
 
-MIGRATION_NOT_RECORDED = pytest.mark.xfail(
-    strict=True, reason="record does not yet capture migration_version (type/device state versions and the "
-                        "acceptance rule, which sysfs does not show): follow-up to issue 5")
-ROUND_TRIP = [pytest.param(p, id=p.name, marks=MIGRATION_NOT_RECORDED if p.name.startswith("migration-") else ())
-              for p in SHIPPED]
+ROUND_TRIP = [pytest.param(p, id=p.name) for p in SHIPPED]
 
 
 @requires_fuse
