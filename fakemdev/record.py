@@ -216,6 +216,7 @@ def _option_candidates(rec: RecParent) -> list[dict[str, Any]]:
     if "device" in rec.attrs:
         out.append({"bdf": rec.name, "pci_device": rec.attrs["device"]})
     out.append({"bdf": rec.name})
+    out.append({"bdfs": rec.name})
     return out
 
 
@@ -248,6 +249,21 @@ def _reproduces(driver: Any, rec: RecParent) -> bool:
     return got == want
 
 
+def _builtins_for_module(module: str) -> list[tuple[str, Any]]:
+    """Built-in drivers whose kernel module is ``module`` (the registry name
+    and the module name differ, e.g. nvidia -> nvidia_vgpu_vfio)."""
+    from .vendors import get_driver, known_drivers
+    out = []
+    for name in known_drivers():
+        try:
+            cls = get_driver(name)
+        except Exception:  # a broken third-party entry point must not stop a recording
+            continue
+        if name == module or getattr(cls, "name", None) == module:
+            out.append((name, cls))
+    return out
+
+
 def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
     """Bound devices by iommu group (lowest-free ids then match), unbound last."""
     return sorted(devices, key=lambda d: (not d.bound, d.group if d.group is not None else 0, d.uuid))
@@ -255,16 +271,14 @@ def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
 
 def parent_entry(rec: RecParent) -> dict[str, Any]:
     """The scenario ``parents`` entry that reproduces one recorded parent."""
-    from .vendors import get_driver, known_drivers
-    if rec.module in known_drivers():
-        cls = get_driver(rec.module)
+    for registry_name, cls in _builtins_for_module(rec.module):
         for options in _option_candidates(rec):
             try:
                 drv = cls(**options)
             except (TypeError, ValueError):
                 continue
             if _reproduces(drv, rec):
-                entry: dict[str, Any] = {"driver": rec.module}
+                entry: dict[str, Any] = {"driver": registry_name}
                 default_version = dict(getattr(drv, "module_attrs", {}) or {}).get("version")
                 if rec.module_version is not None and rec.module_version != default_version:
                     entry["version"] = rec.module_version
