@@ -66,9 +66,10 @@ def expected_text(expect: dict[str, Any]) -> str:
 def run_migrate(hosts: dict[str, Host], args: dict[str, Any]) -> Any:
     """``check`` (and with ``run: true`` also ``run``) from fakemdev.migration.
 
-    A KernelError propagates (its errno is the outcome); a result that says
-    it failed (``ok`` false, or a falsy bool) becomes an EINVAL carrying its
-    reasons, so ``expect: {error: ...}`` can match them."""
+    A KernelError propagates (its errno is the outcome); a refused Verdict
+    raises with its own errno and reason (EINVAL for an incompatible version,
+    ENODEV for a type that cannot migrate, ENOSPC/EEXIST for a full or taken
+    target), so ``expect:`` can name it and ``{error: ...}`` match the reason."""
     from . import migration
     src, dst = hosts[args["from"]], hosts[args["to"]]
     kwargs = {"dst_type": args["type"]} if args.get("type") else {}
@@ -81,6 +82,10 @@ def run_migrate(hosts: dict[str, Host], args: dict[str, Any]) -> Any:
 
 
 def _raise_if_refused(result: Any) -> None:
+    raise_if = getattr(result, "raise_if_incompatible", None)
+    if raise_if is not None:  # a migration Verdict: keep its own errno (ENODEV, ENOSPC, EEXIST, ...)
+        raise_if()
+        return
     ok = result.get("ok", True) if isinstance(result, dict) else getattr(result, "ok", result)
     if ok is False:
         reasons = (result.get("reasons") if isinstance(result, dict) else getattr(result, "reasons", None)) \

@@ -32,7 +32,34 @@ def test_every_shipped_scenario_plays_green_on_a_mount_and_the_api(path: Path) -
 
 def test_shipped_scenarios_exist_for_each_required_case() -> None:
     names = {p.name for p in SHIPPED}
-    assert {"default-host.yaml", "mtty-port-exhaustion.yaml", "bug-report-blocked-remove.yaml"} <= names
+    assert {"default-host.yaml", "mtty-port-exhaustion.yaml", "bug-report-blocked-remove.yaml",
+            "mixed-gvt-nvidia.yaml", "driver-upgrade.yaml"} <= names
+    assert len([n for n in names if n.startswith("migration-")]) >= 5
+
+
+MIGRATE_REFUSALS = """\
+scenario: 1
+hosts:
+  - name: src
+    parents: [{driver: i915, options: {migration_version: "5.1"}}]
+    devices: [{uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, type: i915-GVTg_V5_4}]
+  - name: dst
+    parents: [{driver: i915, options: {migration_version: "5.1"}}]
+    devices: [{uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, type: i915-GVTg_V5_8}]
+  - name: old
+    parents: [{driver: i915, options: {migration_version: unsupported}}]
+timeline:
+  - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, from: src, to: dst}
+    expect: EEXIST              # the UUID is taken on the target: found before anything moves
+  - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, from: src, to: old}
+    expect: ENODEV              # the target type cannot migrate at all
+"""
+
+
+def test_migrate_steps_keep_the_refusals_own_errno() -> None:
+    from fakemdev.play import play
+    result = play(scenario.loads(MIGRATE_REFUSALS), backends=("api",))
+    assert result.ok, result.divergence
 
 
 MALFORMED = [
