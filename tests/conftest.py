@@ -77,6 +77,15 @@ def default_mount(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
+def sysfs_write(path: "os.PathLike[str] | str", data: bytes) -> int:
+    """One write() on a fresh descriptor, as ``echo -n`` does (errno surfaces as OSError)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def run_cli(*args: str, check: bool = False, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run the real `fakemdev` command in a subprocess."""
     return subprocess.run([sys.executable, "-m", "fakemdev", *args], capture_output=True, text=True,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from conftest import mounted, requires_fuse
+from conftest import mounted, requires_fuse, sysfs_write
 
 pytestmark = requires_fuse
 
@@ -37,12 +37,7 @@ def _errno_of(fn: Any) -> int:
         return e.errno or -1
 
 
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+_write = sysfs_write  # one write() on a fresh descriptor, as ``echo -n`` does
 
 
 class MountVsModel(RuleBasedStateMachine):

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import REPO, mounted, requires_fuse
+from conftest import REPO, mounted, requires_fuse, sysfs_write
 from golden import in_child
 
 pytestmark = requires_fuse
@@ -28,12 +28,7 @@ def _try(fn: Callable[[], Any]) -> str:
         return errno.errorcode.get(e.errno or 0, str(e.errno))
 
 
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+_write = sysfs_write  # one write() on a fresh descriptor, as ``echo -n`` does
 
 
 @pytest.fixture
