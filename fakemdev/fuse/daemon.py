@@ -166,7 +166,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     from .operations import MdevOperations
 
     mountpoint = os.path.abspath(mountpoint)
-    ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout)
+    ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout, mountpoint=mountpoint)
     info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint), log_path(mountpoint),
                      time.time(), description)
     controller = Controller(hosts, info.__dict__)

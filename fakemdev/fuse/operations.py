@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import queue
 import errno
 import functools
 import itertools
@@ -45,6 +46,20 @@ if _invalidate is not None:
     _invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     _invalidate.restype = ctypes.c_int
 
+
+# Dentries of removed devices: fuse_invalidate_path() only invalidates
+# attributes, so the kernel (and libfuse's node table, which mirrors it)
+# would keep every removed device's dentries until memory pressure. The
+# low-level entry notification drops them; it needs the parent's node id,
+# which the high-level library reports as st_ino (no use_ino option here).
+_get_session = getattr(_libfuse, "fuse_get_session", None)
+_inval_entry = getattr(_libfuse, "fuse_lowlevel_notify_inval_entry", None)
+if _get_session is not None and _inval_entry is not None:
+    _get_session.argtypes = [ctypes.c_void_p]
+    _get_session.restype = ctypes.c_void_p
+    _inval_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+    _inval_entry.restype = ctypes.c_int
+FUSE_ROOT_ID = 1
 
 # readdir's d_type (so find -type f and os.walk need no stat per entry)
 _DTYPE = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK, "file": stat.S_IFREG}
@@ -86,7 +101,8 @@ class MdevOperations(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0) -> None:
+    def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0,
+                 mountpoint: Optional[str] = None) -> None:
         self.hosts = hosts
         self.multi = multi or len(hosts) != 1
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
@@ -97,7 +113,10 @@ class MdevOperations(mfusepy.Operations):
         self._seen: dict[str, set[str]] = {}     # dir path -> child names the kernel looked up
         self._seen_lock = threading.Lock()
         self._uid = os.getuid()
-        self.stats = {"invalidations": 0}
+        self.stats = {"invalidations": 0, "entries_dropped": 0}
+        self.mountpoint = mountpoint
+        self._session: Optional[int] = None
+        self._reap: "queue.SimpleQueue[tuple[str, str]]" = queue.SimpleQueue()
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
             host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
@@ -109,6 +128,32 @@ class MdevOperations(mfusepy.Operations):
             config.attr_timeout = self.cache_timeout
             config.negative_timeout = 0.0
         self._fuse_ptr = _libfuse.fuse_get_context().contents.fuse
+        if self.mountpoint and _get_session is not None and _inval_entry is not None:
+            self._session = _get_session(self._fuse_ptr)
+            threading.Thread(target=self._reaper, name="fakemdev-reaper", daemon=True).start()
+
+    def _reaper(self) -> None:
+        """Drop the kernel's dentries of removed subtrees, after the syscall
+        that removed them has returned (their attributes were invalidated in
+        it already, so this is about memory, not correctness). It runs on its
+        own thread because learning a parent's node id takes a stat() of our
+        own mount, which the FUSE loop must be free to answer."""
+        nodeids: dict[str, int] = {}
+        while True:
+            head, name = self._reap.get()
+            try:
+                nodeid = FUSE_ROOT_ID if head in ("", "/") else nodeids.get(head)
+                if nodeid is None:
+                    nodeid = nodeids[head] = os.lstat(f"{self.mountpoint}{head}").st_ino
+                raw = name.encode("utf-8", "surrogateescape")
+                if _inval_entry(self._session, nodeid, raw, len(raw)) == 0:
+                    self.stats["entries_dropped"] += 1
+                elif head not in ("", "/"):
+                    nodeids.pop(head, None)  # that directory may have been replaced: learn its id again
+            except OSError:
+                nodeids.pop(head, None)
+            except Exception:  # never let memory housekeeping take the daemon down
+                log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
     def _split(self, path: str) -> tuple[Optional[Host], Optional[SysfsTree], str]:
         if not self.multi:
@@ -182,6 +227,8 @@ class MdevOperations(mfusepy.Operations):
         if parent is not None and name in parent:
             parent.discard(name)
             todo[path] = None
+            if self._session is not None:
+                self._reap.put((head, name))
         stack = [path]
         while stack:
             p = stack.pop()
