@@ -87,10 +87,8 @@ class Controller:
             cls = get_driver(driver) if driver else type(old)
             new = cls(**(options or {}))
             if version is not None:
-                import hashlib
-                new.version = str(version)
-                src = hashlib.sha1(f"{name}-{version}".encode()).hexdigest()[:23].upper()
-                new.module_attrs = {**new.module_attrs, "version": str(version), "srcversion": src}
+                from .vendors.base import set_module_version
+                set_module_version(new, version)
             h.upgrade_driver(name, new)
             return {"name": name, "version": new.version,
                     "devices": sorted(d.uuid for d in h.devices.values() if d.parent.driver is new)}

@@ -181,8 +181,9 @@ def make_driver(entry: ParentEntry) -> Any:
         return declarative.Driver(**(entry.declare or {}))
     from .vendors import get_driver
     drv = get_driver(entry.driver)(**entry.options)
-    if entry.version is not None:
-        drv.module_attrs = {**dict(getattr(drv, "module_attrs", {}) or {}), "version": entry.version}
+    if entry.version is not None:  # version and srcversion, as `fakemdev driver upgrade --version` sets them
+        from .vendors.base import set_module_version
+        set_module_version(drv, entry.version)
     return drv
 
 

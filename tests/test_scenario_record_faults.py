@@ -1,13 +1,14 @@
 """`fakemdev record` round trips, and fault knobs flipped from another process."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -38,6 +39,80 @@ def test_record_of_a_mounted_scenario_round_trips_to_an_identical_tree(path: Pat
     with mounted(scenario.load(str(path)).build_hosts(), tmp_path / "orig") as a:
         before, after, _ = _record_then_replay(a, tmp_path)
     assert before and not diff_trees(before, after)
+
+
+@contextlib.contextmanager
+def _cli_mount(mp: Path, *args: str) -> Iterator[Path]:
+    """``fakemdev mount ARGS MP`` in its own daemon process, unmounted on exit."""
+    mp.mkdir(parents=True)
+    r = run_cli("mount", *args, str(mp))
+    assert r.returncode == 0, r.stderr
+    try:
+        yield mp
+    finally:
+        run_cli("umount", str(mp))
+
+
+def _cli_round_trip(src: Path, tmp_path: Path) -> str:
+    """``fakemdev record`` of a mount, served again by ``fakemdev mount --scenario``: same tree."""
+    r = run_cli("record", "--sysfs", str(src))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "recorded.yaml"
+    out.write_text(r.stdout)
+    with _cli_mount(tmp_path / "replay", "--scenario", str(out)) as b:
+        before, after = walk_tree(str(src)), walk_tree(str(b))
+    assert len(before) > 50
+    assert not diff_trees(before, after), "\n".join(diff_trees(before, after))
+    return r.stdout
+
+
+CLI_ROUND_TRIP = [pytest.param(None, id="default-mount")] + ROUND_TRIP
+
+
+@requires_fuse
+@pytest.mark.parametrize("path", CLI_ROUND_TRIP)
+def test_record_of_a_cli_mount_is_accepted_by_mount_scenario_and_round_trips(path: Optional[Path],
+                                                                            tmp_path: Path) -> None:
+    args = ("--scenario", str(path)) if path is not None else ()
+    with _cli_mount(tmp_path / "orig", *args) as a:
+        _cli_round_trip(a, tmp_path)
+
+
+UPGRADABLE = """\
+scenario: 1
+hosts:
+  - name: h
+    parents:
+      - driver: i915
+        version: "2.0"
+        options: {migration_version: "5.1", migration_types: "GVTg_V5_4|GVTg_V5_8"}
+      - driver: mtty
+    devices:
+      - {uuid: 00000000-0000-4000-8000-000000000001, type: i915-GVTg_V5_4}
+"""
+
+
+@requires_fuse
+def test_record_after_an_in_place_upgrade_keeps_each_devices_own_state_version(tmp_path: Path) -> None:
+    """A device created before ``driver upgrade`` still saves the old state
+    version (its migration_version differs from its type's); srcversion and
+    version changed. record must write all of that, and the replay match."""
+    f = tmp_path / "h.yaml"
+    f.write_text(UPGRADABLE)
+    with _cli_mount(tmp_path / "orig", "--scenario", str(f)) as a:
+        r = run_cli("driver", "upgrade", str(a), "i915", "--version", "2.1", "-o", "migration_version=5.2",
+                    "-o", "migration_accepts=>=5.1", "-o", "migration_types=GVTg_V5_4|GVTg_V5_8")
+        assert r.returncode == 0, r.stderr
+        _create(a, "i915-GVTg_V5_4", U2, parent="0000:00:02.0")
+        dev = a / "bus/mdev/devices"
+        assert (dev / U1 / "migration_version").read_text().endswith("-00050001\n")
+        assert (dev / U2 / "migration_version").read_text().endswith("-00050002\n")
+        text = _cli_round_trip(a, tmp_path)
+    rec = scenario.loads(text)
+    gvt = rec.hosts[0].parents[0]
+    assert (gvt.driver, gvt.version) == ("i915", "2.1")
+    assert gvt.options["migration_version"] == "5.2"
+    assert {d.uuid: d.migration_version for d in rec.hosts[0].devices} == {U1: "5.1", U2: None}
 
 
 UNKNOWN_VENDOR = """\
@@ -145,11 +220,11 @@ def cli_mount(tmp_path: Path) -> Iterator[Path]:
         run_cli("umount", str(mp))
 
 
-def _create(mp: Path, mdev_type: str, uuid: str) -> None:
+def _create(mp: Path, mdev_type: str, uuid: str, parent: Optional[str] = None) -> None:
     """One write(2), as `echo UUID > create` does (a buffered Python file
     would retry a failed flush on close and write twice)."""
-    fd = os.open(mp / "class/mdev_bus" / mdev_type.split("-")[0] / "mdev_supported_types" / mdev_type / "create",
-                 os.O_WRONLY)
+    parent = parent or mdev_type.split("-")[0]
+    fd = os.open(mp / "class/mdev_bus" / parent / "mdev_supported_types" / mdev_type / "create", os.O_WRONLY)
     try:
         os.write(fd, f"{uuid}\n".encode())
     finally:

@@ -156,3 +156,18 @@ class VendorDriver:
     def on_unload(self) -> None:
         """Hook after the core has removed the driver's devices and parents
         (give back host resources taken outside the mdev core)."""
+
+
+def set_module_version(driver: VendorDriver, version: str) -> VendorDriver:
+    """Give a driver instance another module version, as a rebuilt module has:
+    ``/sys/module/<name>/version`` and, when the version is not the built-in
+    one, a ``srcversion`` derived from name and version (so a scenario and an
+    upgrade from the CLI that name the same version show the same tree)."""
+    import hashlib
+    attrs = dict(getattr(driver, "module_attrs", {}) or {})
+    if attrs.get("version") != str(version):
+        attrs["srcversion"] = hashlib.sha1(f"{driver.name}-{version}".encode()).hexdigest()[:23].upper()
+    attrs["version"] = str(version)
+    driver.module_attrs = attrs
+    driver.version = str(version)
+    return driver
