@@ -216,8 +216,9 @@ def declared(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigr
 
     Looked up in order: a ``migration_for(mdev_type)`` override on the driver
     class (vendor logic); the driver options ``migration_version`` (a version
-    or ``unsupported``), ``migration_accepts`` (a rule, see :func:`parse_rule`)
-    and ``migration_types`` (``|``-separated sysfs names; default all types);
+    or ``unsupported``; or a mapping of type name to either, one per type,
+    the others without the file), ``migration_accepts`` (a rule, see
+    :func:`parse_rule`) and ``migration_types`` (``|``-separated sysfs names; default all types);
     the class attribute ``migration`` (``{sysfs_name or "*": TypeMigration}``).
     The result is cached per driver instance: lookups happen on every readdir."""
     cache: dict[str, Optional[TypeMigration]] = driver.__dict__.setdefault("_migration_cache", {})
@@ -237,10 +238,15 @@ def _declared_uncached(driver: "VendorDriver", mdev_type: "MdevType") -> Optiona
     name = mdev_type.spec.sysfs_name
     options: Mapping[str, Any] = getattr(driver, "options", {}) or {}
     if "migration_version" in options:
+        version = options["migration_version"]
+        if isinstance(version, Mapping):  # per type: {sysfs name or type dir name: version}; others: no file
+            version = version.get(name, version.get(mdev_type.id))
+            if version is None:
+                return None
         types = _names(options.get("migration_types"))
         if types is not None and name not in types and mdev_type.id not in types:
             return None
-        return TypeMigration.of(options["migration_version"], options.get("migration_accepts"))
+        return TypeMigration.of(version, options.get("migration_accepts"))
     table = getattr(driver, "migration", None) or {}
     decl = table.get(name, table.get("*"))
     if decl is None or isinstance(decl, TypeMigration):

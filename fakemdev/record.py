@@ -290,18 +290,18 @@ def parent_entry(rec: RecParent) -> dict[str, Any]:
 
 
 def _migration_options(rec: RecParent) -> dict[str, Any]:
-    """Driver options giving the recorded types their ``migration_version``.
+    """Driver options giving the recorded types their ``migration_version``:
+    one version for all the types that have the file (``migration_types``
+    naming them when some have none), or a per-type mapping when they differ.
     The acceptance rule is not in sysfs, so the identical-version default is
     written: the tree is reproduced, a write's verdict may not be."""
     versions = {t.sysfs_name: t.migration for t in rec.types if t.migration is not None}
     if not versions:
         return {}
     distinct = set(versions.values())
-    if len(distinct) > 1:  # one version per driver instance is all the options can say
-        import sys
-        print(f"fakemdev record: {rec.name}: types save different state versions {sorted(distinct)}; "
-              f"recording {max(distinct)} for all", file=sys.stderr)
-    out: dict[str, Any] = {"migration_version": max(distinct)}
+    if len(distinct) > 1:
+        return {"migration_version": dict(sorted(versions.items()))}
+    out: dict[str, Any] = {"migration_version": distinct.pop()}
     if len(versions) < len(rec.types):
         out["migration_types"] = "|".join(sorted(versions))
     return out
@@ -388,7 +388,7 @@ def record_host(root: str, host_name: str) -> dict[str, Any]:
             if d.uuid in held:
                 dev["open"] = True
             own = next((t.migration for t in rec.types if t.type_id == d.type_id), None)
-            if d.migration is not None and d.migration != own and d.migration != "unsupported":
+            if d.migration is not None and d.migration != own:
                 dev["migration_version"] = d.migration
             devices.append((d, dev))
     devices.sort(key=lambda x: (not x[0].bound, x[0].group if x[0].group is not None else 0, x[0].uuid))

@@ -378,6 +378,7 @@ class _Validator:
             self.fail(f"{where}.options", f"expected a mapping of driver options, got {_kind(options)}")
         if options and driver != "declarative":
             self.check_options(driver, options, f"{where}.options")
+            self.migration_options(options, f"{where}.options")
         version = v.get("version")
         if version is not None:
             version = self.string(version, f"{where}.version")
@@ -410,6 +411,28 @@ class _Validator:
             if k not in params:
                 self.fail(_join(where, k), f"driver {os.path.basename(driver)!r} has no option {k!r}; "
                                           f"options: {', '.join(params) or 'none'}")
+
+    def migration_options(self, v: dict[str, Any], where: str) -> None:
+        """``migration_version`` (a version, ``unsupported``, or a mapping of
+        type name to either) and ``migration_accepts`` must parse: a typo
+        would otherwise surface only when a client reads the file."""
+        from .migration import TypeMigration, parse_rule
+        version = v.get("migration_version")
+        items = version.items() if isinstance(version, dict) else [(None, version)] if version is not None else []
+        for t, ver in items:
+            w = _join(where, "migration_version") + (f".{t}" if t is not None else "")
+            if isinstance(ver, (dict, list)) or isinstance(ver, float):
+                self.fail(w, f"expected a state version string such as \"5.2\" or 'unsupported', got {_kind(ver)} "
+                             f"{ver!r}{' (quote it)' if isinstance(ver, float) else ''}")
+            try:
+                TypeMigration.of(ver)
+            except ValueError as e:
+                self.fail(w, f"{e}; expected MAJOR.MINOR such as \"5.2\", or 'unsupported'")
+        if v.get("migration_accepts") is not None and not callable(v["migration_accepts"]):
+            try:
+                parse_rule(v["migration_accepts"])
+            except ValueError as e:
+                self.fail(_join(where, "migration_accepts"), f"{e}; expected e.g. '>=5.1', '5.1|5.3' or 'identical'")
 
     def declare(self, v: Any, where: str) -> dict[str, Any]:
         from .vendors.declarative import ACCOUNTING
@@ -456,6 +479,7 @@ class _Validator:
                 if "instances" not in t:
                     self.fail(tw, "accounting 'per_type' needs 'instances' on every type")
                 self.number(t["instances"], f"{tw}.instances", integer=True)
+        self.migration_options(v, where)
         return dict(v)
 
     def device(self, v: Any, where: str) -> DeviceEntry:
@@ -469,9 +493,10 @@ class _Validator:
             from .migration import StateVersion
             version = str(v["migration_version"])
             try:
-                StateVersion.parse(version)
+                if version != "unsupported":  # a device whose creator could not migrate it (reads give ENODEV)
+                    StateVersion.parse(version)
             except ValueError as e:
-                self.fail(f"{where}.migration_version", f"{e}; quote it, e.g. \"5.1\"")
+                self.fail(f"{where}.migration_version", f"{e}; quote it, e.g. \"5.1\", or 'unsupported'")
         return DeviceEntry(self.uuid(v["uuid"], f"{where}.uuid"), self.string(v["type"], f"{where}.type"),
                            parent, v.get("bound", True), v.get("open", False), where, version)
 

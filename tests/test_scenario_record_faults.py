@@ -115,6 +115,40 @@ def test_record_after_an_in_place_upgrade_keeps_each_devices_own_state_version(t
     assert {d.uuid: d.migration_version for d in rec.hosts[0].devices} == {U1: "5.1", U2: None}
 
 
+PER_TYPE_VERSIONS = """\
+scenario: 1
+hosts:
+  - name: h
+    parents:
+      - driver: i915
+        options:
+          migration_version: {GVTg_V5_4: "5.2", GVTg_V5_8: "5.1", GVTg_V5_1: unsupported}
+    devices:
+      - {uuid: 00000000-0000-4000-8000-000000000001, type: i915-GVTg_V5_4, migration_version: "5.1"}
+      - {uuid: 00000000-0000-4000-8000-000000000002, type: i915-GVTg_V5_4, migration_version: unsupported}
+      - {uuid: 00000000-0000-4000-8000-000000000003, type: i915-GVTg_V5_8}
+"""
+
+
+@requires_fuse
+def test_record_keeps_a_different_state_version_per_type(tmp_path: Path) -> None:
+    """Types of one parent saving different versions (and one that cannot
+    migrate, ENODEV) come back as a per-type mapping, not one version for all."""
+    with mounted(scenario.loads(PER_TYPE_VERSIONS).build_hosts(), tmp_path / "orig") as a:
+        types = a / "devices/pci0000:00/0000:00:02.0/mdev_supported_types"
+        assert (types / "i915-GVTg_V5_8/migration_version").read_text().endswith("-00050001\n")
+        assert not (types / "i915-GVTg_V5_2/migration_version").exists()
+        with pytest.raises(OSError) as e:
+            (a / "bus/mdev/devices" / U2 / "migration_version").read_text()
+        assert e.value.errno == errno.ENODEV
+        before, after, text = _record_then_replay(a, tmp_path)
+    assert not diff_trees(before, after), diff_trees(before, after)
+    rec = scenario.loads(text).hosts[0]
+    assert rec.parents[0].options == {"migration_version": {"GVTg_V5_1": "unsupported", "GVTg_V5_4": "5.2",
+                                                            "GVTg_V5_8": "5.1"}}
+    assert {d.uuid: d.migration_version for d in rec.devices} == {U1: "5.1", U2: "unsupported", U3: None}
+
+
 UNKNOWN_VENDOR = """\
 scenario: 1
 hosts:
