@@ -145,6 +145,10 @@ class Step:
                 return f"fault {a}"
             (knob, kargs), = a.items()
             return f"fault {knob} {_short(kargs)}"
+        if self.action in ("driver_load", "driver_upgrade"):
+            e = a["entry"]
+            extra = {"version": e.version} if e.version is not None else {}
+            return f"{self.action} {' '.join([e.driver] + [_short(d) for d in (extra, e.options) if d])}"
         if isinstance(a, dict):
             return f"{self.action} {_short(a)}"
         return f"{self.action} {a}"

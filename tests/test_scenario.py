@@ -48,18 +48,35 @@ hosts:
     devices: [{uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, type: i915-GVTg_V5_8}]
   - name: old
     parents: [{driver: i915, options: {migration_version: unsupported}}]
+  - name: tty_src
+    parents: [{driver: mtty, options: {migration_version: "1.0"}}]
+    devices: [{uuid: 6a5d8c1e-0000-4000-8000-0000000000bb, type: mtty-1}]
+  - name: tty_full
+    parents: [{driver: mtty, options: {ports: 2, migration_version: "1.0"}}]
+    devices: [{uuid: 6a5d8c1e-0000-4000-8000-0000000000cc, type: mtty-2}]
 timeline:
   - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, from: src, to: dst}
     expect: EEXIST              # the UUID is taken on the target: found before anything moves
   - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, from: src, to: old}
     expect: ENODEV              # the target type cannot migrate at all
+  - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000aa, from: src, to: dst, type: i915-GVTg_V5_9}
+    expect: ENOENT              # no such type on the target
+  - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000bb, from: tty_src, to: tty_full}
+    expect: ENOSPC              # versions match, but no port left on the target
+  - migrate: {uuid: 6a5d8c1e-0000-4000-8000-0000000000bb, from: tty_src, to: tty_full, run: true}
+    expect: {error: "no free instance"}
+  - exists: bus/mdev/devices/6a5d8c1e-0000-4000-8000-0000000000bb
+    host: tty_src
+    expect: true                # a refused run moved nothing
 """
 
 
-def test_migrate_steps_keep_the_refusals_own_errno() -> None:
+@pytest.mark.parametrize("backend", [pytest.param("mount", marks=requires_fuse), "api"])
+def test_migrate_steps_keep_the_refusals_own_errno(backend: str) -> None:
     from fakemdev.play import play
-    result = play(scenario.loads(MIGRATE_REFUSALS), backends=("api",))
+    result = play(scenario.loads(MIGRATE_REFUSALS), backends=(backend,))
     assert result.ok, result.divergence
+    assert [r.got for r in result.rows][:4] == ["EEXIST", "ENODEV", "ENOENT", "ENOSPC"]
 
 
 MALFORMED = [
