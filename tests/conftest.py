@@ -50,6 +50,19 @@ def mounted(hosts: dict, mountpoint: Path, **kwargs: object) -> Iterator[Path]:
         umount(str(mountpoint))
 
 
+@contextlib.contextmanager
+def module_mount(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """The default host mounted once for a whole test module (the per-test
+    runtime-dir fixture does not reach module scope, so set it here)."""
+    from fakemdev.hosts import default_host
+    runtime = tmp_path_factory.getbasetemp() / "runtime"  # the one _runtime_dir gives each test
+    runtime.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAKEMDEV_RUNTIME_DIR", str(runtime))
+        with mounted({"default": default_host()}, tmp_path_factory.mktemp(name) / "sys") as r:
+            yield r
+
+
 @pytest.fixture
 def world_tmp() -> Iterator[Path]:
     """A temporary directory other users can traverse (pytest's own is 0700)."""

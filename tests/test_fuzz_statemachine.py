@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from conftest import mounted, requires_fuse, sysfs_write
+from conftest import module_mount, requires_fuse, sysfs_write
 
 pytestmark = requires_fuse
 
@@ -171,13 +171,8 @@ class MountVsModel(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def fuzz_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from fakemdev.hosts import default_host
-    runtime = tmp_path_factory.getbasetemp() / "runtime"  # the one conftest's _runtime_dir gives each test
-    runtime.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAKEMDEV_RUNTIME_DIR", str(runtime))
-        with mounted({"default": default_host()}, tmp_path_factory.mktemp("fuzz") / "sys") as r:
-            yield r
+    with module_mount(tmp_path_factory, "fuzz") as r:
+        yield r
 
 
 def test_mount_and_model_agree_on_random_sequences(fuzz_root: Path) -> None:

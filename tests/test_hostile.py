@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import mounted, requires_fuse
+from conftest import module_mount, requires_fuse
 
 pytestmark = requires_fuse
 
@@ -35,13 +35,8 @@ PAYLOADS = [b"\x00", b"\x00" * 37, b"\xff\xfe\xfd\n", "ünïcødé\n".encode(), 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from fakemdev.hosts import default_host
-    runtime = tmp_path_factory.getbasetemp() / "runtime"  # the one conftest's _runtime_dir gives each test
-    runtime.mkdir(exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAKEMDEV_RUNTIME_DIR", str(runtime))
-        with mounted({"default": default_host()}, tmp_path_factory.mktemp("hostile") / "sys") as r:
-            yield r
+    with module_mount(tmp_path_factory, "hostile") as r:
+        yield r
 
 
 @pytest.fixture(autouse=True)
