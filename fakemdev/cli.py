@@ -177,7 +177,8 @@ def driver_upgrade(mountpoint: str, name: str, host: Optional[str], options: tup
 @click.option("--api-only", is_flag=True, help="Skip the FUSE mount pass (no /dev/fuse needed).")
 @click.option("--mount-only", is_flag=True, help="Skip the library API pass.")
 def play(scenario_file: str, as_json: bool, api_only: bool, mount_only: bool) -> None:
-    """Run FILE's timeline on a real mount and through the library API; exit 1 at the first divergence."""
+    """Run FILE's timeline (a file or a shipped scenario's name) on a real mount and through the
+    library API; exit 1 at the first divergence."""
     import json
     from .play import HEADER, format_divergence, format_row, play as do_play
     from .scenario import ScenarioError, load
@@ -197,6 +198,16 @@ def play(scenario_file: str, as_json: bool, api_only: bool, mount_only: bool) ->
         click.echo(f"{scenario_file}: {len(scenario.timeline)} steps x {len(backends)} passes: all as expected")
     if not result.ok:
         sys.exit(1)
+
+
+@cli.command("scenarios")
+@click.option("--path", "show_path", is_flag=True, help="Print each scenario's file instead of its description.")
+def scenarios_cmd(show_path: bool) -> None:
+    """List the shipped scenarios; any of them works by name where a scenario FILE is asked for."""
+    from . import scenarios
+    for name in scenarios.names():
+        click.echo(f"{name}\t{scenarios.HERE / (name + '.yaml')}" if show_path
+                   else f"{name:<40} {scenarios.description(name)}")
 
 
 @cli.command()
@@ -319,8 +330,8 @@ def _hosts_for_run(kernel: str, drivers: tuple[str, ...], scenario: Optional[str
 _run_options = [
     click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]",
                  help="Load these drivers instead of the default host."),
-    click.option("--scenario", type=click.Path(exists=True, dir_okay=False), default=None,
-                 help="Serve the hosts of this scenario file."),
+    click.option("--scenario", type=click.Path(dir_okay=False), default=None,
+                 help="Serve the hosts of this scenario file or shipped scenario name."),
     click.option("--kernel", default="6.12", show_default=True),
     click.option("--host", default=None, help="Which host of a multi-host scenario plays /sys."),
     click.option("--graft", "mode", flag_value="graft", default=None,

@@ -20,7 +20,8 @@ Fixtures:
     (``@pytest.mark.parametrize("mdev_sysfs", ["fakefs", "mount"], indirect=True)``).
 
 Marker: ``@pytest.mark.mdev(drivers=["mtty"], kernel="6.12")`` or
-``@pytest.mark.mdev(scenario="file.yaml", host="src")`` (path relative to the test file).
+``@pytest.mark.mdev(scenario="file.yaml", host="src")`` (path relative to the test file, or the
+name of a shipped scenario such as ``"mixed-gvt-nvidia"``).
 
 Helpers: :func:`mdev_create`, :func:`mdev_remove`, :func:`raises_errno`, :func:`mount_control`.
 """
@@ -123,7 +124,7 @@ def host_for(request: pytest.FixtureRequest) -> "Host":
 def _scenario_host(request: pytest.FixtureRequest, file: str, name: Optional[str]) -> "Host":
     from . import load_scenario
     path = Path(file) if os.path.isabs(file) else Path(request.path).parent / file
-    hosts = load_scenario(str(path)).build_hosts()
+    hosts = load_scenario(str(path) if path.exists() else file).build_hosts()  # else a shipped name
     if name is None and len(hosts) == 1:
         return next(iter(hosts.values()))
     if name not in hosts:

@@ -247,13 +247,18 @@ def _driver_saving(driver: Any, version: str) -> Any:
 
 # -- validation ------------------------------------------------------------------------
 def load(path: str) -> Scenario:
-    """Parse, validate and dry-build a scenario file; raise ScenarioError if anything is off."""
+    """Parse, validate and dry-build a scenario file, or a shipped scenario
+    named without a path (``fakemdev scenarios`` lists them); raise
+    ScenarioError if anything is off."""
+    from . import scenarios
+    file = scenarios.resolve(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(file, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ScenarioError(path, 0, "", f"cannot read: {e.strerror}") from None
-    return loads(text, path)
+        hint = f"; shipped scenarios: {', '.join(scenarios.names())}" if os.sep not in path else ""
+        raise ScenarioError(path, 0, "", f"cannot read: {e.strerror}{hint}") from None
+    return loads(text, file)
 
 
 def loads(text: str, file: str = "<scenario>") -> Scenario:

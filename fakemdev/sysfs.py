@@ -94,6 +94,23 @@ def pci_config_space(attrs: Mapping[str, bytes]) -> bytes:
 DIR_CACHE_MAX = 4096
 
 
+#: Directories that exist on every real sysfs, empty here. The top level is
+#: what ``ls /sys`` shows on a 6.12 kernel; the deeper ones are the mount
+#: points a container runtime or systemd mounts onto (runc mounts cgroup at
+#: ``fs/cgroup`` and fails with EPERM when it would have to mkdir it), so the
+#: tree can be bound over a container's ``/sys``.
+SYSFS_SKELETON = (
+    "block", "bus", "class", "dev/block", "dev/char", "devices", "firmware",
+    "fs/bpf", "fs/cgroup", "fs/fuse/connections", "fs/pstore", "hypervisor",
+    "kernel/config", "kernel/debug", "kernel/security", "kernel/tracing",
+    "module", "power",
+)
+
+
+def _empty_dir() -> Directory:
+    return StaticDir({})
+
+
 class SysfsTree:
     """The whole ``/sys`` of one host, rooted at the mount point.
 
@@ -168,6 +185,9 @@ class SysfsTree:
             extra = getattr(drv, "sysfs_mounts", None)
             if extra is not None:
                 m.update(extra(self))
+        for path in SYSFS_SKELETON:  # an empty one, unless something lives below it
+            if path not in m and not any(p.startswith(path + "/") for p in m):
+                m[path] = _empty_dir
         return m
 
     # -- lookups ------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Iterator
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FAKEMDEV_SHARED", REPO.parent / "shared"))
-GOLDEN = SHARED / "reference" / "golden" / "capture-6.12.json"
+# A real 6.12 kernel's mdev sysfs, captured (tests/data/golden/README.md): the spec the golden replay checks.
+GOLDEN = REPO / "tests" / "data" / "golden" / "capture-6.12.json"
 
 
 def fuse_unavailable() -> str | None:

@@ -8,7 +8,7 @@ import pytest
 from conftest import GOLDEN, mounted, requires_fuse
 from golden import Replay, load
 
-pytestmark = [requires_fuse, pytest.mark.skipif(not GOLDEN.exists(), reason=f"{GOLDEN} not found")]
+pytestmark = [requires_fuse]
 
 
 def test_golden_capture_replays_identically(world_tmp: Path) -> None:

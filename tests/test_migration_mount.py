@@ -15,7 +15,7 @@ pytestmark = requires_fuse
 
 GPU = "devices/pci0000:00/0000:00:02.0"
 TYPES = f"{GPU}/mdev_supported_types"
-SCEN = REPO / "scenarios"
+SCEN = REPO / "fakemdev" / "scenarios"
 
 # scenario -> (source uuid, exit status, words the reason must contain), as each file's header states
 VERDICTS = {

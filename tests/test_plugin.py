@@ -75,7 +75,7 @@ def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def test_example_user_test_file_using_each_fixture_passes(pytester: pytest.Pytester) -> None:
     from conftest import REPO
-    scenario = REPO / "scenarios" / "mtty-port-exhaustion.yaml"
+    scenario = REPO / "fakemdev" / "scenarios" / "mtty-port-exhaustion.yaml"
     pytester.makepyfile(test_user=USER_TESTS.replace("SCENARIO", str(scenario)))
     result = run_inner(pytester)
     result.assert_outcomes(passed=7)

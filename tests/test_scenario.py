@@ -11,7 +11,7 @@ from conftest import REPO, requires_fuse, run_cli
 from fakemdev import scenario
 from fakemdev.scenario import ScenarioError
 
-SHIPPED = sorted((REPO / "scenarios").glob("*.yaml"))
+SHIPPED = sorted((REPO / "fakemdev" / "scenarios").glob("*.yaml"))
 GOOD_HOST = """\
 scenario: 1
 hosts:
@@ -151,7 +151,7 @@ def test_malformed_file_fails_with_file_line_field_and_what_was_expected(text: s
 
 @requires_fuse
 def test_broken_copy_of_a_shipped_scenario_is_not_mounted(tmp_path: Path) -> None:
-    text = (REPO / "scenarios" / "default-host.yaml").read_text().replace("driver: mdpy", "driver: mdpy2")
+    text = (REPO / "fakemdev" / "scenarios" / "default-host.yaml").read_text().replace("driver: mdpy", "driver: mdpy2")
     broken = tmp_path / "broken.yaml"
     broken.write_text(text)
     mp = tmp_path / "sys"
