@@ -28,11 +28,40 @@ apt_install() {
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
+# A container engine for the container tests: docker.io ships no running daemon
+# where systemd does not run (a CI container, a chroot), so start one then.
+start_dockerd() {
+    docker info >/dev/null 2>&1 && return 0
+    if [ -d /run/systemd/system ]; then
+        systemctl start docker >/dev/null 2>&1 || true
+    else
+        # no systemd: start it by hand; container networking is not needed by the tests
+        nohup dockerd --iptables=false --bridge=none >/var/log/fakemdev-dockerd.log 2>&1 &
+    fi
+    i=0
+    while ! docker info >/dev/null 2>&1 && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+    docker info >/dev/null 2>&1 || echo "setup.sh: dockerd did not start (see /var/log/fakemdev-dockerd.log); docker tests will say so" >&2
+}
+
 need_root "$@"
-# fuse3 for the mounts; the clients and bindfs are what the tests and benchmarks drive.
-apt_install fuse3 libfuse3-3 python3 python3-venv python3-pip uuid-runtime procps
+# fuse3 for the mounts (it pulls libfuse3-3 on Debian 12, libfuse3-4 on 13).
+apt_install fuse3 python3 python3-venv python3-pip uuid-runtime procps
 if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
-    apt_install bindfs mdevctl libvirt-daemon libvirt-clients
+    # the clients the tests drive; Debian 13 splits libvirt's daemon into drivers
+    apt_install bindfs mdevctl libvirt-clients libvirt-daemon
+    if apt-cache show libvirt-daemon-driver-nodedev >/dev/null 2>&1; then
+        apt_install libvirt-daemon-driver-nodedev
+    fi
+fi
+if [ "${1:-}" = test ]; then
+    if [ -e /etc/fakemdev-no-engines ]; then
+        # a machine that must not run engines (e.g. the fresh-machine test's own container)
+        echo "setup.sh: /etc/fakemdev-no-engines: container engines not installed (their tests skip)" >&2
+    else
+        # real engines for the container tests, and mmdebstrap for the fresh-machine test
+        apt_install podman runc catatonit docker.io mmdebstrap uidmap
+        start_dockerd
+    fi
 fi
 
 PY=${PYTHON:-python3}

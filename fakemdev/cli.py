@@ -47,11 +47,21 @@ def _build_hosts(kernel: str, drivers: Sequence[str]) -> dict[str, Any]:
 @click.option("--cache-timeout", type=float, default=10.0, show_default=True,
               help="Kernel entry/attribute cache seconds; every change invalidates what it touched.")
 @click.option("--scenario", "scenario_file", type=click.Path(dir_okay=False), default=None,
-              help="Serve the hosts of this scenario file (several hosts: MOUNTPOINT/<host>/ each).")
+              help="Serve the hosts of this scenario file or shipped scenario name "
+                   "(several hosts: MOUNTPOINT/<host>/ each).")
+@click.option("--shared", is_flag=True,
+              help="Refuse unless the mount will reach other mount namespaces (a sidecar container's "
+                   "rshared bind), instead of serving a tree nobody else sees.")
+@click.option("--mkdir", "make_dir", is_flag=True, help="Create MOUNTPOINT (and its parents) if it is missing.")
 def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: str, allow_other: Optional[bool],
-          threads: bool, cache_timeout: float, scenario_file: Optional[str]) -> None:
+          threads: bool, cache_timeout: float, scenario_file: Optional[str], shared: bool, make_dir: bool) -> None:
     """Mount a simulated host on MOUNTPOINT (which then plays /sys)."""
     from .fuse.daemon import MountError, mount as do_mount
+    if shared:
+        from .propagation import shared_problem
+        problem = shared_problem(mountpoint)
+        if problem:
+            _fail(problem, 2)
     if scenario_file is not None:
         from .scenario import ScenarioError, load
         if drivers:
@@ -68,6 +78,11 @@ def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: s
         except (LookupError, TypeError, ValueError, OSError) as e:
             _fail(str(e), 2)
         desc = "default host" if not drivers else "drivers: " + ", ".join(drivers)
+    if make_dir:  # last, so that a refused mount leaves nothing behind
+        try:
+            os.makedirs(mountpoint, exist_ok=True)
+        except OSError as e:
+            _fail(f"{mountpoint}: cannot create it: {e.strerror}", 2)
     try:
         pid = do_mount(hosts, mountpoint, foreground=foreground, allow_other=allow_other, threads=threads,
                        cache_timeout=cache_timeout, description=desc)

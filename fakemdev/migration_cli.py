@@ -109,7 +109,7 @@ _common = [
     click.option("--parent", default=None, help="Target parent device (default: the first with that type)."),
     click.option("--new-uuid", default=None, metavar="UUID|random", help="UUID on the target (default: the same)."),
     click.option("--mountpoint", "-m", default=None, help="The mount holding both hosts."),
-    click.option("--scenario", default=None, type=click.Path(exists=True, dir_okay=False),
+    click.option("--scenario", default=None, type=click.Path(dir_okay=False),
                  help="Build the hosts from this scenario file instead of asking a mount."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable verdict."),
 ]

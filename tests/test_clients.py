@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,16 +37,10 @@ def fakemdev_run(script: str, *opts: str, timeout: int = 180) -> subprocess.Comp
 
 
 def sections(out: str) -> dict[str, str]:
-    """Split output on '=== name' marker lines."""
-    parts: dict[str, str] = {}
-    name = None
-    for line in out.splitlines(keepends=True):
-        if line.startswith("=== "):
-            name = line[4:].strip()
-            parts[name] = ""
-        elif name is not None:
-            parts[name] += line
-    return parts
+    """Split output on '=== name' markers. A marker may follow output that has
+    no final newline (mdevctl 1.4's --dumpjson), so it is found anywhere."""
+    pieces = re.split(r"=== (\w+)\n", out)
+    return dict(zip(pieces[1::2], pieces[2::2]))
 
 
 @needs_root

@@ -273,6 +273,10 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
         return pid
     os.waitpid(pid, 0)
     detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint))
+    if "mount failed: Operation not permitted" in detail:  # libfuse's own words when mount(2) says EPERM
+        raise MountError(f"{mountpoint}: mount(2) refused (Operation not permitted): mounting needs CAP_SYS_ADMIN; "
+                         f"in a container, pass --device /dev/fuse --cap-add SYS_ADMIN (docker on AppArmor hosts "
+                         f"also --security-opt apparmor=unconfined)")
     raise MountError(f"{mountpoint}: the fakemdev daemon failed to mount: {detail or 'no reason given'}")
 
 
