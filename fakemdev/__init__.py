@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # for type checkers; at run time these load on first use
     from .fakefs import FakeSysfs
     from .scenario import Scenario
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Host", "MdevDevice", "MdevType", "Parent", "KernelError", "default_host", "SysfsTree", "__version__",
            "mount", "load_scenario", "FakeSysfs"]
 

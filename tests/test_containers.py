@@ -283,7 +283,7 @@ def test_kube_play_gives_a_consumer_that_reads_the_tree(image: str, engine: str,
 
 def test_ci_without_an_engine_fails_with_one_line_instead_of_skipping(pytester: pytest.Pytester,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    pytester.syspathinsert(str(REPO / "tests"))
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))
     pytester.makepyfile(textwrap.dedent("""
         import engines
         def test_it():
