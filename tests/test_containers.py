@@ -295,3 +295,11 @@ def test_ci_without_an_engine_fails_with_one_line_instead_of_skipping(pytester: 
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rf")
     r.assert_outcomes(failed=1)
     r.stdout.fnmatch_lines(["*Failed: CI=true and the container tests cannot run: *"])
+
+
+def test_docs_patterns_1_and_3_are_the_readmes_tested_lines() -> None:
+    """docs/containers.md repeats the README's two recipes; the README's are the ones run above."""
+    for heading, index in (("## Pattern 1", 0), ("## Pattern 3", 1)):
+        readme = commands(doc_block("README.md", "## In containers and CI", index))
+        docs = commands(doc_block("docs/containers.md", heading, 0))
+        assert docs and set(docs) <= set(readme), (heading, docs)

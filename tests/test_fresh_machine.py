@@ -48,8 +48,9 @@ def inner_script(mount_cmd: str, test_cmd: str) -> str:
         # the machine: this sandbox intercepts TLS, so pip trusts the host's CA bundle; no nested engines
         printf '[global]\\ncert = /etc/fakemdev-host-ca.crt\\n' > /etc/pip.conf
         echo 'the fresh-machine test container: engines are exercised on the outer machine' > /etc/fakemdev-no-engines
-        cp -a /src /root/fakemdev
-        cd /root/fakemdev
+        # a clone where other users can reach it (the permission tests run a uid 65534 client)
+        cp -a /src /opt/fakemdev
+        cd /opt/fakemdev
         echo "=== mount"
         {mount_cmd}
         ls {mp}/class/mdev_bus
