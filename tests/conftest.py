@@ -30,6 +30,15 @@ def fuse_unavailable() -> str | None:
 requires_fuse = pytest.mark.skipif(fuse_unavailable() is not None, reason=str(fuse_unavailable()))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the container tests' root file systems while the other tests run."""
+    names = " ".join(str(a) for a in session.config.args)
+    if "test_containers" in names or "test_fresh_machine" in names or names.rstrip("/").endswith("tests") \
+            or not session.config.args:
+        import engines
+        engines.prefetch_rootfs(fresh="not fresh_machine" not in (session.config.option.markexpr or ""))
+
+
 @pytest.fixture(autouse=True)
 def _runtime_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep each test session's daemons' state files out of /run."""

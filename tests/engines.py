@@ -221,3 +221,29 @@ def shared_dir(path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+#: every root file system the container tests use, built while the rest of the suite runs
+ROOTFS_NEEDED = (("bookworm", FRESH_PACKAGES), ("trixie", FRESH_PACKAGES), ("bookworm", IMAGE_BASE_PACKAGES))
+
+
+def prefetch_rootfs(fresh: bool = True) -> None:
+    """Start building the missing root file systems in background threads
+    (mmdebstrap waits mostly on the mirror), so that on a cold cache the
+    container tests do not pay for them one after another. Each build holds
+    its tarball's lock, so a test that needs one waits for it."""
+    import threading
+    if os.geteuid() != 0 or shutil.which("mmdebstrap") is None or no_engines_reason():
+        return
+    for suite, packages in ROOTFS_NEEDED:
+        if suite == "trixie" and not fresh:
+            continue
+        if not (CACHE / f"{suite}-{packages.replace(',', '+')}.tar").exists():
+            threading.Thread(target=_quietly, args=(suite, packages), daemon=True).start()
+
+
+def _quietly(suite: str, packages: str) -> None:
+    try:
+        rootfs_tarball(suite, packages)
+    except BaseException:  # the test that needs it reports the failure itself
+        pass
