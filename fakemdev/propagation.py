@@ -53,5 +53,5 @@ def shared_problem(path: str) -> Optional[str]:
     if kind in ("shared", None):
         return None
     return (f"{path}: its mount is {kind}, so the tree would stay inside this container; bind the directory "
-            f"with bind-propagation=rshared (docker/podman --mount), mountPropagation: Bidirectional "
-            f"(Kubernetes), or make it shared on the host (mount --bind DIR DIR && mount --make-shared DIR)")
+            f"with bind-propagation=rshared (docker/podman --mount) or mountPropagation: Bidirectional "
+            f"(Kubernetes), from a host directory on a shared mount (docs/containers.md)")

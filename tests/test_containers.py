@@ -200,6 +200,8 @@ def _wait_for(path: Path, timeout: float = 30) -> bool:
 def test_sidecar_serves_the_tree_to_the_host_and_other_containers(engine: str, image: str, slim: str,
                                                                     shared: Path) -> None:
     block = sidecar_block()
+    # the documented host step; the fixture did the same to `shared`
+    assert "sudo mount --bind /srv/fakemdev /srv/fakemdev && sudo mount --make-shared /srv/fakemdev" in commands(block)
     name = f"fakemdev-sidecar-{os.getpid()}"
     images = {"fakemdev": image, "debian:bookworm-slim": slim}
     sidecar = engine_command(engine_line(block, engine), engine, images, **{"/srv/fakemdev": str(shared)})
@@ -231,8 +233,8 @@ def test_sidecar_on_a_private_bind_refuses_in_one_line(engine: str, image: str, 
     assert r.returncode == 2
     assert r.stderr.strip() == (
         "fakemdev: /shared/sys: its mount is private, so the tree would stay inside this container; bind the "
-        "directory with bind-propagation=rshared (docker/podman --mount), mountPropagation: Bidirectional "
-        "(Kubernetes), or make it shared on the host (mount --bind DIR DIR && mount --make-shared DIR)")
+        "directory with bind-propagation=rshared (docker/podman --mount) or mountPropagation: Bidirectional "
+        "(Kubernetes), from a host directory on a shared mount (docs/containers.md)")
 
 
 # -- Kubernetes (examples/kubernetes) ----------------------------------------------------------------
@@ -303,3 +305,12 @@ def test_docs_patterns_1_and_3_are_the_readmes_tested_lines() -> None:
         readme = commands(doc_block("README.md", "## In containers and CI", index))
         docs = commands(doc_block("docs/containers.md", heading, 0))
         assert docs and set(docs) <= set(readme), (heading, docs)
+
+
+def test_documented_offline_build_is_the_one_the_tests_use() -> None:
+    block = doc_block("docs/containers.md", "## The image", 1)
+    wheel, build = commands(block)
+    assert wheel == ".venv/bin/pip wheel -w wheels ."  # what engines.build_context puts in the context
+    argv = shlex.split(build)
+    args = [a for i, a in enumerate(argv) if argv[i - 1] == "--build-arg"]
+    assert ["--build-arg", *args[:1], "--build-arg", *args[1:]] == engines.OFFLINE_BUILD_ARGS
