@@ -253,9 +253,8 @@ def test_daemonset_template_and_the_tested_pod_do_not_drift() -> None:
     assert template["volumes"] == pod["spec"]["volumes"]
 
 
+@pytest.mark.parametrize("engine", ["podman"], indirect=True)  # 'kube play' is podman's
 def test_kube_play_gives_a_consumer_that_reads_the_tree(image: str, engine: str, slim: str, tmp_path: Path) -> None:
-    if engine != "podman":
-        pytest.skip("'kube play' is podman's")
     with engines.shared_dir(tmp_path / "var-lib-fakemdev") as hostdir:
         spec = "---\n".join((REPO / "examples/kubernetes" / f).read_text()
                             for f in ("pod-for-podman.yaml", "consumer-pod.yaml"))
