@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_killed_daemon_leaves_stale_mount_that_umount_clears(tmp_path: Path) -> 
 def test_foreground_daemon_unmounts_cleanly_on_signal(tmp_path: Path, sig: int) -> None:
     mp = tmp_path / "sys"
     mp.mkdir()
-    proc = subprocess.Popen(["python3", "-m", "fakemdev", "mount", "--foreground", str(mp)],
+    proc = subprocess.Popen([sys.executable, "-m", "fakemdev", "mount", "--foreground", str(mp)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
