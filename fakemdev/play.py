@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from .core import Host
 from .errors import KernelError, errno_name
-from .scenario import ParentEntry, Scenario, Step, make_driver
+from .scenario import ParentEntry, Scenario, Step, make_driver, upgrade_driver
 
 BLOCKED_REMOVE_TIMEOUT = 10.0   # a remove expected to block must finish within this after the run
 
@@ -202,8 +202,7 @@ class ApiBackend(Backend):
         self.host(host).load_driver(make_driver(args["entry"]))
 
     def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
-        drv = make_driver(args["entry"])
-        self.host(host).upgrade_driver(drv.name, drv)
+        upgrade_driver(self.host(host), args["entry"])
 
     def driver_unload(self, host: Optional[str], name: str) -> None:
         self.host(host).unload_driver(name)
@@ -302,11 +301,10 @@ def register_control(controller: Any) -> None:
     """Control ops a mount needs to play every step kind (found by the daemon)."""
     def driver(how: str, entry: dict[str, Any], host: Optional[str] = None) -> list[str]:
         h = controller.host(host)
-        drv = make_driver(ParentEntry(**entry))
         if how == "upgrade":
-            h.upgrade_driver(drv.name, drv)
+            upgrade_driver(h, ParentEntry(**entry))
             return []
-        return [p.name for p in h.load_driver(drv)]
+        return [p.name for p in h.load_driver(make_driver(ParentEntry(**entry)))]
     controller.register("scenario_driver", driver)
     controller.register("scenario_migrate", lambda args: run_migrate(controller.hosts, args))
 

@@ -10,6 +10,7 @@ from an invalid file: :func:`load` raises :class:`ScenarioError` instead.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ class ScenarioError(ValueError):
 
     def __init__(self, file: str, line: int, where: str, message: str) -> None:
         self.file, self.line, self.where, self.message = file, line, where, message
-        super().__init__(f"{file}:{line}: {where + ': ' if where else ''}{message}")
+        at = f"{file}:{line}" if line > 0 else file  # line 0: about the file itself (missing, unreadable)
+        super().__init__(f"{at}: {where + ': ' if where else ''}{message}")
 
 
 # -- YAML with line numbers -------------------------------------------------------
@@ -183,12 +185,28 @@ def make_driver(entry: ParentEntry) -> Any:
     if entry.driver == "declarative":
         from .vendors import declarative
         return declarative.Driver(**(entry.declare or {}))
-    from .vendors import get_driver
-    drv = get_driver(entry.driver)(**entry.options)
+    from .vendors import make
+    drv = make(entry.driver, entry.options)
     if entry.version is not None:  # version and srcversion, as `fakemdev driver upgrade --version` sets them
         from .vendors.base import set_module_version
         set_module_version(drv, entry.version)
     return drv
+
+
+def upgrade_driver(host: Host, entry: ParentEntry) -> None:
+    """A ``driver_upgrade`` step: as ``fakemdev driver upgrade``, the new
+    version keeps the options the driver was loaded with unless the step
+    gives them anew (:func:`fakemdev.vendors.upgraded`)."""
+    if entry.driver == "declarative":
+        drv = make_driver(entry)
+        host.upgrade_driver(drv.name, drv)
+        return
+    from .vendors import get_driver, upgraded
+    name = get_driver(entry.driver).name
+    old = host.drivers.get(name)
+    if old is None:
+        raise KernelError(errno.ENOENT, f"driver {name} is not loaded")
+    host.upgrade_driver(name, upgraded(old, entry.options, driver=entry.driver, version=entry.version))
 
 
 def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
@@ -381,8 +399,7 @@ class _Validator:
         if not isinstance(options, dict):
             self.fail(f"{where}.options", f"expected a mapping of driver options, got {_kind(options)}")
         if options and driver != "declarative":
-            self.check_options(driver, options, f"{where}.options")
-            self.migration_options(options, f"{where}.options")
+            options = self.check_options(driver, options, f"{where}.options")
         version = v.get("version")
         if version is not None:
             version = self.string(version, f"{where}.version")
@@ -399,44 +416,21 @@ class _Validator:
             self.fail(f"{where}.declare", f"only driver 'declarative' takes 'declare:' (driver is {driver!r})")
         return ParentEntry(driver, dict(options), version, declare, where)
 
-    def check_options(self, driver: str, options: dict[str, Any], where: str) -> None:
-        """Drivers swallow ``**options``, so a misspelt one would be silently
-        ignored: only the named parameters of the driver's __init__ count."""
-        import inspect
+    def check_options(self, driver: str, options: dict[str, Any], where: str, cls: Optional[type] = None
+                      ) -> dict[str, Any]:
+        """The options checked against the driver's schema, the very check
+        ``--driver NAME:k=v`` gets (:func:`fakemdev.vendors.options.check`):
+        drivers swallow ``**options``, so a misspelt one would be silently
+        ignored, and a value out of range would make a tree no kernel shows."""
         from .vendors import get_driver
+        from .vendors.options import OptionError, check
         try:
-            cls = get_driver(driver)
+            return check(driver, cls or get_driver(driver), options)
         except LookupError as e:
             self.fail(where, str(e))
-        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                  if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        params += list(getattr(cls, "common_options", ()))  # every driver takes these (migration_version, ...)
-        for k in options:
-            if k not in params:
-                self.fail(_join(where, k), f"driver {os.path.basename(driver)!r} has no option {k!r}; "
-                                          f"options: {', '.join(params) or 'none'}")
-
-    def migration_options(self, v: dict[str, Any], where: str) -> None:
-        """``migration_version`` (a version, ``unsupported``, or a mapping of
-        type name to either) and ``migration_accepts`` must parse: a typo
-        would otherwise surface only when a client reads the file."""
-        from .migration import TypeMigration, parse_rule
-        version = v.get("migration_version")
-        items = version.items() if isinstance(version, dict) else [(None, version)] if version is not None else []
-        for t, ver in items:
-            w = _join(where, "migration_version") + (f".{t}" if t is not None else "")
-            if isinstance(ver, (dict, list)) or isinstance(ver, float):
-                self.fail(w, f"expected a state version string such as \"5.2\" or 'unsupported', got {_kind(ver)} "
-                             f"{ver!r}{' (quote it)' if isinstance(ver, float) else ''}")
-            try:
-                TypeMigration.of(ver)
-            except ValueError as e:
-                self.fail(w, f"{e}; expected MAJOR.MINOR such as \"5.2\", or 'unsupported'")
-        if v.get("migration_accepts") is not None and not callable(v["migration_accepts"]):
-            try:
-                parse_rule(v["migration_accepts"])
-            except ValueError as e:
-                self.fail(_join(where, "migration_accepts"), f"{e}; expected e.g. '>=5.1', '5.1|5.3' or 'identical'")
+        except OptionError as e:
+            self.fail(_join(where, e.option), e.detail)
+        raise AssertionError  # unreachable
 
     def declare(self, v: Any, where: str) -> dict[str, Any]:
         from .vendors.declarative import ACCOUNTING
@@ -483,7 +477,9 @@ class _Validator:
                 if "instances" not in t:
                     self.fail(tw, "accounting 'per_type' needs 'instances' on every type")
                 self.number(t["instances"], f"{tw}.instances", integer=True)
-        self.migration_options(v, where)
+        from .vendors.declarative import Driver
+        from .vendors.options import COMMON
+        self.check_options("declarative", {k: v[k] for k in COMMON if k in v}, where, Driver)
         return dict(v)
 
     def device(self, v: Any, where: str) -> DeviceEntry:

@@ -107,11 +107,12 @@ MALFORMED = [
      "scenarios/x.yaml:6: hosts[0].parents[0].options.portz: driver 'mtty' has no option 'portz'; options: ports"),
     ("bad migration version", "scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: i915\n"
                               "        options:\n          migration_version: {GVTg_V5_4: \"5.x\"}\n",
-     "scenarios/x.yaml:7: hosts[0].parents[0].options.migration_version.GVTg_V5_4: not a state version"),
+     "scenarios/x.yaml:7: hosts[0].parents[0].options.migration_version.GVTg_V5_4: driver 'i915': "
+     "not a state version"),
     ("migration version as a number", "scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: mtty\n"
                                       "        options: {migration_version: 5.10}\n",
-     "scenarios/x.yaml:6: hosts[0].parents[0].options.migration_version: expected a state version string such as "
-     "\"5.2\" or 'unsupported', got a number 5.1 (quote it)"),
+     "scenarios/x.yaml:6: hosts[0].parents[0].options.migration_version: driver 'mtty': expected a state version "
+     "string such as \"5.2\" or 'unsupported', got a number 5.1 (quote it)"),
     ("same driver twice", GOOD_HOST + "      - driver: mtty\n",
      "scenarios/x.yaml:6: hosts[0].parents[1].driver: driver 'mtty' is already loaded by hosts[0].parents[0]"),
     ("unknown errno", GOOD_HOST + "timeline:\n  - create: {type: mtty-1, uuid: 00000000-0000-4000-8000-000000000001}\n"

@@ -68,6 +68,11 @@ class VendorDriver:
     # False for a module that owns devices but registers no mdev_driver
     # (NVIDIA's SR-IOV vGPU): no bus/mdev/drivers entry.
     registers_mdev_driver: bool = True
+    # The options it was built with (fakemdev.vendors.make): an in-place
+    # upgrade starts from them. Per-driver schema: option_schema (see
+    # fakemdev.vendors.options); without one, __init__'s parameter names count.
+    load_options: Mapping[str, Any] = {}
+    option_schema: Optional[Mapping[str, Any]] = None
     # Set by Host.load_driver: the kernel profile and the host it runs on.
     kernel: str = "6.12"
     host: Any = None

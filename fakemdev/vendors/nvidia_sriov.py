@@ -27,6 +27,7 @@ from ..errors import KernelError
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
 from .base import ParentSpec, VendorDriver
+from .options import PCI_ADDRESS, choice, integer
 from .nvidia import parse_vgpu_params, pci_devpath
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class Driver(VendorDriver):
     name = "nvidia"
     registers_mdev_driver = False
     module_attrs = {"coresize": "90112000", "taint": "POE"}
+    option_schema = {
+        "gpu": choice(list(GPUS), "the board model"),
+        "bdf": PCI_ADDRESS,
+        "numvfs": integer(0, max(g[3] for g in GPUS.values()), "VFs enabled (default: all the GPU has)"),
+    }
 
     def __init__(self, gpu: str = "L40S", bdf: str = "0000:41:00.0", numvfs: Any = None, **options: Any) -> None:
         super().__init__(**options)

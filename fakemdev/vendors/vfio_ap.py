@@ -25,6 +25,7 @@ from ..errors import KernelError
 from ..kernels import at_least
 from ..kernfs import Attribute, Node
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import integer
 
 if TYPE_CHECKING:
     from ..core import MdevDevice
@@ -57,6 +58,8 @@ class Driver(VendorDriver):
     max_instances = MAX_ZDEV_ENTRIES_EXT
     capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.EPERM))
     module_attrs = {"coresize": "69632"}
+    option_schema = {k: integer(0, 255, f"highest {what} id the machine has (default 255)")
+                     for k, what in (("apm_max", "adapter"), ("aqm_max", "domain"), ("adm_max", "control domain"))}
 
     def __init__(self, apm_max: Any = 255, aqm_max: Any = 255, adm_max: Any = 255, **options: Any) -> None:
         super().__init__(**options)
