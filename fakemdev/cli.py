@@ -247,12 +247,18 @@ def play(scenario_file: str, as_json: bool, api_only: bool, mount_only: bool) ->
               help="The sysfs root to record (a real /sys or a fakemdev mount).")
 @click.option("--host", "host_name", default="recorded", show_default=True, help="Host name in the scenario.")
 def record(sysfs: str, host_name: str) -> None:
-    """Write a scenario reproducing the mdev state of SYSFS to stdout."""
-    from .record import RecordError, record_yaml
+    """Write a scenario reproducing the mdev state of SYSFS to stdout.
+
+    What the scenario cannot reproduce is said on stderr and in comments at
+    the top of the file."""
+    from .record import RecordError, record
     try:
-        click.echo(record_yaml(sysfs, host_name), nl=False)
+        recording = record(sysfs, host_name)
     except RecordError as e:
         _fail(str(e))
+    for note in recording.notes:  # a lossy recording never passes silently
+        click.echo(f"fakemdev record: warning: {note}", err=True)
+    click.echo(recording.yaml(), nl=False)
 
 
 @cli.group()

@@ -44,6 +44,7 @@ class Controller:
             "ping": lambda: "pong",
             "info": lambda: self.info,
             "snapshot": lambda host=None: self.host(host).snapshot(),
+            "kernel": lambda host=None: self.host(host).kernel,
             "driver_load": self._driver_load,
             "driver_unload": lambda name, host=None: self.host(host).unload_driver(name),
             "driver_upgrade": self._driver_upgrade,

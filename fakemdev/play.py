@@ -148,32 +148,7 @@ class ApiBackend(Backend):
         h.remove(dev)
 
     def _resolve(self, host: Optional[str], path: str) -> Any:
-        """Walk the projection, following symlinks as path resolution does."""
-        tree = self._tree(host)
-        parts = [p for p in path.split("/") if p]
-        cur: list[str] = []
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                cur = cur[:-1]
-                continue
-            node = tree.lookup("/".join(cur + [name]))
-            if node is None:
-                raise KernelError(_errno.ENOENT)
-            if node.kind == "link":
-                hops += 1
-                if hops > 40:
-                    raise KernelError(_errno.ELOOP)
-                parts = node.target.split("/") + parts
-                continue
-            if parts and node.kind != "dir":
-                raise KernelError(_errno.ENOTDIR)
-            cur.append(name)
-        node = tree.lookup("/".join(cur))
-        if node is None:
-            raise KernelError(_errno.ENOENT)
-        return node
+        return self._tree(host).resolve(path)
 
     def read(self, host: Optional[str], path: str) -> str:
         node = self._resolve(host, path)

@@ -120,12 +120,22 @@ class DeviceEntry:
 
 
 @dataclass
+class WriteEntry:
+    """An attribute write replayed once the devices exist (a vfio_ap matrix
+    assignment, an SR-IOV VF's vGPU type): ``echo VALUE > PATH``."""
+    path: str
+    value: str
+    where: str
+
+
+@dataclass
 class HostEntry:
     name: str
     kernel: str
     parents: list[ParentEntry]
     devices: list[DeviceEntry]
     where: str
+    writes: list[WriteEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -250,6 +260,14 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
                 host.open_device(d.uuid)
         except KernelError as e:
             fail(d.where, f"creating {d.uuid} fails with {e.errno_name}: {e.reason}")
+    if h.writes:
+        from .sysfs import SysfsTree
+        tree = SysfsTree(host)
+        for w in h.writes:
+            try:
+                tree.write(w.path, f"{w.value}\n".encode())
+            except KernelError as e:
+                fail(w.where, f"writing {w.value!r} to {w.path} fails with {e.errno_name}: {e.reason}")
     return host
 
 
@@ -356,7 +374,7 @@ class _Validator:
         return Scenario(self.doc.file, str(top.get("description") or ""), hosts, steps)
 
     def host(self, v: Any, where: str) -> HostEntry:
-        self.mapping(v, where, ("name", "kernel", "parents", "devices"), ("name",))
+        self.mapping(v, where, ("name", "kernel", "parents", "devices", "writes"), ("name",))
         name = self.string(v["name"], f"{where}.name", _HOST_NAME, " host name ([A-Za-z0-9_.-]+)")
         kernel = v.get("kernel", "6.12")
         if isinstance(kernel, float):
@@ -382,7 +400,18 @@ class _Validator:
             if d.uuid in uuids:
                 self.fail(f"{d.where}.uuid", f"duplicate uuid {d.uuid} (also {uuids[d.uuid]})")
             uuids[d.uuid] = d.where
-        return HostEntry(name, kernel, parents, devices, where)
+        writes_v = v.get("writes") or []
+        if not isinstance(writes_v, list):
+            self.fail(f"{where}.writes", f"expected a list of {{path, value}}, got {_kind(writes_v)}")
+        writes = [self.write(w, f"{where}.writes[{i}]") for i, w in enumerate(writes_v)]
+        return HostEntry(name, kernel, parents, devices, where, writes)
+
+    def write(self, v: Any, where: str) -> WriteEntry:
+        self.mapping(v, where, ("path", "value"), ("path", "value"))
+        value = v["value"]
+        if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+            self.fail(f"{where}.value", f"expected the text to write, got {_kind(value)}")
+        return WriteEntry(self._path(v["path"], f"{where}.path"), str(value), where)
 
     def parent(self, v: Any, where: str) -> ParentEntry:
         self.mapping(v, where, ("driver", "version", "options", "declare"), ("driver",))

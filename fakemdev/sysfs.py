@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional
 from . import kernels
 from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
-from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
+from .kernfs import MAX_STORE, Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 
 RO, WO, RW = 0o444, 0o200, 0o644
 VFIO_MISC = (10, 196)
@@ -206,6 +206,51 @@ class SysfsTree:
                 self._entries.clear()
             self._dirs[path] = child  # type: ignore[assignment]
         return child
+
+    def resolve(self, path: str) -> Node:
+        """The node a sysfs-relative path leads to, following symlinks as
+        open(2) does: ENOENT, ENOTDIR or ELOOP as the kernel's path walk gives them."""
+        node = self.lookup(self.real_path(path))
+        if node is None:
+            raise KernelError(errno.ENOENT)
+        return node
+
+    def real_path(self, path: str) -> str:
+        """``path`` with every symlink on it followed (realpath(3) in the tree)."""
+        parts = [p for p in path.split("/") if p]
+        cur: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                cur = cur[:-1]
+                continue
+            node = self.lookup("/".join(cur + [name]))
+            if node is None:
+                raise KernelError(errno.ENOENT)
+            if node.kind == "link":
+                hops += 1
+                if hops > 40:
+                    raise KernelError(errno.ELOOP)
+                parts = node.target.split("/") + parts  # type: ignore[union-attr]
+                continue
+            if parts and node.kind != "dir":
+                raise KernelError(errno.ENOTDIR)
+            cur.append(name)
+        return "/".join(cur)
+
+    def write(self, path: str, data: bytes) -> int:
+        """One write(2) to an attribute, as a client's ``echo VALUE > PATH``:
+        EISDIR for a directory, EACCES for a file not open for writing (as
+        kernfs refuses it at open, root included), else what store() gives."""
+        with self.host.lock:
+            node = self.resolve(path)
+            if node.kind == "dir":
+                raise KernelError(errno.EISDIR)
+            store = getattr(node, "store", None)
+            if store is None or not node.mode & 0o222:
+                raise KernelError(errno.EACCES, f"{path} is not writable")
+            return int(store(data[:MAX_STORE]))
 
     def _entries_of(self, path: str, d: Directory) -> Mapping[str, Node]:
         e = self._entries.get(path)

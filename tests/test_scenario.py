@@ -113,6 +113,12 @@ MALFORMED = [
                                       "        options: {migration_version: 5.10}\n",
      "scenarios/x.yaml:6: hosts[0].parents[0].options.migration_version: driver 'mtty': expected a state version "
      "string such as \"5.2\" or 'unsupported', got a number 5.1 (quote it)"),
+    ("a write that fails", GOOD_HOST + "    writes:\n      - {path: devices/virtual/mtty/mtty/nope, value: 1}\n",
+     "scenarios/x.yaml:7: hosts[0].writes[0]: writing '1' to devices/virtual/mtty/mtty/nope fails with ENOENT"),
+    ("a write of a list", GOOD_HOST + "    writes:\n      - {path: module/mtty/version, value: [1]}\n",
+     "scenarios/x.yaml:7: hosts[0].writes[0].value: expected the text to write, got a list"),
+    ("a write to a read-only file", GOOD_HOST + "    writes:\n      - {path: module/mtty/version, value: x}\n",
+     "scenarios/x.yaml:7: hosts[0].writes[0]: writing 'x' to module/mtty/version fails with EACCES"),
     ("same driver twice", GOOD_HOST + "      - driver: mtty\n",
      "scenarios/x.yaml:6: hosts[0].parents[1].driver: driver 'mtty' is already loaded by hosts[0].parents[0]"),
     ("unknown errno", GOOD_HOST + "timeline:\n  - create: {type: mtty-1, uuid: 00000000-0000-4000-8000-000000000001}\n"

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -87,18 +88,48 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def mounted_fuse_points() -> dict[str, str]:
-    """Mount points in this namespace -> fs type, from /proc/self/mountinfo."""
-    out = {}
+@dataclass
+class MountEntry:
+    """One line of /proc/self/mountinfo: where, which filesystem (``major:minor``,
+    shared by every bind mount of it), the directory of that filesystem the
+    mount shows (``/src`` for a bind of ``MOUNTPOINT/src``), its type
+    (``fuse.fakemdev``)."""
+    point: str
+    device: str
+    root: str
+    fstype: str
+
+
+def mount_table() -> list[MountEntry]:
+    """The mounts of this namespace, in mount order."""
+    out = []
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                mp = left.split()[4].replace("\\040", " ")
-                out[mp] = right.split()[0]
+                fields = left.split()
+                point, root = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[i]) for i in (4, 3))
+                out.append(MountEntry(point, fields[2], root, right.split()[0]))
     except OSError:
         pass
     return out
+
+
+def mounted_fuse_points() -> dict[str, str]:
+    """Mount points in this namespace -> fs type."""
+    return {m.point: m.fstype for m in mount_table()}
+
+
+def fakemdev_mount_of(path: str) -> Optional[MountEntry]:
+    """The fakemdev mount ``path`` lies in (the last mount over its longest
+    mounted prefix), or None, from the mount table alone."""
+    real = os.path.realpath(path)
+    best: Optional[MountEntry] = None
+    for m in mount_table():
+        if real == m.point or real.startswith(m.point.rstrip("/") + "/"):
+            if best is None or len(m.point) >= len(best.point):
+                best = m
+    return best if best is not None and best.fstype == "fuse.fakemdev" else None
 
 
 def is_stale(mountpoint: str) -> bool:

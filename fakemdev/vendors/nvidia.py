@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError, errno_value
 from ..kernfs import Attribute
-from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, SysfsReader, VendorDriver
 from .options import ERRNO, PCI_ADDRESS, choice, listing
 
 if TYPE_CHECKING:
@@ -132,6 +132,11 @@ class Driver(VendorDriver):
 
     def adopt(self, mdev: "MdevDevice") -> None:
         mdev.driver_data.setdefault("vgpu_params", "")
+
+    @classmethod
+    def recorded_writes(cls, device: SysfsReader) -> list[tuple[str, str]]:
+        params = (device.text("nvidia/vgpu_params") or "").strip()
+        return [("nvidia/vgpu_params", params)] if params else []
 
     # -- per-device attributes ---------------------------------------------
     def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:

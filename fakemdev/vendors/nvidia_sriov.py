@@ -26,7 +26,7 @@ from ..core import Change, Uevent, kstrtoul
 from ..errors import KernelError
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
-from .base import ParentSpec, VendorDriver
+from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
 from .options import PCI_ADDRESS, choice, integer
 from .nvidia import parse_vgpu_params, pci_devpath
 
@@ -130,6 +130,43 @@ class Driver(VendorDriver):
         if isinstance(old, Driver) and old.bdf == self.bdf and len(old.vfs) == len(self.vfs):
             self.on_unload()  # give back the groups this instance took for itself
             self.vfs, old.vfs = old.vfs, []
+
+    @classmethod
+    def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
+        """Each PF bound to ``nvidia`` with SR-IOV enabled: the GPU model
+        (from its device id), its VF count, and one ``current_vgpu_type``
+        write (plus ``vgpu_params``) per VF with a vGPU, in ``vfio-dev``
+        order so the replay numbers them alike."""
+        out = []
+        for bdf in root.names("bus/pci/devices"):
+            pf = f"bus/pci/devices/{bdf}"
+            numvfs = root.text(f"{pf}/sriov_numvfs")
+            if numvfs is None or root.link(f"{pf}/driver") != "nvidia":
+                continue
+            device = root.text(f"{pf}/device") or "?"
+            gpu = next((g for g, spec in GPUS.items() if spec[0] == device), None)
+            if gpu is None:
+                out.append(Recorded({}, notes=[f"{bdf}: an NVIDIA GPU (device {device}) with SR-IOV vGPUs that "
+                                               f"no built-in driver models: not recorded"]))
+                continue
+            options: dict[str, Any] = {"gpu": gpu, "bdf": bdf}
+            if int(numvfs) != GPUS[gpu][3]:
+                options["numvfs"] = int(numvfs)
+            vgpus = []
+            for fn in root.names(pf):
+                vf = root.link(f"{pf}/{fn}") if fn.startswith("virtfn") else None
+                vgpu = root.text(f"bus/pci/devices/{vf}/nvidia/current_vgpu_type") if vf else None
+                if vf and vgpu not in (None, "0"):
+                    index = [int(n[4:]) for n in root.names(f"bus/pci/devices/{vf}/vfio-dev") if n[4:].isdigit()]
+                    vgpus.append((index or [1 << 30], vf, vgpu))
+            writes = []
+            for _, vf, vgpu in sorted(vgpus):
+                writes.append((f"bus/pci/devices/{vf}/nvidia/current_vgpu_type", str(vgpu)))
+                params = root.text(f"bus/pci/devices/{vf}/nvidia/vgpu_params")
+                if params:
+                    writes.append((f"bus/pci/devices/{vf}/nvidia/vgpu_params", params))
+            out.append(Recorded(options, writes))
+        return out
 
     def iommu_groups(self) -> dict[int, tuple[str, str]]:
         self._ensure_groups()
