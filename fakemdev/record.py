@@ -300,19 +300,22 @@ def _reproduces(driver: Any, rec: RecParent) -> bool:
     return got == want
 
 
-def _builtins_for_module(module: str) -> list[tuple[str, Any]]:
-    """Built-in drivers whose kernel module is ``module`` (the registry name
-    and the module name differ, e.g. nvidia -> nvidia_vgpu_vfio)."""
+def _driver_classes() -> list[tuple[str, Any]]:
+    """(registry name, class) of every known driver that loads."""
     from .vendors import get_driver, known_drivers
     out = []
     for name in known_drivers():
         try:
-            cls = get_driver(name)
+            out.append((name, get_driver(name)))
         except Exception:  # a broken third-party entry point must not stop a recording
             continue
-        if name == module or getattr(cls, "name", None) == module:
-            out.append((name, cls))
     return out
+
+
+def _builtins_for_module(module: str) -> list[tuple[str, Any]]:
+    """Built-in drivers whose kernel module is ``module`` (the registry name
+    and the module name differ, e.g. nvidia -> nvidia_vgpu_vfio)."""
+    return [(name, cls) for name, cls in _driver_classes() if name == module or getattr(cls, "name", None) == module]
 
 
 def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
@@ -536,15 +539,7 @@ def record_host(root: str, host_name: str, reader: Optional[Reader] = None,
 
 def _recorded_outside(reader: Reader) -> list[tuple[str, Any]]:
     """What each known driver finds of its non-mdev devices (SR-IOV vGPUs)."""
-    from .vendors import get_driver, known_drivers
-    out = []
-    for name in known_drivers():
-        try:
-            cls = get_driver(name)
-        except Exception:  # a broken third-party entry point must not stop a recording
-            continue
-        out += [(name, found) for found in cls.recorded_outside(reader)]
-    return out
+    return [(name, found) for name, cls in _driver_classes() for found in cls.recorded_outside(reader)]
 
 
 def _modules_without_parents(root: str, parents: list[RecParent]) -> list[str]:
