@@ -231,6 +231,8 @@ class Host:
         self.mdev_loaded = True
         self.drivers_autoprobe = True
         self.mode_overrides: dict[str, int] = {}     # chmod by root, as kernfs keeps it
+        # what was written to a device's power/control and power/async (device path -> file -> value)
+        self.power_settings: dict[str, dict[str, bytes]] = {}
         self.listeners: list[Callable[[Change], None]] = []
         self.uevent_log: list[Uevent] = []
         self.uevent_log_max = 10_000
@@ -249,14 +251,17 @@ class Host:
         if change.uevents:
             self._uevent_posted.notify_all()
         for prefix in change.gone:
-            self._forget_modes(prefix)
+            self._forget(prefix)
         for listener in list(self.listeners):
             listener(change)
 
-    def _forget_modes(self, prefix: str) -> None:
-        if self.mode_overrides:
-            for p in [p for p in self.mode_overrides if p == prefix or p.startswith(prefix + "/")]:
-                del self.mode_overrides[p]
+    def _forget(self, prefix: str) -> None:
+        """A vanished subtree's chmods and power settings: a device made again
+        at the same path is a new struct device, with the defaults."""
+        for table in (self.mode_overrides, self.power_settings):
+            if table:
+                for p in [p for p in table if p == prefix or p.startswith(prefix + "/")]:
+                    del table[p]
 
     # -- drivers and parents -------------------------------------------
     def load_driver(self, driver: VendorDriver) -> list[Parent]:

@@ -42,6 +42,9 @@ POWER_FILES: dict[str, tuple[int, Optional[bytes]]] = {
 }
 
 
+POWER_WORDS = {"control": (b"auto", b"on"), "async": (b"enabled", b"disabled")}
+
+
 def kernfs_link(link_dir: str, target: str) -> str:
     """The relative target kernfs writes for a link in ``link_dir`` to ``target``
     (both sysfs-relative): up to the common ancestor of link_dir and the
@@ -276,9 +279,9 @@ class SysfsTree:
         self._sync()
         return sum(1 for n in self._entries_of(path.strip("/"), d).values() if n.kind == "dir")
 
-    def power_dir(self, owner: object) -> "PowerDir":
-        """Generic runtime-PM group; identical for every device here."""
-        return PowerDir(owner)
+    def power_dir(self, owner: object, devpath: str) -> "PowerDir":
+        """Generic runtime-PM group of the device at ``devpath``."""
+        return PowerDir(owner, self.host, devpath)
 
     # -- small directories ----------------------------------------------------
     def _class_mdev_bus(self) -> Mapping[str, Node]:
@@ -306,7 +309,7 @@ class SysfsTree:
         return StaticDir({
             "uevent": Attribute(RW, const(f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={g}\nDEVNAME=vfio/{g}\n".encode()),
                                 self._uevent_store(f"/devices/virtual/vfio/{g}", ["SUBSYSTEM=vfio"]), owner),
-            "power": self.power_dir(("vfio", g)),
+            "power": self.power_dir(("vfio", g), f"devices/virtual/vfio/{g}"),
             "dev": ro(f"{VFIO_GROUP_MAJOR}:{g}\n".encode(), owner),
             "subsystem": Link("../../../../class/vfio"),
         })
@@ -316,7 +319,7 @@ class SysfsTree:
         return StaticDir({
             "uevent": Attribute(RW, const(f"MAJOR={major}\nMINOR={minor}\nDEVNAME=vfio/vfio\nDEVMODE=0666\n".encode()),
                                 self._uevent_store("/devices/virtual/misc/vfio", ["SUBSYSTEM=misc"])),
-            "power": self.power_dir("misc-vfio"),
+            "power": self.power_dir("misc-vfio", "devices/virtual/misc/vfio"),
             "dev": ro(f"{major}:{minor}\n".encode()),
             "subsystem": Link("../../../../class/misc"),
         })
@@ -378,20 +381,45 @@ def _group_number(name: str) -> Optional[int]:
 
 class PowerDir(Directory):
     """``power/``: the runtime-PM attributes every device has; its files are
-    made only when looked up (a device dir's getattr never needs them)."""
+    made only when looked up (a device dir's getattr never needs them).
 
-    __slots__ = ("owner",)
+    These devices have runtime PM disabled, yet ``control`` and ``async``
+    take their two words as on any device (``on`` forbids runtime PM, which
+    takes a usage count: ``runtime_usage`` reads 1), anything else is
+    EINVAL; ``autosuspend_delay_ms`` is EIO both ways (no autosuspend)."""
+
+    __slots__ = ("owner", "host", "devpath")
     fast_lookup = True
 
-    def __init__(self, owner: object) -> None:
+    def __init__(self, owner: object, host: Host, devpath: str) -> None:
         self.owner = owner
+        self.host = host
+        self.devpath = devpath
 
     def lookup(self, name: str) -> Optional[Node]:
         spec = POWER_FILES.get(name)
         if spec is None:
             return None
         mode, value = spec
+        if name in POWER_WORDS:
+            return Attribute(mode, lambda: self._setting(name, value), lambda buf: self._store(name, buf),
+                             owner=self.owner)
+        if name == "runtime_usage":
+            return Attribute(mode, lambda: b"1\n" if self._setting("control", b"") == b"on\n" else b"0\n",
+                             owner=self.owner)
         return Attribute(mode, const(value) if value is not None else eio, owner=self.owner)
+
+    def _setting(self, name: str, default: Optional[bytes]) -> bytes:
+        return self.host.power_settings.get(self.devpath, {}).get(name, default or b"")
+
+    def _store(self, name: str, buf: bytes) -> int:
+        """control_store()/async_store(): sysfs_streq() against the two words."""
+        word = buf[:-1] if buf.endswith(b"\n") else buf
+        if word not in POWER_WORDS[name]:
+            words = " or ".join(w.decode() for w in POWER_WORDS[name])
+            raise KernelError(errno.EINVAL, f"power/{name}: expected {words}")
+        self.host.power_settings.setdefault(self.devpath, {})[name] = word + b"\n"
+        return len(buf)
 
     def entries(self) -> Mapping[str, Node]:
         return {name: self.lookup(name) for name in POWER_FILES}  # type: ignore[misc]
@@ -458,7 +486,7 @@ class ParentDir(Directory):
         env = [f"SUBSYSTEM={spec.class_name or spec.bus}"]
         out: dict[str, Node] = {
             "uevent": Attribute(RW, const(spec.uevent), self.tree._uevent_store("/" + p.devpath, env), p),
-            "power": self.tree.power_dir(p),
+            "power": self.tree.power_dir(p, p.devpath),
             "subsystem": Link(kernfs_link(p.devpath, subsystem)),
             "mdev_supported_types": SupportedTypesDir(self.tree, p),
         }
@@ -620,7 +648,7 @@ class DeviceDir(Directory):
                              self.tree._uevent_store(dev.devpath, ["SUBSYSTEM=mdev"],
                                                      lambda: [f"DRIVER={drv}"] if dev.bound else []), dev)
         if name == "power":
-            return self.tree.power_dir(dev)
+            return self.tree.power_dir(dev, dev.path)
         if name == "mdev_type":
             return Link(kernfs_link(path, dev.mdev_type.path))
         if name == "subsystem":
@@ -665,7 +693,7 @@ class DeviceDir(Directory):
         here = f"{dev.path}/vfio-dev/{name}"
         inner = StaticDir({
             "uevent": Attribute(RW, const(b""), self.tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), dev),
-            "power": self.tree.power_dir((dev, "vfio-dev")),
+            "power": self.tree.power_dir((dev, "vfio-dev"), here),
             "device": Link(kernfs_link(here, dev.path)),
             "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
         })

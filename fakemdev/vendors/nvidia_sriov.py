@@ -248,7 +248,7 @@ class Driver(VendorDriver):
                   f"MODALIAS=pci:v000010DEd0000{dev}sv000010DEsd00001851bc03sc02i00\n").encode()
         return {
             "uevent": Attribute(RW, const(uevent), tree._uevent_store("/" + devpath, ["SUBSYSTEM=pci"]), owner),
-            "power": tree.power_dir(owner),
+            "power": tree.power_dir(owner, devpath),
             "subsystem": Link(kernfs_link(devpath, "bus/pci")),
             "driver": Link(kernfs_link(devpath, "bus/pci/drivers/nvidia")),
             "vendor": Attribute(RO, const(b"0x10de\n"), owner=owner),
@@ -276,7 +276,7 @@ class Driver(VendorDriver):
             here = f"{vf.devpath}/vfio-dev/vfio{vf.vfio_index}"
             out["vfio-dev"] = StaticDir({f"vfio{vf.vfio_index}": StaticDir({
                 "uevent": Attribute(RW, lambda: b"", tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), vf),
-                "power": tree.power_dir((vf, "vfio-dev")),
+                "power": tree.power_dir((vf, "vfio-dev"), here),
                 "device": Link(kernfs_link(here, vf.devpath)),
                 "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
             })})
