@@ -251,7 +251,8 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
         try:
             dev = host.create(owners[0].types[d.mdev_type], d.uuid)
             if d.migration_version is not None:
-                dev.created_by = _driver_saving(owners[0].driver, d.migration_version)
+                from .migration import driver_saving
+                dev.created_by = driver_saving(owners[0].driver, d.migration_version)
             if not d.bound:
                 host.unbind(owners[0].driver.driver_name, d.uuid)
             if d.open:
@@ -269,16 +270,6 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
             except KernelError as e:
                 fail(w.where, f"writing {w.value!r} to {w.path} fails with {e.errno_name}: {e.reason}")
     return host
-
-
-def _driver_saving(driver: Any, version: str) -> Any:
-    """The driver as it was when it created a device that saves ``version``
-    (a device created before an in-place upgrade keeps its old state format)."""
-    import copy
-    old = copy.copy(driver)
-    old.options = {**(getattr(driver, "options", {}) or {}), "migration_version": version}
-    old.__dict__.pop("_migration_cache", None)
-    return old
 
 
 # -- validation ------------------------------------------------------------------------
