@@ -158,6 +158,9 @@ class ApiBackend(Backend):
             raise KernelError(_errno.EACCES)
         return _strip_nl(node.show())
 
+    def write(self, host: Optional[str], args: dict[str, str]) -> None:
+        self._tree(host).write(args["path"], f"{args['value']}\n".encode())
+
     def list(self, host: Optional[str], path: str) -> list[str]:
         node = self._resolve(host, path)
         if node.kind != "dir":
@@ -245,6 +248,9 @@ class MountBackend(Backend):
     def read(self, host: Optional[str], path: str) -> str:
         with open(self.path(host, path), "rb", buffering=0) as f:
             return _strip_nl(f.read())
+
+    def write(self, host: Optional[str], args: dict[str, str]) -> None:
+        self._write(self.path(host, args["path"]), f"{args['value']}\n".encode())   # what `echo VALUE >` writes
 
     def list(self, host: Optional[str], path: str) -> list[str]:
         return sorted(os.listdir(self.path(host, path)))
@@ -399,8 +405,9 @@ def play(scenario: Scenario, backends: tuple[str, ...] = ("mount", "api"),
 
 
 class mounted_scenario:
-    """Mount a scenario's hosts in a scratch directory (threads on, so a
-    blocked remove does not stall the rest) and unmount on exit."""
+    """Mount a scenario's hosts in a scratch directory, as ``fakemdev mount``
+    does by default (a blocked remove stalls only its writer there too),
+    and unmount on exit."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
@@ -410,7 +417,7 @@ class mounted_scenario:
         from .fuse.daemon import mount, socket_path
         hosts = self.scenario.build_hosts()
         self.dir = tempfile.mkdtemp(prefix="fakemdev-play-")
-        mount(hosts, self.dir, threads=True, description=f"play {self.scenario.file}")
+        mount(hosts, self.dir, description=f"play {self.scenario.file}")
         return MountBackend(self.dir, list(hosts), socket_path(os.path.abspath(self.dir)))
 
     def __exit__(self, *exc: Any) -> None:

@@ -253,8 +253,13 @@ def _mdev_driver_of(root: str, module: str) -> Optional[str]:
 
 
 # -- choosing a driver -------------------------------------------------------------------
-def _option_candidates(rec: RecParent) -> list[dict[str, Any]]:
-    """Options a built-in driver might have been loaded with, from what sysfs shows."""
+def _option_candidates(recs: list[RecParent]) -> list[dict[str, Any]]:
+    """Options a built-in driver might have been loaded with, from what sysfs
+    shows of the parents of one module (several: one per subchannel or GPU)."""
+    if len(recs) > 1:
+        names = [r.name for r in recs]
+        return [{"subchannels": names}, {"bdfs": names}]
+    rec = recs[0]
     out: list[dict[str, Any]] = [{}]
     if "count" in rec.module_params:
         out.insert(0, {"count": int(rec.module_params["count"])})
@@ -271,15 +276,15 @@ def _option_candidates(rec: RecParent) -> list[dict[str, Any]]:
     return out
 
 
-def _reproduces(driver: Any, rec: RecParent) -> bool:
-    """Build the driver alone with the recorded devices; same parent, types and counts?"""
+def _reproduces(driver: Any, recs: list[RecParent]) -> bool:
+    """Build the driver alone with the recorded devices; same parents, types and counts?"""
     host = Host("probe")
     try:
         host.load_driver(driver)
-        if list(host.parents) != [rec.name]:
+        if sorted(host.parents) != sorted(r.name for r in recs):
             return False
-        parent = host.parents[rec.name]
-        for d in _creation_order(rec.devices):
+        for d, rec in sorted(((d, r) for r in recs for d in r.devices), key=lambda x: _creation_key(x[0])):
+            parent = host.parents[rec.name]
             t = parent.types.get(d.type_id)
             if t is None:
                 return False
@@ -288,6 +293,10 @@ def _reproduces(driver: Any, rec: RecParent) -> bool:
                 host.unbind(parent.driver.driver_name, d.uuid)
     except (KernelError, TypeError, ValueError, KeyError):
         return False
+    return all(_same_parent(host.parents[rec.name], driver, rec) for rec in recs)
+
+
+def _same_parent(parent: Any, driver: Any, rec: RecParent) -> bool:
     spec = parent.spec
     got_attrs = {k: v.decode()[:-1] if v.endswith(b"\n") else v.decode() for k, v in spec.attrs.items()}
     if (parent.devpath != rec.devpath or spec.uevent.decode() != rec.uevent or got_attrs != rec.attrs
@@ -318,20 +327,43 @@ def _builtins_for_module(module: str) -> list[tuple[str, Any]]:
     return [(name, cls) for name, cls in _driver_classes() if name == module or getattr(cls, "name", None) == module]
 
 
-def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
+def _creation_key(d: RecDevice) -> tuple[bool, int, str]:
     """Bound devices by iommu group (lowest-free ids then match), unbound last."""
-    return sorted(devices, key=lambda d: (not d.bound, d.group if d.group is not None else 0, d.uuid))
+    return (not d.bound, d.group if d.group is not None else 0, d.uuid)
 
 
-def parent_entry(rec: RecParent) -> dict[str, Any]:
-    """The scenario ``parents`` entry that reproduces one recorded parent."""
+def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
+    return sorted(devices, key=_creation_key)
+
+
+def parent_entries(parents: list[RecParent], notes: list[str]) -> list[dict[str, Any]]:
+    """The scenario ``parents`` entries: one per module (a driver with
+    several parents, vfio_ccw's subchannels, NVIDIA's GPUs, is one entry)."""
+    modules: dict[str, list[RecParent]] = {}
+    for rec in parents:
+        modules.setdefault(rec.module, []).append(rec)
+    out = []
+    for module, recs in modules.items():
+        entry = _builtin_entry(recs)
+        if entry is None:
+            if len(recs) > 1:  # one declarative driver plays one parent
+                notes.append(f"module {module}: no built-in driver reproduces its {len(recs)} parents and a "
+                             f"declarative one plays one: {', '.join(r.name for r in recs[1:])} not recorded")
+            entry = {"driver": "declarative", "declare": _declare(recs[0])}
+        out.append(entry)
+    return out
+
+
+def _builtin_entry(recs: list[RecParent]) -> Optional[dict[str, Any]]:
+    """A built-in driver with inferred options that reproduces the module's parents, if any."""
+    rec = recs[0]
     for registry_name, cls in _builtins_for_module(rec.module):
-        for options in _option_candidates(rec):
+        for options in _option_candidates(recs):
             try:
                 drv = cls(**options)
             except (TypeError, ValueError):
                 continue
-            if _reproduces(drv, rec):
+            if _reproduces(drv, recs):
                 entry: dict[str, Any] = {"driver": registry_name}
                 default_version = dict(getattr(drv, "module_attrs", {}) or {}).get("version")
                 if rec.module_version is not None and rec.module_version != default_version:
@@ -340,7 +372,7 @@ def parent_entry(rec: RecParent) -> dict[str, Any]:
                 if options:
                     entry["options"] = options
                 return entry
-    return {"driver": "declarative", "declare": _declare(rec)}
+    return None
 
 
 def _migration_options(rec: RecParent) -> dict[str, Any]:
@@ -521,8 +553,8 @@ def record_host(root: str, host_name: str, reader: Optional[Reader] = None,
         if any(t.migration not in (None, "unsupported") for t in rec.types):
             notes.append(f"{rec.name}: the migration acceptance rule is not visible in sysfs: the replay accepts "
                          f"only identical state versions (add migration_accepts by hand if it matters)")
-    devices.sort(key=lambda x: (not x[0].bound, x[0].group if x[0].group is not None else 0, x[0].uuid))
-    entries = [parent_entry(p) for p in parents]
+    devices.sort(key=lambda x: _creation_key(x[0]))
+    entries = parent_entries(parents, notes)
     for registry_name, found in _recorded_outside(reader):
         notes += found.notes
         if found.options:

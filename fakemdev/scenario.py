@@ -22,10 +22,10 @@ from .core import Host, canonical_uuid
 from .errors import KernelError, errno_name, errno_value
 
 FORMAT_VERSION = 1
-ACTIONS = ("create", "remove", "read", "list", "exists", "driver_load", "driver_unload", "driver_upgrade",
-           "unplug", "fault", "migrate", "sleep")
-MUTATING = ("create", "remove", "driver_load", "driver_unload", "driver_upgrade", "unplug", "fault", "migrate",
-            "sleep")
+ACTIONS = ("create", "remove", "read", "write", "list", "exists", "driver_load", "driver_unload",
+           "driver_upgrade", "unplug", "fault", "migrate", "sleep")
+MUTATING = ("create", "remove", "write", "driver_load", "driver_unload", "driver_upgrade", "unplug", "fault",
+            "migrate", "sleep")
 STEP_KEYS = ("host", "expect", "note")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _KERNEL = re.compile(r"\d+\.\d+(\.\d+)?")
@@ -152,6 +152,8 @@ class Step:
         a = self.args
         if self.action == "create":
             return f"create {a.get('parent') + '/' if a.get('parent') else ''}{a['type']} {a['uuid']}"
+        if self.action == "write":
+            return f"write {a['value']} > {a['path']}"
         if self.action == "fault":
             if isinstance(a, str):
                 return f"fault {a}"
@@ -603,6 +605,11 @@ class _Validator:
 
     args_list = args_read
     args_exists = args_read
+
+    def args_write(self, v: Any, where: str, hosts: list[str]) -> dict[str, str]:
+        """``write: {path, value}``: ``echo VALUE > PATH``, one write(2)."""
+        w = self.write(v, where)
+        return {"path": w.path, "value": w.value}
 
     def args_create(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
         self.mapping(v, where, ("type", "uuid", "parent"), ("type", "uuid"))

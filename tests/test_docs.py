@@ -131,3 +131,13 @@ def test_the_claim_rules_catch_a_wrong_number_and_allow_what_varies() -> None:
     block = Block(Path("x.md"), 1, "sh", "ls x\n# a\n\n# a remark\nfakemdev fault list \\\n  MP   # remark\n# b\n")
     assert [(c.text, c.claim) for c in block.commands()] == [("ls x", ["a"]),
                                                            ("fakemdev fault list \\\n  MP   # remark", ["b"])]
+
+
+def test_docs_drivers_lists_every_option_of_every_driver() -> None:
+    """The options table of docs/drivers.md names what the schema accepts."""
+    from fakemdev.vendors import BUILTIN, get_driver
+    text = (REPO / "docs/drivers.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    missing = [f"{name}: {opt}" for name in BUILTIN for opt in (get_driver(name).option_schema or {})
+               if not any(r.startswith(f"| `{name}` |") and f"`{opt}`" in r for r in rows)]
+    assert missing == []

@@ -33,8 +33,27 @@ def test_every_shipped_scenario_plays_green_on_a_mount_and_the_api(path: Path) -
 def test_shipped_scenarios_exist_for_each_required_case() -> None:
     names = {p.name for p in SHIPPED}
     assert {"default-host.yaml", "mtty-port-exhaustion.yaml", "bug-report-blocked-remove.yaml",
-            "mixed-gvt-nvidia.yaml", "driver-upgrade.yaml"} <= names
+            "mixed-gvt-nvidia.yaml", "driver-upgrade.yaml", "s390-vfio-ap-ccw.yaml",
+            "nvidia-sriov-vgpu.yaml"} <= names
     assert len([n for n in names if n.startswith("migration-")]) >= 5
+
+
+def test_every_built_in_driver_family_has_a_shipped_scenario() -> None:
+    """Issue 13 item 14: each vendor family ships a scenario (they all play
+    green above), s390's vfio_ap with matrix assignments among them."""
+    from fakemdev.vendors import BUILTIN
+    used: set[str] = set()
+    assigned = False
+    for path in SHIPPED:
+        s = scenario.load(str(path))
+        used |= {p.driver for h in s.hosts for p in h.parents}
+        used |= {st.args["entry"].driver for st in s.timeline if st.action in ("driver_load", "driver_upgrade")}
+        for h in s.hosts:
+            host = s.build_hosts()[h.name]
+            assigned |= any(d.driver_data.get("adapters") and d.driver_data.get("domains")
+                            for d in host.devices.values() if d.parent.driver.name == "vfio_ap")
+    assert set(BUILTIN) - used == set()
+    assert assigned, "no shipped vfio_ap device has adapters and domains assigned"
 
 
 MIGRATE_REFUSALS = """\
