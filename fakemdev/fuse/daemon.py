@@ -205,11 +205,13 @@ def check_mountpoint(mountpoint: str) -> None:
     if is_stale(mountpoint):
         raise MountError(f"{mountpoint}: stale mount left by a dead fakemdev daemon "
                          f"(Transport endpoint is not connected): run 'fakemdev umount {mountpoint}' first")
+    if mountpoint in mounted_fuse_points():  # before any stat(): a busy or stopped FUSE daemon would hang it
+        raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
     if not os.path.exists(mountpoint):
         raise MountError(f"{mountpoint}: no such directory: create it first (mkdir -p {mountpoint})")
     if not os.path.isdir(mountpoint):
         raise MountError(f"{mountpoint}: not a directory")
-    if os.path.ismount(mountpoint) or mountpoint in mounted_fuse_points():
+    if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
     if os.listdir(mountpoint):
         raise MountError(f"{mountpoint}: directory is not empty: mount on an empty directory")
