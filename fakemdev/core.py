@@ -541,17 +541,13 @@ class Host:
                 if not mdev_type.alive or parent.driver is not drv:
                     raise KernelError(errno.ENODEV, f"{mdev_type.id} went away while {uuid} was being created")
                 drv.probe(dev)
-            except KernelError as e:
+            except BaseException as e:
                 if core_accounting:
                     parent.available_instances += 1
-                if e.errno != errno.ENODEV or mdev_type.alive:
+                if isinstance(e, KernelError) and mdev_type.alive:
                     # device_add() already ran, so listeners saw it come and go
                     self._commit(Change(uevents=[Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]),
                                                  Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"])]))
-                raise
-            except BaseException:
-                if core_accounting:
-                    parent.available_instances += 1
                 raise
             finally:
                 del self._creating[uuid]
