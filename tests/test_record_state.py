@@ -138,3 +138,17 @@ def test_record_inside_fakemdev_run_writes_the_trees_profile_not_the_running_ker
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["hosts"][0]["kernel"] == "5.15"
     assert os.uname().release.split(".")[:2] != ["5", "15"]  # else this test could not tell the two apart
+
+
+@requires_fuse
+def test_recording_a_host_without_devices_says_so(mounts: list[Path], tmp_path: Path) -> None:
+    f = tmp_path / "empty.yaml"
+    f.write_text("scenario: 1\nhosts:\n  - name: bare\n")
+    a = mount(mounts, tmp_path / "a", "--scenario", str(f))
+    r = run_cli("record", "--sysfs", str(a))
+    assert r.returncode == 0
+    assert "no mdev parents and no vGPU functions: the scenario is a host without devices" in r.stderr
+    assert yaml.safe_load(r.stdout)["hosts"][0]["parents"] == []
+    (tmp_path / "nothing").mkdir()
+    r = run_cli("record", "--sysfs", str(tmp_path / "nothing"))  # not a sysfs at all
+    assert r.returncode == 1 and "nothing to record here" in r.stderr and r.stdout == ""
