@@ -21,29 +21,55 @@ def cli() -> None:
     """A simulated VFIO mdev host: a kernel-faithful /sys tree over FUSE."""
 
 
+DRIVER_HELP = ("Load this driver instead of the default host (repeatable): a built-in name or a .py path, "
+               "options after a colon; a value with commas is a list (vfio_ccw:subchannels=0.0.0313,0.0.0314).")
+
+
 def _build_hosts(kernel: str, drivers: Sequence[str]) -> dict[str, Any]:
+    """The one host of ``--driver`` options (or the default host). Every
+    option is checked before any driver is built: one bad one fails the
+    command with a line naming it, and nothing is mounted."""
     from .core import Host
     from .hosts import default_host
-    from .vendors import get_driver
+    from .vendors import make
+    from .vendors.options import OptionError, parse_spec
     if not drivers:
         return {"default": default_host(kernel=kernel)}
     host = Host("default", kernel=kernel)
     for spec in drivers:
-        name, _, opts = spec.partition(":")
-        options = dict(kv.split("=", 1) for kv in opts.split(",") if kv) if opts else {}
-        host.load_driver(get_driver(name)(**options))
+        name, _, _ = spec.partition(":")
+        try:
+            host.load_driver(make(*parse_spec(spec)))
+        except OptionError as e:
+            _fail(f"--driver {name}: {e.what}", 2)
+        except (LookupError, TypeError, ValueError, OSError) as e:
+            _fail(f"--driver {spec}: {e}", 2)
     return {"default": host}
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``-o KEY=VALUE`` options (a value with commas is a list, as in --driver)."""
+    from .vendors.options import OptionError, parse_cli
+    for p in pairs:
+        if "=" not in p or p.startswith("="):
+            _fail(f"-o {p}: expected KEY=VALUE", 2)
+    try:
+        return parse_cli(",".join(pairs))
+    except OptionError as e:
+        _fail(f"-o: {e}", 2)
+    raise AssertionError  # unreachable
 
 
 @cli.command()
 @click.argument("mountpoint")
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until Ctrl-C.")
-@click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]",
-              help="Load these drivers instead of the default host (repeatable; a .py path loads your own).")
-@click.option("--kernel", default="6.12", show_default=True, help="Kernel profile.")
+@click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]", help=DRIVER_HELP)
+@click.option("--kernel", default="6.12", show_default=True, help="Kernel profile (6.12, 6.1, 5.15, 4.19, ...).")
 @click.option("--allow-other/--no-allow-other", default=None,
               help="Let other users in (default: on when root mounts, like sysfs).")
-@click.option("--threads", is_flag=True, help="Serve requests concurrently (needed for blocking removes).")
+@click.option("--threads", is_flag=True,
+              help="Serve with libfuse's multi-threaded loop (about 2x the cost per request; never needed for "
+                   "correctness: a request that waits gets a stand-in thread in the default mode).")
 @click.option("--cache-timeout", type=float, default=10.0, show_default=True,
               help="Kernel entry/attribute cache seconds; every change invalidates what it touched.")
 @click.option("--scenario", "scenario_file", type=click.Path(dir_okay=False), default=None,
@@ -57,6 +83,7 @@ def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: s
           threads: bool, cache_timeout: float, scenario_file: Optional[str], shared: bool, make_dir: bool) -> None:
     """Mount a simulated host on MOUNTPOINT (which then plays /sys)."""
     from .fuse.daemon import MountError, mount as do_mount
+    mountpoint = os.path.abspath(mountpoint)
     if shared:
         from .propagation import shared_problem
         problem = shared_problem(mountpoint)
@@ -73,23 +100,24 @@ def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: s
         drivers = ()
         desc = f"scenario {scenario_file}"
     else:
-        try:
-            hosts = _build_hosts(kernel, drivers)
-        except (LookupError, TypeError, ValueError, OSError) as e:
-            _fail(str(e), 2)
+        hosts = _build_hosts(kernel, drivers)
         desc = "default host" if not drivers else "drivers: " + ", ".join(drivers)
     if make_dir:  # last, so that a refused mount leaves nothing behind
         try:
             os.makedirs(mountpoint, exist_ok=True)
         except OSError as e:
             _fail(f"{mountpoint}: cannot create it: {e.strerror}", 2)
+
+    def ready() -> None:  # --foreground: say so once the tree answers, as a daemon's start line does
+        click.echo(f"fakemdev: {mountpoint} mounted ({desc}), serving in the foreground as pid {os.getpid()}; "
+                   f"Ctrl-C or 'fakemdev umount {mountpoint}' ends it")
     try:
         pid = do_mount(hosts, mountpoint, foreground=foreground, allow_other=allow_other, threads=threads,
-                       cache_timeout=cache_timeout, description=desc)
+                       cache_timeout=cache_timeout, description=desc, on_ready=ready)
     except MountError as e:
         _fail(str(e))
     if pid is not None:
-        click.echo(f"fakemdev: {os.path.abspath(mountpoint)} mounted ({desc}), daemon pid {pid}")
+        click.echo(f"fakemdev: {mountpoint} mounted ({desc}), daemon pid {pid}")
 
 
 @cli.command()
@@ -141,14 +169,19 @@ def driver() -> None:
     """Load or unload vendor drivers in a running mount."""
 
 
+_host_option = click.option("--host", default=None, metavar="NAME",
+                            help="Host to act on (needed when the mount has several hosts).")
+
+
 @driver.command("load")
 @click.argument("mountpoint")
 @click.argument("name")
-@click.option("--host", default=None)
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE")
+@_host_option
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="A driver option (repeatable); a value with commas is a list.")
 def driver_load(mountpoint: str, name: str, host: Optional[str], options: tuple[str, ...]) -> None:
     """Load driver NAME (built-in name or .py path): its parents appear."""
-    opts = dict(o.split("=", 1) for o in options)
+    opts = _options(options)
     parents = _control(mountpoint, "driver_load", name=os.path.abspath(name) if name.endswith(".py") else name,
                        host=host, options=opts)
     click.echo(f"loaded {name}: parents {', '.join(parents)}")
@@ -157,7 +190,7 @@ def driver_load(mountpoint: str, name: str, host: Optional[str], options: tuple[
 @driver.command("unload")
 @click.argument("mountpoint")
 @click.argument("name")
-@click.option("--host", default=None)
+@_host_option
 def driver_unload(mountpoint: str, name: str, host: Optional[str]) -> None:
     """Unload driver NAME: its devices are removed, then its parents."""
     _control(mountpoint, "driver_unload", name=name, host=host)
@@ -167,23 +200,33 @@ def driver_unload(mountpoint: str, name: str, host: Optional[str]) -> None:
 @driver.command("upgrade")
 @click.argument("mountpoint")
 @click.argument("name")
-@click.option("--host", default=None)
+@_host_option
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-              help="Options of the new version (as for load).")
+              help="An option of the new version (repeatable). The options the driver was loaded with are "
+                   "kept; one given here replaces the loaded value.")
 @click.option("--version", "version", default=None, help="The new module version (/sys/module/NAME/version).")
 @click.option("--driver", "new_driver", default=None, metavar="NAME|PATH",
-              help="Build the new version from this driver instead of the loaded one's class.")
+              help="Build the new version from this driver instead of the loaded one's class (it keeps the "
+                   "loaded options it also takes).")
 def driver_upgrade(mountpoint: str, name: str, host: Optional[str], options: tuple[str, ...],
                    version: Optional[str], new_driver: Optional[str]) -> None:
-    """Upgrade loaded driver NAME in place: devices are kept, or the upgrade is refused."""
-    opts = dict(o.split("=", 1) for o in options)
+    """Upgrade loaded driver NAME in place: devices are kept, or the upgrade is refused.
+
+    The new version gets the options NAME was loaded with, except those -o
+    gives anew; the line printed lists what it got."""
+    opts = _options(options)
     if new_driver and new_driver.endswith(".py"):
         new_driver = os.path.abspath(new_driver)
     result = _control(mountpoint, "driver_upgrade", name=name, host=host, options=opts, version=version,
                       driver=new_driver)
     kept = len(result["devices"])
+    got = ", ".join(f"{k}={_show_option(v)}" for k, v in result.get("options", {}).items())
     click.echo(f"upgraded {name}" + (f" to {result['version']}" if result["version"] else "")
-               + f": {kept} device(s) kept")
+               + f": {kept} device(s) kept" + (f"; options {got}" if got else ""))
+
+
+def _show_option(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 @cli.command()
@@ -230,12 +273,18 @@ def scenarios_cmd(show_path: bool) -> None:
               help="The sysfs root to record (a real /sys or a fakemdev mount).")
 @click.option("--host", "host_name", default="recorded", show_default=True, help="Host name in the scenario.")
 def record(sysfs: str, host_name: str) -> None:
-    """Write a scenario reproducing the mdev state of SYSFS to stdout."""
-    from .record import RecordError, record_yaml
+    """Write a scenario reproducing the mdev state of SYSFS to stdout.
+
+    What the scenario cannot reproduce is said on stderr and in comments at
+    the top of the file."""
+    from .record import RecordError, record
     try:
-        click.echo(record_yaml(sysfs, host_name), nl=False)
+        recording = record(sysfs, host_name)
     except RecordError as e:
         _fail(str(e))
+    for note in recording.notes:  # a lossy recording never passes silently
+        click.echo(f"fakemdev record: warning: {note}", err=True)
+    click.echo(recording.yaml(), nl=False)
 
 
 @cli.group()
@@ -247,15 +296,13 @@ def _fault(mountpoint: str, knob: str, host: Optional[str], args: Any) -> Any:
     return _control(mountpoint, "fault", knob=knob, host=host, args=args)
 
 
-_host_option = click.option("--host", default=None, help="Host to act on (mounts with several hosts).")
-
-
 @fault.command("create-fail")
 @click.argument("mountpoint")
 @click.argument("mdev_type", metavar="TYPE")
-@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
+              help="How many creates fail before creates work again.")
 @click.option("--errno", "err", default="EIO", show_default=True, help="errno name, e.g. ENOSPC")
-@click.option("--parent", default=None)
+@click.option("--parent", default=None, help="Only creates on this parent (when several have TYPE).")
 @_host_option
 def fault_create_fail(mountpoint: str, mdev_type: str, count: int, err: str, parent: Optional[str],
                       host: Optional[str]) -> None:
@@ -271,9 +318,12 @@ def fault_create_fail(mountpoint: str, mdev_type: str, count: int, err: str, par
 @click.option("--type", "mdev_type", default=None, help="Only this type (default: every type).")
 @_host_option
 def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: Optional[str], host: Optional[str]) -> None:
-    """Every OP takes SECONDS longer (0 clears)."""
+    """Every OP takes SECONDS longer; 0 clears (without --type: every OP delay, per-type ones too)."""
     _fault(mountpoint, "delay", host, {"op": op, "seconds": seconds, "type": mdev_type})
-    click.echo(f"{op} delay {seconds}s" + (f" on {mdev_type}" if mdev_type else ""))
+    if seconds:
+        click.echo(f"{op} delay {seconds}s" + (f" on {mdev_type}" if mdev_type else ""))
+    else:
+        click.echo(f"{op} delay cleared on " + (mdev_type or "every type"))
 
 
 @fault.command("hold")
@@ -343,12 +393,13 @@ def _hosts_for_run(kernel: str, drivers: tuple[str, ...], scenario: Optional[str
 
 
 _run_options = [
-    click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]",
-                 help="Load these drivers instead of the default host."),
+    click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]", help=DRIVER_HELP),
     click.option("--scenario", type=click.Path(dir_okay=False), default=None,
                  help="Serve the hosts of this scenario file or shipped scenario name."),
-    click.option("--kernel", default="6.12", show_default=True),
-    click.option("--host", default=None, help="Which host of a multi-host scenario plays /sys."),
+    click.option("--kernel", default="6.12", show_default=True,
+                 help="Kernel profile of the --driver host (6.12, 6.1, 5.15, 4.19, ...); a scenario names its own."),
+    click.option("--host", default=None, metavar="NAME",
+                 help="Which host of a multi-host scenario plays /sys (required there)."),
     click.option("--graft", "mode", flag_value="graft", default=None,
                  help="Keep the real /sys and graft the fake entries in (mdevctl yes, libudev no)."),
     click.option("--libvirt", is_flag=True, help="Start a private libvirtd (node-device driver only) first."),

@@ -44,6 +44,7 @@ class Controller:
             "ping": lambda: "pong",
             "info": lambda: self.info,
             "snapshot": lambda host=None: self.host(host).snapshot(),
+            "kernel": lambda host=None: self.host(host).kernel,
             "driver_load": self._driver_load,
             "driver_unload": lambda name, host=None: self.host(host).unload_driver(name),
             "driver_upgrade": self._driver_upgrade,
@@ -61,36 +62,33 @@ class Controller:
         if name is None:
             if len(self.hosts) == 1:
                 return next(iter(self.hosts.values()))
-            raise KernelError(22, f"several hosts here ({', '.join(self.hosts)}): name one")
+            raise KernelError(22, f"several hosts here ({', '.join(self.hosts)}): name one with --host NAME")
         try:
             return self.hosts[name]
         except KeyError:
             raise KernelError(2, f"no host {name!r}; hosts: {', '.join(self.hosts)}") from None
 
     def _driver_load(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None) -> list[str]:
-        from .vendors import get_driver
+        from .vendors import make
         h = self.host(host)
-        parents = h.load_driver(get_driver(name)(**(options or {})))
+        parents = h.load_driver(make(name, options))
         return [p.name for p in parents]
 
     def _driver_upgrade(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None,
                         version: Optional[str] = None, driver: Optional[str] = None) -> dict[str, Any]:
         """Replace loaded module ``name`` by a new instance of its own class
-        (or of ``driver``, a built-in name or .py path) built from ``options``;
-        ``version`` becomes /sys/module/<name>/version (and srcversion changes)."""
-        from .vendors import get_driver
+        (or of ``driver``, a built-in name or .py path) built from the options
+        it was loaded with, overridden by ``options``; ``version`` becomes
+        /sys/module/<name>/version (and srcversion changes)."""
+        from .vendors import upgraded
         h = self.host(host)
         with h.lock:
             old = h.drivers.get(name)
             if old is None:
                 raise KernelError(2, f"driver {name} is not loaded")
-            cls = get_driver(driver) if driver else type(old)
-            new = cls(**(options or {}))
-            if version is not None:
-                from .vendors.base import set_module_version
-                set_module_version(new, version)
+            new = upgraded(old, options, driver=driver, version=version)
             h.upgrade_driver(name, new)
-            return {"name": name, "version": new.version,
+            return {"name": name, "version": new.version, "options": dict(new.load_options),
                     "devices": sorted(d.uuid for d in h.devices.values() if d.parent.driver is new)}
 
     def _uevents(self, host: Optional[str] = None, since: int = 0) -> list[dict[str, Any]]:

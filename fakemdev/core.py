@@ -9,13 +9,14 @@ or changed (for cache invalidation) and the uevents the kernel would send.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, ContextManager, Iterable, Optional
 
 from .errors import KernelError
 from . import kernels
@@ -202,6 +203,12 @@ class Host:
 
     All public methods are thread-safe (one re-entrant lock) and raise
     :class:`KernelError` with the kernel's errno on failure, changing nothing.
+
+    Two things wait with the lock released, as the kernel sleeps outside its
+    locks: a remove blocked on an open device, and a fault-injected delay
+    (:meth:`sleep`). Each runs inside ``wait_guard()``, which a server sets
+    so that its other requests go on meanwhile (the FUSE layer starts a
+    stand-in loop thread, :mod:`fakemdev.fuse.workers`).
     """
 
     def __init__(self, name: str = "default", kernel: str = "6.12") -> None:
@@ -210,6 +217,10 @@ class Host:
         self.kernel = kernel
         self.lock = threading.RLock()
         self._released = threading.Condition(self.lock)
+        self._timer = threading.Condition(self.lock)   # what sleep() waits on
+        self._wait_epoch = 0                            # abort_waits() moves it
+        self.wait_guard: Callable[[], ContextManager[None]] = contextlib.nullcontext
+        self._creating: dict[str, MdevDevice] = {}      # UUIDs taken by a create still probing
         self._uevent_posted = threading.Condition(self.lock)
         self.drivers: dict[str, VendorDriver] = {}
         self.parents: dict[str, Parent] = {}
@@ -220,6 +231,8 @@ class Host:
         self.mdev_loaded = True
         self.drivers_autoprobe = True
         self.mode_overrides: dict[str, int] = {}     # chmod by root, as kernfs keeps it
+        # what was written to a device's power/control and power/async (device path -> file -> value)
+        self.power_settings: dict[str, dict[str, bytes]] = {}
         self.listeners: list[Callable[[Change], None]] = []
         self.uevent_log: list[Uevent] = []
         self.uevent_log_max = 10_000
@@ -238,14 +251,17 @@ class Host:
         if change.uevents:
             self._uevent_posted.notify_all()
         for prefix in change.gone:
-            self._forget_modes(prefix)
+            self._forget(prefix)
         for listener in list(self.listeners):
             listener(change)
 
-    def _forget_modes(self, prefix: str) -> None:
-        if self.mode_overrides:
-            for p in [p for p in self.mode_overrides if p == prefix or p.startswith(prefix + "/")]:
-                del self.mode_overrides[p]
+    def _forget(self, prefix: str) -> None:
+        """A vanished subtree's chmods and power settings: a device made again
+        at the same path is a new struct device, with the defaults."""
+        for table in (self.mode_overrides, self.power_settings):
+            if table:
+                for p in [p for p in table if p == prefix or p.startswith(prefix + "/")]:
+                    del table[p]
 
     # -- drivers and parents -------------------------------------------
     def load_driver(self, driver: VendorDriver) -> list[Parent]:
@@ -377,7 +393,8 @@ class Host:
                 t.alive = False
         parent.types = types
         if not driver.has_get_available:
-            parent.available_instances = (driver.max_instances or 0) - len(parent.devices)
+            probing = sum(1 for d in self._creating.values() if d.parent is parent)
+            parent.available_instances = (driver.max_instances or 0) - len(parent.devices) - probing
         change.gone.append(f"{parent.devpath}/mdev_supported_types")
         change.changed.append(parent.devpath)
 
@@ -496,12 +513,18 @@ class Host:
         return len(buf)
 
     def create(self, mdev_type: MdevType, uuid: str) -> MdevDevice:
-        """mdev_device_create(): EEXIST anywhere, then capacity, then probe."""
+        """mdev_device_create(): EEXIST anywhere, then capacity, then probe.
+
+        As in the kernel, the UUID and a core-accounted instance are taken
+        before the probe, so a slow probe (a fault-injected delay, which
+        waits with the lock released) makes a second create of the same
+        UUID fail with EEXIST at once and counts against capacity; the
+        device appears when the create returns."""
         uuid = canonical_uuid(uuid)
         with self.lock:
             if not mdev_type.alive:
                 raise KernelError(errno.ENODEV, f"{mdev_type.id} is going away")
-            if uuid in self.devices:
+            if uuid in self.devices or uuid in self._creating:
                 raise KernelError(errno.EEXIST, f"mdev {uuid} already exists")
             parent = mdev_type.parent
             drv = parent.driver
@@ -510,17 +533,24 @@ class Host:
                 if parent.available_instances <= 0:
                     raise KernelError(drv.no_capacity_errno(errno.EUSERS),
                                       f"{parent.name}: all {drv.max_instances} instances in use")
-            dev = MdevDevice(uuid, mdev_type)
-            self._fault_check("create", mdev_type)
-            try:
-                drv.probe(dev)
-            except KernelError:
-                # device_add() already ran, so listeners saw it come and go
-                self._commit(Change(uevents=[Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]),
-                                             Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"])]))
-                raise
-            if core_accounting:
                 parent.available_instances -= 1
+            dev = MdevDevice(uuid, mdev_type)
+            self._creating[uuid] = dev
+            try:
+                self._fault_check("create", mdev_type)
+                if not mdev_type.alive or parent.driver is not drv:
+                    raise KernelError(errno.ENODEV, f"{mdev_type.id} went away while {uuid} was being created")
+                drv.probe(dev)
+            except BaseException as e:
+                if core_accounting:
+                    parent.available_instances += 1
+                if isinstance(e, KernelError) and mdev_type.alive:
+                    # device_add() already ran, so listeners saw it come and go
+                    self._commit(Change(uevents=[Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]),
+                                                 Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"])]))
+                raise
+            finally:
+                del self._creating[uuid]
             self.devices[uuid] = dev
             parent.devices[uuid] = dev
             mdev_type.devices[uuid] = dev
@@ -532,10 +562,30 @@ class Host:
             return dev
 
     def _fault_check(self, op: str, mdev_type: MdevType) -> None:
-        """Hook for fault injection (issue: scenarios); no-op in the plain core."""
+        """Hook for fault injection (:mod:`fakemdev.faults`); no-op in the plain
+        core. It may raise (a failing probe) or :meth:`sleep` (a slow one)."""
         hook = getattr(self, "fault_hook", None)
         if hook is not None:
             hook(op, mdev_type)
+
+    def sleep(self, seconds: float) -> None:
+        """A slow step (a fault-injected delay): wait with the host lock
+        released, so unrelated reads and writes go on, as a kernel driver's
+        probe sleeps outside the locks readers need. Callers take what they
+        must keep (a UUID, an instance) before and check again after."""
+        deadline = time.monotonic() + seconds
+        epoch = self._wait_epoch
+        with self.lock, self.wait_guard():
+            while epoch == self._wait_epoch and (left := deadline - time.monotonic()) > 0:
+                self._timer.wait(left)
+
+    def abort_waits(self) -> None:
+        """The server is going away: blocked removes fail with EINTR and
+        delays end now, so the threads serving them can return."""
+        with self.lock:
+            self._wait_epoch += 1
+            self._released.notify_all()
+            self._timer.notify_all()
 
     def _bind(self, dev: MdevDevice, change: Change) -> None:
         dev.bound = True
@@ -599,14 +649,21 @@ class Host:
             if not dev.alive or dev.removing:
                 raise KernelError(errno.ENODEV, f"mdev {dev.uuid} is already being removed")
             self._fault_check("remove", dev.mdev_type)
+            if not dev.alive or dev.removing:  # a delay let another remove (or an unplug) win
+                raise KernelError(errno.ENODEV, f"mdev {dev.uuid} is already being removed")
             if dev.open_count and kernels.vendor_remove_can_veto(self.kernel):
                 dev.parent.driver.check_remove(dev)  # 4.10-5.1: EBUSY veto, or block below
             if dev.open_count:
                 self._begin_blocked_remove(dev)
-                while dev.open_count:
-                    self._released.wait()
+                epoch = self._wait_epoch
+                with self.wait_guard():
+                    while dev.open_count and epoch == self._wait_epoch:
+                        self._released.wait()
                 if not dev.alive:  # torn down meanwhile (surprise parent removal)
                     return
+                if dev.open_count:
+                    raise KernelError(errno.EINTR, f"mdev {dev.uuid}: the server went away while the remove "
+                                                   f"waited for the device to be closed")
                 change = Change()
                 self._finish_remove(dev, change)
                 self._commit(change)

@@ -1,9 +1,12 @@
 """Fault injection knobs, netdevsim-style: a test flips one, then watches the client.
 
 Knobs live on a :class:`Faults` object installed as ``host.fault_hook``; the
-core calls it as ``hook(op, mdev_type)`` at the start of every create and
-remove (under the host lock, before anything changed), so a raised
-KernelError is exactly a failed write(2) and a sleep is a slow one.
+core calls it as ``hook(op, mdev_type)`` in every create (after the UUID and
+a core-accounted instance are taken, where the kernel probes) and at the
+start of every remove, so a raised KernelError is exactly a failed write(2)
+and a delay a slow one. Delays wait with the host lock released
+(:meth:`~fakemdev.core.Host.sleep`): like a slow probe on a kernel, they
+stall only their own writer.
 
 * ``fail_create(type, count, errno)``: the next ``count`` creates on that
   type fail with ``errno`` (what a vendor probe returning an error does).
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import errno as _errno
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -77,7 +79,7 @@ class Faults:
                         break
                 self.create_failures = [f for f in self.create_failures if f.remaining]
         if wait:
-            time.sleep(wait)
+            self.host.sleep(wait)  # with the host lock released: a slow probe stalls only its writer
         if failure is not None:
             raise KernelError(failure.errno, f"fault injected: create on {mdev_type.id} fails with "
                                              f"{errno_name(failure.errno)}")
@@ -85,22 +87,47 @@ class Faults:
     # -- knobs -----------------------------------------------------------------
     def fail_create(self, mdev_type: str, count: int = 1, errno: int | str = "EIO",
                     parent: Optional[str] = None) -> None:
-        """The next ``count`` creates on ``mdev_type`` fail with ``errno``."""
+        """The next ``count`` creates on ``mdev_type`` fail with ``errno``.
+        ENOENT for a type (or parent) the host does not have: such a knob
+        could never fire, and would sit in ``list`` for ever."""
         if count < 1:
             raise ValueError("count must be at least 1")
+        self._check_type(mdev_type, parent)
+        errno = _errno_of(errno)
         with self._lock:
-            self.create_failures.append(CreateFailure(mdev_type, int(count), _errno_of(errno), parent))
+            self.create_failures.append(CreateFailure(mdev_type, int(count), errno, parent))
 
     def delay(self, op: str, seconds: float, mdev_type: Optional[str] = None) -> None:
-        """Every ``op`` (create/remove) on ``mdev_type`` (or any type) takes ``seconds`` longer."""
+        """Every ``op`` (create/remove) on ``mdev_type`` (or any type) takes
+        ``seconds`` longer. 0 clears: on ``mdev_type``, or without a type
+        every ``op`` delay, those set for one type included."""
         if op not in OPS:
             raise ValueError(f"op must be one of {', '.join(OPS)}, not {op!r}")
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
+        if mdev_type is not None:
+            self._check_type(mdev_type, None)
         with self._lock:
-            self.delays = [d for d in self.delays if (d.op, d.mdev_type) != (op, mdev_type)]
             if seconds:
+                self.delays = [d for d in self.delays if (d.op, d.mdev_type) != (op, mdev_type)]
                 self.delays.append(Delay(op, float(seconds), mdev_type))
+            else:
+                self.delays = [d for d in self.delays
+                               if d.op != op or (mdev_type is not None and d.mdev_type != mdev_type)]
+
+    def _check_type(self, mdev_type: str, parent: Optional[str]) -> None:
+        """ENOENT, naming what exists, unless the host has ``mdev_type`` (on ``parent``)."""
+        host = self.host
+        with host.lock:
+            if parent is not None and parent not in host.parents:
+                raise KernelError(_errno.ENOENT, f"no parent {parent!r}; parents: "
+                                                 f"{', '.join(sorted(host.parents)) or 'none'}")
+            parents = [p for p in host.parents.values() if parent is None or p.name == parent]
+            if not any(mdev_type in p.types for p in parents):
+                known = sorted({t for p in parents for t in p.types})
+                on = f" on parent {parent}" if parent is not None else ""
+                raise KernelError(_errno.ENOENT, f"no mdev type {mdev_type!r}{on}; types: "
+                                                 f"{', '.join(known) or 'none'}")
 
     def hold(self, uuid: str) -> None:
         """A VFIO user opens the device: ``remove`` blocks until :meth:`release`."""

@@ -377,8 +377,9 @@ def _refusal(label: str, decl: TypeMigration, source: StateVersion) -> str:
     head = f"target driver {label} accepts device state {decl.accepts.describe(current)}; source is {source}"
     if source > current:
         return f"{head}: upgrade the target driver"
-    return (f"{head}: the target no longer reads {source}; upgrade the source driver (a device created "
-            f"under it saves a newer state) or pick a target whose driver accepts {source}")
+    return (f"{head}: the target no longer reads {source}; pick a target whose driver still accepts {source} "
+            f"(or load such a version there). Upgrading the source driver does not change what this running "
+            f"device saves: only a device created after the upgrade, with its VM shut down, saves a newer state")
 
 
 # -- the sysfs surface ------------------------------------------------------------------
@@ -390,8 +391,20 @@ def _show(mdev_type: "MdevType", driver: Optional["VendorDriver"] = None) -> byt
 def device_driver(mdev: "MdevDevice") -> "VendorDriver":
     """The driver version whose state format a device saves: the one that
     created it. A driver upgraded in place (Host.upgrade_driver) keeps
-    running old devices in their old format; only new devices get the new one."""
+    running old devices in their old format; only new devices get the new
+    one. A device that arrived by :func:`run` saves what it arrived with."""
     return getattr(mdev, "created_by", None) or mdev.parent.driver
+
+
+def driver_saving(driver: "VendorDriver", version: str) -> "VendorDriver":
+    """``driver`` as it is for a device that saves state ``version``: the
+    driver before an in-place upgrade, for a device it created; or the
+    target's driver running a migrated device at the state it came with."""
+    import copy
+    other = copy.copy(driver)
+    other.options = {**(getattr(driver, "options", {}) or {}), "migration_version": version}
+    other.__dict__.pop("_migration_cache", None)
+    return other
 
 
 def type_attributes(mdev_type: "MdevType") -> dict[str, Attribute]:
@@ -532,7 +545,8 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
         assert tdecl is not None and tdecl.version is not None
         if sv.version < tdecl.version:
             notes.append(f"the target runs this device at the older state {sv.version} (its own is "
-                         f"{tdecl.version}): features added since may stay disabled until the device is recreated")
+                         f"{tdecl.version}): the moved device keeps saving {sv.version}, so it can move back; "
+                         f"features added since may stay disabled until the device is recreated")
         if dev.open_count:
             notes.append(f"the device is open on {src.name} (a VM runs): run hands it over to {dst.name}")
         moved = (new_uuid or dev.uuid).lower()
@@ -579,6 +593,10 @@ def run(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *, p
         try:
             created = dst.create(target, moved_uuid)
             undo.append(("remove the target device", lambda: dst.remove(created)))
+            arrived, own = verdict.source_version, verdict.target_version
+            if arrived is not None and arrived != own:
+                # it runs in the state it arrived in (the check's note says so) until recreated
+                created.created_by = driver_saving(target.parent.driver, arrived)
             step = "hand the open device over"
             for _ in range(opened):
                 dst.open_device(moved_uuid)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from .core import Host
 from .errors import KernelError, errno_name
-from .scenario import ParentEntry, Scenario, Step, make_driver
+from .scenario import ParentEntry, Scenario, Step, make_driver, upgrade_driver
 
 BLOCKED_REMOVE_TIMEOUT = 10.0   # a remove expected to block must finish within this after the run
 
@@ -148,32 +148,7 @@ class ApiBackend(Backend):
         h.remove(dev)
 
     def _resolve(self, host: Optional[str], path: str) -> Any:
-        """Walk the projection, following symlinks as path resolution does."""
-        tree = self._tree(host)
-        parts = [p for p in path.split("/") if p]
-        cur: list[str] = []
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                cur = cur[:-1]
-                continue
-            node = tree.lookup("/".join(cur + [name]))
-            if node is None:
-                raise KernelError(_errno.ENOENT)
-            if node.kind == "link":
-                hops += 1
-                if hops > 40:
-                    raise KernelError(_errno.ELOOP)
-                parts = node.target.split("/") + parts
-                continue
-            if parts and node.kind != "dir":
-                raise KernelError(_errno.ENOTDIR)
-            cur.append(name)
-        node = tree.lookup("/".join(cur))
-        if node is None:
-            raise KernelError(_errno.ENOENT)
-        return node
+        return self._tree(host).resolve(path)
 
     def read(self, host: Optional[str], path: str) -> str:
         node = self._resolve(host, path)
@@ -182,6 +157,9 @@ class ApiBackend(Backend):
         if node.show is None or not node.mode & 0o444:
             raise KernelError(_errno.EACCES)
         return _strip_nl(node.show())
+
+    def write(self, host: Optional[str], args: dict[str, str]) -> None:
+        self._tree(host).write(args["path"], f"{args['value']}\n".encode())
 
     def list(self, host: Optional[str], path: str) -> list[str]:
         node = self._resolve(host, path)
@@ -202,8 +180,7 @@ class ApiBackend(Backend):
         self.host(host).load_driver(make_driver(args["entry"]))
 
     def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
-        drv = make_driver(args["entry"])
-        self.host(host).upgrade_driver(drv.name, drv)
+        upgrade_driver(self.host(host), args["entry"])
 
     def driver_unload(self, host: Optional[str], name: str) -> None:
         self.host(host).unload_driver(name)
@@ -272,6 +249,9 @@ class MountBackend(Backend):
         with open(self.path(host, path), "rb", buffering=0) as f:
             return _strip_nl(f.read())
 
+    def write(self, host: Optional[str], args: dict[str, str]) -> None:
+        self._write(self.path(host, args["path"]), f"{args['value']}\n".encode())   # what `echo VALUE >` writes
+
     def list(self, host: Optional[str], path: str) -> list[str]:
         return sorted(os.listdir(self.path(host, path)))
 
@@ -302,11 +282,10 @@ def register_control(controller: Any) -> None:
     """Control ops a mount needs to play every step kind (found by the daemon)."""
     def driver(how: str, entry: dict[str, Any], host: Optional[str] = None) -> list[str]:
         h = controller.host(host)
-        drv = make_driver(ParentEntry(**entry))
         if how == "upgrade":
-            h.upgrade_driver(drv.name, drv)
+            upgrade_driver(h, ParentEntry(**entry))
             return []
-        return [p.name for p in h.load_driver(drv)]
+        return [p.name for p in h.load_driver(make_driver(ParentEntry(**entry)))]
     controller.register("scenario_driver", driver)
     controller.register("scenario_migrate", lambda args: run_migrate(controller.hosts, args))
 
@@ -426,8 +405,9 @@ def play(scenario: Scenario, backends: tuple[str, ...] = ("mount", "api"),
 
 
 class mounted_scenario:
-    """Mount a scenario's hosts in a scratch directory (threads on, so a
-    blocked remove does not stall the rest) and unmount on exit."""
+    """Mount a scenario's hosts in a scratch directory, as ``fakemdev mount``
+    does by default (a blocked remove stalls only its writer there too),
+    and unmount on exit."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
@@ -437,7 +417,7 @@ class mounted_scenario:
         from .fuse.daemon import mount, socket_path
         hosts = self.scenario.build_hosts()
         self.dir = tempfile.mkdtemp(prefix="fakemdev-play-")
-        mount(hosts, self.dir, threads=True, description=f"play {self.scenario.file}")
+        mount(hosts, self.dir, description=f"play {self.scenario.file}")
         return MountBackend(self.dir, list(hosts), socket_path(os.path.abspath(self.dir)))
 
     def __exit__(self, *exc: Any) -> None:

@@ -3,13 +3,21 @@
 What is recorded: the kernel version, every parent in ``class/mdev_bus``
 with its types (name, description, device_api, available_instances), its
 parent-device files and uevent, the module's version/attributes/parameters,
-and the existing mdevs (type, bound or not), in iommu-group order so a
-replay hands out the same group numbers.
+the existing mdevs (type, bound or not) in iommu-group order so a replay
+hands out the same group numbers, each device's driver state beyond its
+type as attribute writes (a vfio_ap matrix, NVIDIA vgpu_params: the
+driver's ``recorded_writes``), and what drivers outside the mdev core find
+of their own devices (SR-IOV vGPUs: ``recorded_outside``).
 
 Each parent is played by a built-in driver only when that driver, with
 options inferred from the recording, reproduces the parent exactly (types,
 texts and counts, checked by building it); otherwise it becomes a
 declarative driver with per-type counts, which reproduces any snapshot.
+
+A recording is never lossy in silence: what sysfs does not show (the
+acceptance rule, which devices are held open, the kernel of a copied tree)
+and every file the replay would show differently (it is built and read
+back) become notes: warnings on stderr and comments in the file.
 """
 from __future__ import annotations
 
@@ -50,6 +58,41 @@ class RecDevice:
     bound: bool
     group: Optional[int]
     migration: Optional[str] = None   # the device's own state version (a pre-upgrade device keeps its old one)
+    writes: list[tuple[str, str]] = field(default_factory=list)   # (device-relative attribute, value)
+
+
+class Reader:
+    """:class:`~fakemdev.vendors.base.SysfsReader` over a recorded tree,
+    keeping what it read (``facts``: root-relative path -> value) so that
+    :func:`verify` can read the same paths back from the replay."""
+
+    def __init__(self, root: str, at: str = "", facts: Optional[dict[str, tuple[str, Optional[str]]]] = None) -> None:
+        self.root, self.at = root, at
+        self.facts: dict[str, tuple[str, Optional[str]]] = facts if facts is not None else {}
+
+    def scoped(self, sub: str) -> "Reader":
+        return Reader(self.root, self._rel(sub), self.facts)
+
+    def _rel(self, path: str) -> str:
+        return f"{self.at}/{path}".strip("/") if self.at else path.strip("/")
+
+    def text(self, path: str) -> Optional[str]:
+        rel = self._rel(path)
+        value = _read1(os.path.join(self.root, rel))
+        self.facts[rel] = ("text", value)
+        return value
+
+    def link(self, path: str) -> Optional[str]:
+        rel = self._rel(path)
+        value = _link_tail(os.path.join(self.root, rel))
+        self.facts[rel] = ("link", value)
+        return value
+
+    def names(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(os.path.join(self.root, self._rel(path))))
+        except OSError:
+            return []
 
 
 @dataclass
@@ -116,24 +159,25 @@ def _link_tail(path: str) -> Optional[str]:
         return None
 
 
-def read_parents(root: str) -> list[RecParent]:
+def read_parents(root: str, reader: Optional[Reader] = None, notes: Optional[list[str]] = None) -> list[RecParent]:
+    reader = reader or Reader(root)
+    notes = notes if notes is not None else []
     bus_dir = os.path.join(root, "class", "mdev_bus")
     try:
         names = sorted(os.listdir(bus_dir))
-    except OSError as e:
-        raise RecordError(f"{bus_dir}: {e.strerror}: no mdev parents here (is the mdev module loaded?)") from None
+    except OSError:
+        return []  # no mdev core here; drivers outside it may still have something (record_host decides)
     out = []
     for n in names:
-        rec = _read_parent(root, n)
+        rec = _read_parent(root, n, reader)
         if rec is None:
-            import sys
-            print(f"fakemdev record: {n}: class/mdev_bus link points nowhere; skipped", file=sys.stderr)
+            notes.append(f"class/mdev_bus/{n} points nowhere (no mdev_supported_types): not recorded")
             continue
         out.append(rec)
     return out
 
 
-def _read_parent(root: str, name: str) -> Optional[RecParent]:
+def _read_parent(root: str, name: str, reader: Reader) -> Optional[RecParent]:
     link = os.path.join(root, "class", "mdev_bus", name)
     devpath = os.path.normpath(os.path.join("class/mdev_bus", os.readlink(link)))
     pdir = os.path.join(root, devpath)
@@ -162,7 +206,7 @@ def _read_parent(root: str, name: str) -> Optional[RecParent]:
         if UUID_RE.fullmatch(entry) and os.path.isdir(p):
             drv = _link_tail(os.path.join(p, "driver"))
             mdev_driver = mdev_driver or drv
-            group = _link_tail(os.path.join(p, "iommu_group"))
+            group = reader.link(f"{devpath}/{entry}/iommu_group")
             devices.append(RecDevice(entry, _link_tail(os.path.join(p, "mdev_type")) or "", drv is not None,
                                      int(group) if group and group.isdigit() else None,
                                      _migration(os.path.join(p, "migration_version"))))
@@ -176,6 +220,11 @@ def _read_parent(root: str, name: str) -> Optional[RecParent]:
     mdev_driver = mdev_driver or _mdev_driver_of(root, module) or module
     rec = RecParent(name, devpath, driver_string, kind, subsystem, attrs, _read(os.path.join(pdir, "uevent")) or "",
                     types, devices, module, mdev_driver)
+    classes = [cls for _, cls in _builtins_for_module(module)]
+    for d in devices:
+        if d.bound:  # the driver's files exist only while the device is bound
+            d.writes = next((w for cls in classes if (w := cls.recorded_writes(reader.scoped(f"{devpath}/{d.uuid}")))),
+                            [])
     mdir = os.path.join(root, "module", module)
     rec.module_version = _read1(os.path.join(mdir, "version"))
     rec.module_refcnt = int(_read1(os.path.join(mdir, "refcnt")) or 0)
@@ -202,8 +251,13 @@ def _mdev_driver_of(root: str, module: str) -> Optional[str]:
 
 
 # -- choosing a driver -------------------------------------------------------------------
-def _option_candidates(rec: RecParent) -> list[dict[str, Any]]:
-    """Options a built-in driver might have been loaded with, from what sysfs shows."""
+def _option_candidates(recs: list[RecParent]) -> list[dict[str, Any]]:
+    """Options a built-in driver might have been loaded with, from what sysfs
+    shows of the parents of one module (several: one per subchannel or GPU)."""
+    if len(recs) > 1:
+        names = [r.name for r in recs]
+        return [{"subchannels": names}, {"bdfs": names}]
+    rec = recs[0]
     out: list[dict[str, Any]] = [{}]
     if "count" in rec.module_params:
         out.insert(0, {"count": int(rec.module_params["count"])})
@@ -220,15 +274,15 @@ def _option_candidates(rec: RecParent) -> list[dict[str, Any]]:
     return out
 
 
-def _reproduces(driver: Any, rec: RecParent) -> bool:
-    """Build the driver alone with the recorded devices; same parent, types and counts?"""
+def _reproduces(driver: Any, recs: list[RecParent]) -> bool:
+    """Build the driver alone with the recorded devices; same parents, types and counts?"""
     host = Host("probe")
     try:
         host.load_driver(driver)
-        if list(host.parents) != [rec.name]:
+        if sorted(host.parents) != sorted(r.name for r in recs):
             return False
-        parent = host.parents[rec.name]
-        for d in _creation_order(rec.devices):
+        for d, rec in sorted(((d, r) for r in recs for d in r.devices), key=lambda x: _creation_key(x[0])):
+            parent = host.parents[rec.name]
             t = parent.types.get(d.type_id)
             if t is None:
                 return False
@@ -237,6 +291,10 @@ def _reproduces(driver: Any, rec: RecParent) -> bool:
                 host.unbind(parent.driver.driver_name, d.uuid)
     except (KernelError, TypeError, ValueError, KeyError):
         return False
+    return all(_same_parent(host.parents[rec.name], driver, rec) for rec in recs)
+
+
+def _same_parent(parent: Any, driver: Any, rec: RecParent) -> bool:
     spec = parent.spec
     got_attrs = {k: v.decode()[:-1] if v.endswith(b"\n") else v.decode() for k, v in spec.attrs.items()}
     if (parent.devpath != rec.devpath or spec.uevent.decode() != rec.uevent or got_attrs != rec.attrs
@@ -249,35 +307,61 @@ def _reproduces(driver: Any, rec: RecParent) -> bool:
     return got == want
 
 
-def _builtins_for_module(module: str) -> list[tuple[str, Any]]:
-    """Built-in drivers whose kernel module is ``module`` (the registry name
-    and the module name differ, e.g. nvidia -> nvidia_vgpu_vfio)."""
+def _driver_classes() -> list[tuple[str, Any]]:
+    """(registry name, class) of every known driver that loads."""
     from .vendors import get_driver, known_drivers
     out = []
     for name in known_drivers():
         try:
-            cls = get_driver(name)
+            out.append((name, get_driver(name)))
         except Exception:  # a broken third-party entry point must not stop a recording
             continue
-        if name == module or getattr(cls, "name", None) == module:
-            out.append((name, cls))
     return out
 
 
-def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
+def _builtins_for_module(module: str) -> list[tuple[str, Any]]:
+    """Built-in drivers whose kernel module is ``module`` (the registry name
+    and the module name differ, e.g. nvidia -> nvidia_vgpu_vfio)."""
+    return [(name, cls) for name, cls in _driver_classes() if name == module or getattr(cls, "name", None) == module]
+
+
+def _creation_key(d: RecDevice) -> tuple[bool, int, str]:
     """Bound devices by iommu group (lowest-free ids then match), unbound last."""
-    return sorted(devices, key=lambda d: (not d.bound, d.group if d.group is not None else 0, d.uuid))
+    return (not d.bound, d.group if d.group is not None else 0, d.uuid)
 
 
-def parent_entry(rec: RecParent) -> dict[str, Any]:
-    """The scenario ``parents`` entry that reproduces one recorded parent."""
+def _creation_order(devices: list[RecDevice]) -> list[RecDevice]:
+    return sorted(devices, key=_creation_key)
+
+
+def parent_entries(parents: list[RecParent], notes: list[str]) -> list[dict[str, Any]]:
+    """The scenario ``parents`` entries: one per module (a driver with
+    several parents, vfio_ccw's subchannels, NVIDIA's GPUs, is one entry)."""
+    modules: dict[str, list[RecParent]] = {}
+    for rec in parents:
+        modules.setdefault(rec.module, []).append(rec)
+    out = []
+    for module, recs in modules.items():
+        entry = _builtin_entry(recs)
+        if entry is None:
+            if len(recs) > 1:  # one declarative driver plays one parent
+                notes.append(f"module {module}: no built-in driver reproduces its {len(recs)} parents and a "
+                             f"declarative one plays one: {', '.join(r.name for r in recs[1:])} not recorded")
+            entry = {"driver": "declarative", "declare": _declare(recs[0])}
+        out.append(entry)
+    return out
+
+
+def _builtin_entry(recs: list[RecParent]) -> Optional[dict[str, Any]]:
+    """A built-in driver with inferred options that reproduces the module's parents, if any."""
+    rec = recs[0]
     for registry_name, cls in _builtins_for_module(rec.module):
-        for options in _option_candidates(rec):
+        for options in _option_candidates(recs):
             try:
                 drv = cls(**options)
             except (TypeError, ValueError):
                 continue
-            if _reproduces(drv, rec):
+            if _reproduces(drv, recs):
                 entry: dict[str, Any] = {"driver": registry_name}
                 default_version = dict(getattr(drv, "module_attrs", {}) or {}).get("version")
                 if rec.module_version is not None and rec.module_version != default_version:
@@ -286,7 +370,7 @@ def parent_entry(rec: RecParent) -> dict[str, Any]:
                 if options:
                     entry["options"] = options
                 return entry
-    return {"driver": "declarative", "declare": _declare(rec)}
+    return None
 
 
 def _migration_options(rec: RecParent) -> dict[str, Any]:
@@ -347,13 +431,51 @@ def _declare(rec: RecParent) -> dict[str, Any]:
     return out
 
 
-def kernel_of(root: str) -> str:
-    """major.minor of the recorded kernel; only a real /sys tells (else 6.12)."""
+def kernel_of(root: str, notes: list[str]) -> str:
+    """major.minor of the recorded kernel. A fakemdev mount's is its host's
+    profile, asked of its daemon (also inside ``fakemdev run``, where the
+    mount is /sys but the running kernel is the machine's); the real /sys's
+    is the running kernel's; a copy of a tree does not say (6.12, noted)."""
+    from .fuse.daemon import fakemdev_mount_of
+    mount = fakemdev_mount_of(root)
+    if mount is not None:
+        kernel = _profile_of(root, mount)
+        if kernel is not None:
+            return kernel
+        notes.append(f"{root} is a fakemdev mount whose daemon did not tell its kernel profile: recorded 6.12")
+        return "6.12"
     if os.path.realpath(root) == "/sys":
         m = re.match(r"(\d+\.\d+)", os.uname().release)
         if m:
             return m.group(1)
+    notes.append(f"{root} is not a live /sys, so its kernel version is unknown: recorded 6.12 (edit 'kernel:')")
     return "6.12"
+
+
+def _profile_of(root: str, mount: Any) -> Optional[str]:
+    """Ask the daemon serving ``mount`` (a :class:`~fakemdev.fuse.daemon.MountEntry`)
+    for the kernel profile of the host ``root`` shows: the first path
+    component below the mount's own root names it when the daemon serves
+    several hosts. The daemon is found by its state file, or by what
+    ``fakemdev run`` exports (FAKEMDEV_SOCKET for the tree it put on FAKEMDEV_SYSFS)."""
+    from .control import ControlError, call
+    from .fuse.daemon import fakemdev_mount_of, list_mounts, mount_table
+    inside = os.path.join(mount.root, os.path.relpath(os.path.realpath(root), mount.point)).strip("/")
+    first = inside.split("/")[0] if inside not in ("", ".") else ""
+    same_fs = {m.point for m in mount_table() if m.device == mount.device}
+    candidates: list[tuple[str, list[str]]] = [(i.socket, i.hosts) for i in list_mounts() if i.mountpoint in same_fs]
+    env_sysfs, env_socket = os.environ.get("FAKEMDEV_SYSFS"), os.environ.get("FAKEMDEV_SOCKET")
+    if env_sysfs and env_socket:
+        env_mount = fakemdev_mount_of(env_sysfs)
+        if env_mount is not None and env_mount.device == mount.device:
+            candidates.append((env_socket, []))
+    for socket, hosts in candidates:
+        host = first if len(hosts) > 1 or (not hosts and first) else None
+        try:
+            return str(call(socket, "kernel", timeout=5, host=host))
+        except ControlError:
+            continue
+    return None
 
 
 def host_roots(root: str, host_name: str) -> list[tuple[str, str]]:
@@ -365,22 +487,56 @@ def host_roots(root: str, host_name: str) -> list[tuple[str, str]]:
     return [(d, os.path.join(root, d)) for d in subs] or [(host_name, root)]
 
 
-def record(root: str = "/sys", host_name: str = "recorded") -> dict[str, Any]:
-    """The scenario (as plain data) reproducing the mdev state under ``root``."""
-    hosts = [record_host(r, name) for name, r in host_roots(root, host_name)]
-    return {"scenario": 1, "description": f"recorded from {os.path.abspath(root)}", "hosts": hosts}
+@dataclass
+class Recording:
+    """A recorded scenario (plain data) and what it cannot reproduce."""
+
+    data: dict[str, Any]
+    notes: list[str]
+
+    def yaml(self) -> str:
+        head = ("# Recorded by `fakemdev record`: replay with `fakemdev mount --scenario THIS_FILE MOUNTPOINT`.\n"
+                "# Parents with a built-in driver that reproduces them use it; others are declarative.\n")
+        if self.notes:
+            head += "# NOT REPRODUCED (the replay differs from the recorded host here):\n"
+            head += "".join(f"#   - {n}\n" for n in self.notes)
+        return head + yaml.safe_dump(self.data, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                                     width=100)
 
 
-def record_host(root: str, host_name: str) -> dict[str, Any]:
+def record(root: str = "/sys", host_name: str = "recorded") -> Recording:
+    """The scenario reproducing the mdev state under ``root``, checked by
+    building it and reading back every fact recorded."""
+    notes: list[str] = []
+    facts: dict[str, dict[str, tuple[str, Optional[str]]]] = {}
+    hosts = []
+    for name, r in host_roots(root, host_name):
+        reader = Reader(r)
+        hosts.append(record_host(r, name, reader, notes))
+        facts[name] = reader.facts
+    data = {"scenario": 1, "description": f"recorded from {os.path.abspath(root)}", "hosts": hosts}
+    recording = Recording(data, notes)
+    notes += verify(recording, facts)
+    return recording
+
+
+def record_host(root: str, host_name: str, reader: Optional[Reader] = None,
+                notes: Optional[list[str]] = None) -> dict[str, Any]:
     """One host's entry of the scenario."""
-    parents = read_parents(root)
+    reader = reader or Reader(root)
+    notes = notes if notes is not None else []
+    parents = read_parents(root, reader, notes)
     devices = []
+    writes: list[dict[str, str]] = []
     for rec in parents:
         # Open VFIO device fds pin the vendor module; sysfs shows only how
         # many (refcnt), not which, so the first ones in group order are
         # marked open (only when the count can be such fds at all).
         bound = [d for d in _creation_order(rec.devices) if d.bound]
         held = {d.uuid for d in bound[:rec.module_refcnt]} if rec.module_refcnt <= len(bound) else set()
+        if held:
+            notes.append(f"{rec.module}: {len(held)} device(s) held open by a VFIO user (module refcnt); "
+                         f"sysfs does not say which: the first in iommu-group order are marked open")
         for d in _creation_order(rec.devices):
             dev: dict[str, Any] = {"uuid": d.uuid, "type": d.type_id, "parent": rec.name}
             if not d.bound:
@@ -391,16 +547,83 @@ def record_host(root: str, host_name: str) -> dict[str, Any]:
             if d.migration is not None and d.migration != own:
                 dev["migration_version"] = d.migration
             devices.append((d, dev))
-    devices.sort(key=lambda x: (not x[0].bound, x[0].group if x[0].group is not None else 0, x[0].uuid))
-    host: dict[str, Any] = {"name": host_name, "kernel": kernel_of(root),
-                            "parents": [parent_entry(p) for p in parents]}
+            writes += [{"path": f"{rec.devpath}/{d.uuid}/{attr}", "value": v} for attr, v in d.writes]
+        if any(t.migration not in (None, "unsupported") for t in rec.types):
+            notes.append(f"{rec.name}: the migration acceptance rule is not visible in sysfs: the replay accepts "
+                         f"only identical state versions (add migration_accepts by hand if it matters)")
+    devices.sort(key=lambda x: _creation_key(x[0]))
+    entries = parent_entries(parents, notes)
+    for registry_name, found in _recorded_outside(reader):
+        notes += found.notes
+        if found.options:
+            entries.append({"driver": registry_name, "options": found.options})
+            writes += [{"path": path, "value": v} for path, v in found.writes]
+    notes += _modules_without_parents(root, parents)
+    if not entries:
+        bus_dir = os.path.join(root, "class", "mdev_bus")
+        if not os.path.isdir(bus_dir):
+            raise RecordError(f"{bus_dir}: no such directory and no vGPU functions: nothing to record here "
+                              f"(is the mdev module loaded?)")
+        notes.append(f"{root}: no mdev parents and no vGPU functions: the scenario is a host without devices")
+    host: dict[str, Any] = {"name": host_name, "kernel": kernel_of(root, notes), "parents": entries}
     if devices:
         host["devices"] = [d for _, d in devices]
+    if writes:
+        host["writes"] = writes
     return host
 
 
-def record_yaml(root: str = "/sys", host_name: str = "recorded") -> str:
-    data = record(root, host_name)
-    head = ("# Recorded by `fakemdev record`: replay with `fakemdev mount --scenario THIS_FILE MOUNTPOINT`.\n"
-            "# Parents with a built-in driver that reproduces them use it; others are declarative.\n")
-    return head + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+def _recorded_outside(reader: Reader) -> list[tuple[str, Any]]:
+    """What each known driver finds of its non-mdev devices (SR-IOV vGPUs)."""
+    return [(name, found) for name, cls in _driver_classes() for found in cls.recorded_outside(reader)]
+
+
+def _modules_without_parents(root: str, parents: list[RecParent]) -> list[str]:
+    """mdev drivers whose module has no parent left (surprise-removed): not recordable."""
+    have = {p.mdev_driver for p in parents}
+    d = os.path.join(root, "bus", "mdev", "drivers")
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    return [f"bus/mdev/drivers/{n} (module {_link_tail(os.path.join(d, n, 'module')) or '?'}) has no parent in "
+            f"class/mdev_bus: its module is not recorded" for n in names if n not in have and n != "vfio_mdev"]
+
+
+def verify(recording: Recording, facts: dict[str, dict[str, tuple[str, Optional[str]]]]) -> list[str]:
+    """Build the recorded scenario and read back every fact the recording
+    read (iommu groups, driver state): each difference is a note."""
+    from .scenario import ScenarioError, loads
+    from .sysfs import SysfsTree
+    try:
+        hosts = loads(recording.yaml(), "<recording>").build_hosts()
+    except ScenarioError as e:
+        return [f"the recording does not load back ({e}): a bug in fakemdev record"]
+    out = []
+    for name, host_facts in facts.items():
+        tree = SysfsTree(hosts[name])
+        for path, (kind, want) in sorted(host_facts.items()):
+            got = _replay_fact(tree, path, kind)
+            if got != want:
+                arrow = "-> " if kind == "link" else ""
+                out.append(f"{path}: the replay shows {arrow}{got!r}, the recorded host {arrow}{want!r}")
+    if len(out) > 20:
+        out = out[:20] + [f"... and {len(out) - 20} more differences"]
+    return out
+
+
+def _replay_fact(tree: Any, path: str, kind: str) -> Optional[str]:
+    from .errors import KernelError
+    try:
+        if kind == "link":
+            head, _, name = path.rpartition("/")
+            node = tree.lookup(f"{tree.real_path(head)}/{name}")
+            return node.target.rstrip("/").rsplit("/", 1)[-1] if node is not None and node.kind == "link" else None
+        node = tree.resolve(path)
+        if node.kind != "file" or node.show is None:
+            return None
+        text = node.show().decode("utf-8", "replace")
+        return text[:-1] if text.endswith("\n") else text
+    except KernelError:
+        return None
+

@@ -75,6 +75,8 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: Optional[str] =
         if why:
             raise RunError(f"as a normal user fakemdev run needs user namespaces, but {why}; run it as root")
     if host is None:
+        if len(hosts) > 1:  # taking the first would test a host the user did not pick
+            raise RunError(f"several hosts ({', '.join(hosts)}): pick the one that plays /sys with --host NAME")
         host = next(iter(hosts))
     if host not in hosts:
         raise RunError(f"no host {host!r}; hosts: {', '.join(hosts)}")

@@ -10,6 +10,7 @@ from an invalid file: :func:`load` raises :class:`ScenarioError` instead.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,10 +22,10 @@ from .core import Host, canonical_uuid
 from .errors import KernelError, errno_name, errno_value
 
 FORMAT_VERSION = 1
-ACTIONS = ("create", "remove", "read", "list", "exists", "driver_load", "driver_unload", "driver_upgrade",
-           "unplug", "fault", "migrate", "sleep")
-MUTATING = ("create", "remove", "driver_load", "driver_unload", "driver_upgrade", "unplug", "fault", "migrate",
-            "sleep")
+ACTIONS = ("create", "remove", "read", "write", "list", "exists", "driver_load", "driver_unload",
+           "driver_upgrade", "unplug", "fault", "migrate", "sleep")
+MUTATING = ("create", "remove", "write", "driver_load", "driver_unload", "driver_upgrade", "unplug", "fault",
+            "migrate", "sleep")
 STEP_KEYS = ("host", "expect", "note")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _KERNEL = re.compile(r"\d+\.\d+(\.\d+)?")
@@ -35,7 +36,8 @@ class ScenarioError(ValueError):
 
     def __init__(self, file: str, line: int, where: str, message: str) -> None:
         self.file, self.line, self.where, self.message = file, line, where, message
-        super().__init__(f"{file}:{line}: {where + ': ' if where else ''}{message}")
+        at = f"{file}:{line}" if line > 0 else file  # line 0: about the file itself (missing, unreadable)
+        super().__init__(f"{at}: {where + ': ' if where else ''}{message}")
 
 
 # -- YAML with line numbers -------------------------------------------------------
@@ -118,12 +120,22 @@ class DeviceEntry:
 
 
 @dataclass
+class WriteEntry:
+    """An attribute write replayed once the devices exist (a vfio_ap matrix
+    assignment, an SR-IOV VF's vGPU type): ``echo VALUE > PATH``."""
+    path: str
+    value: str
+    where: str
+
+
+@dataclass
 class HostEntry:
     name: str
     kernel: str
     parents: list[ParentEntry]
     devices: list[DeviceEntry]
     where: str
+    writes: list[WriteEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +152,8 @@ class Step:
         a = self.args
         if self.action == "create":
             return f"create {a.get('parent') + '/' if a.get('parent') else ''}{a['type']} {a['uuid']}"
+        if self.action == "write":
+            return f"write {a['value']} > {a['path']}"
         if self.action == "fault":
             if isinstance(a, str):
                 return f"fault {a}"
@@ -183,12 +197,28 @@ def make_driver(entry: ParentEntry) -> Any:
     if entry.driver == "declarative":
         from .vendors import declarative
         return declarative.Driver(**(entry.declare or {}))
-    from .vendors import get_driver
-    drv = get_driver(entry.driver)(**entry.options)
+    from .vendors import make
+    drv = make(entry.driver, entry.options)
     if entry.version is not None:  # version and srcversion, as `fakemdev driver upgrade --version` sets them
         from .vendors.base import set_module_version
         set_module_version(drv, entry.version)
     return drv
+
+
+def upgrade_driver(host: Host, entry: ParentEntry) -> None:
+    """A ``driver_upgrade`` step: as ``fakemdev driver upgrade``, the new
+    version keeps the options the driver was loaded with unless the step
+    gives them anew (:func:`fakemdev.vendors.upgraded`)."""
+    if entry.driver == "declarative":
+        drv = make_driver(entry)
+        host.upgrade_driver(drv.name, drv)
+        return
+    from .vendors import get_driver, upgraded
+    name = get_driver(entry.driver).name
+    old = host.drivers.get(name)
+    if old is None:
+        raise KernelError(errno.ENOENT, f"driver {name} is not loaded")
+    host.upgrade_driver(name, upgraded(old, entry.options, driver=entry.driver, version=entry.version))
 
 
 def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
@@ -223,7 +253,8 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
         try:
             dev = host.create(owners[0].types[d.mdev_type], d.uuid)
             if d.migration_version is not None:
-                dev.created_by = _driver_saving(owners[0].driver, d.migration_version)
+                from .migration import driver_saving
+                dev.created_by = driver_saving(owners[0].driver, d.migration_version)
             if not d.bound:
                 host.unbind(owners[0].driver.driver_name, d.uuid)
             if d.open:
@@ -232,17 +263,15 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
                 host.open_device(d.uuid)
         except KernelError as e:
             fail(d.where, f"creating {d.uuid} fails with {e.errno_name}: {e.reason}")
+    if h.writes:
+        from .sysfs import SysfsTree
+        tree = SysfsTree(host)
+        for w in h.writes:
+            try:
+                tree.write(w.path, f"{w.value}\n".encode())
+            except KernelError as e:
+                fail(w.where, f"writing {w.value!r} to {w.path} fails with {e.errno_name}: {e.reason}")
     return host
-
-
-def _driver_saving(driver: Any, version: str) -> Any:
-    """The driver as it was when it created a device that saves ``version``
-    (a device created before an in-place upgrade keeps its old state format)."""
-    import copy
-    old = copy.copy(driver)
-    old.options = {**(getattr(driver, "options", {}) or {}), "migration_version": version}
-    old.__dict__.pop("_migration_cache", None)
-    return old
 
 
 # -- validation ------------------------------------------------------------------------
@@ -343,7 +372,7 @@ class _Validator:
         return Scenario(self.doc.file, str(top.get("description") or ""), hosts, steps)
 
     def host(self, v: Any, where: str) -> HostEntry:
-        self.mapping(v, where, ("name", "kernel", "parents", "devices"), ("name",))
+        self.mapping(v, where, ("name", "kernel", "parents", "devices", "writes"), ("name",))
         name = self.string(v["name"], f"{where}.name", _HOST_NAME, " host name ([A-Za-z0-9_.-]+)")
         kernel = v.get("kernel", "6.12")
         if isinstance(kernel, float):
@@ -369,7 +398,18 @@ class _Validator:
             if d.uuid in uuids:
                 self.fail(f"{d.where}.uuid", f"duplicate uuid {d.uuid} (also {uuids[d.uuid]})")
             uuids[d.uuid] = d.where
-        return HostEntry(name, kernel, parents, devices, where)
+        writes_v = v.get("writes") or []
+        if not isinstance(writes_v, list):
+            self.fail(f"{where}.writes", f"expected a list of {{path, value}}, got {_kind(writes_v)}")
+        writes = [self.write(w, f"{where}.writes[{i}]") for i, w in enumerate(writes_v)]
+        return HostEntry(name, kernel, parents, devices, where, writes)
+
+    def write(self, v: Any, where: str) -> WriteEntry:
+        self.mapping(v, where, ("path", "value"), ("path", "value"))
+        value = v["value"]
+        if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+            self.fail(f"{where}.value", f"expected the text to write, got {_kind(value)}")
+        return WriteEntry(self._path(v["path"], f"{where}.path"), str(value), where)
 
     def parent(self, v: Any, where: str) -> ParentEntry:
         self.mapping(v, where, ("driver", "version", "options", "declare"), ("driver",))
@@ -386,8 +426,7 @@ class _Validator:
         if not isinstance(options, dict):
             self.fail(f"{where}.options", f"expected a mapping of driver options, got {_kind(options)}")
         if options and driver != "declarative":
-            self.check_options(driver, options, f"{where}.options")
-            self.migration_options(options, f"{where}.options")
+            options = self.check_options(driver, options, f"{where}.options")
         version = v.get("version")
         if version is not None:
             version = self.string(version, f"{where}.version")
@@ -404,44 +443,21 @@ class _Validator:
             self.fail(f"{where}.declare", f"only driver 'declarative' takes 'declare:' (driver is {driver!r})")
         return ParentEntry(driver, dict(options), version, declare, where)
 
-    def check_options(self, driver: str, options: dict[str, Any], where: str) -> None:
-        """Drivers swallow ``**options``, so a misspelt one would be silently
-        ignored: only the named parameters of the driver's __init__ count."""
-        import inspect
+    def check_options(self, driver: str, options: dict[str, Any], where: str, cls: Optional[type] = None
+                      ) -> dict[str, Any]:
+        """The options checked against the driver's schema, the very check
+        ``--driver NAME:k=v`` gets (:func:`fakemdev.vendors.options.check`):
+        drivers swallow ``**options``, so a misspelt one would be silently
+        ignored, and a value out of range would make a tree no kernel shows."""
         from .vendors import get_driver
+        from .vendors.options import OptionError, check
         try:
-            cls = get_driver(driver)
+            return check(driver, cls or get_driver(driver), options)
         except LookupError as e:
             self.fail(where, str(e))
-        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                  if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        params += list(getattr(cls, "common_options", ()))  # every driver takes these (migration_version, ...)
-        for k in options:
-            if k not in params:
-                self.fail(_join(where, k), f"driver {os.path.basename(driver)!r} has no option {k!r}; "
-                                          f"options: {', '.join(params) or 'none'}")
-
-    def migration_options(self, v: dict[str, Any], where: str) -> None:
-        """``migration_version`` (a version, ``unsupported``, or a mapping of
-        type name to either) and ``migration_accepts`` must parse: a typo
-        would otherwise surface only when a client reads the file."""
-        from .migration import TypeMigration, parse_rule
-        version = v.get("migration_version")
-        items = version.items() if isinstance(version, dict) else [(None, version)] if version is not None else []
-        for t, ver in items:
-            w = _join(where, "migration_version") + (f".{t}" if t is not None else "")
-            if isinstance(ver, (dict, list)) or isinstance(ver, float):
-                self.fail(w, f"expected a state version string such as \"5.2\" or 'unsupported', got {_kind(ver)} "
-                             f"{ver!r}{' (quote it)' if isinstance(ver, float) else ''}")
-            try:
-                TypeMigration.of(ver)
-            except ValueError as e:
-                self.fail(w, f"{e}; expected MAJOR.MINOR such as \"5.2\", or 'unsupported'")
-        if v.get("migration_accepts") is not None and not callable(v["migration_accepts"]):
-            try:
-                parse_rule(v["migration_accepts"])
-            except ValueError as e:
-                self.fail(_join(where, "migration_accepts"), f"{e}; expected e.g. '>=5.1', '5.1|5.3' or 'identical'")
+        except OptionError as e:
+            self.fail(_join(where, e.option), e.detail)
+        raise AssertionError  # unreachable
 
     def declare(self, v: Any, where: str) -> dict[str, Any]:
         from .vendors.declarative import ACCOUNTING
@@ -488,7 +504,9 @@ class _Validator:
                 if "instances" not in t:
                     self.fail(tw, "accounting 'per_type' needs 'instances' on every type")
                 self.number(t["instances"], f"{tw}.instances", integer=True)
-        self.migration_options(v, where)
+        from .vendors.declarative import Driver
+        from .vendors.options import COMMON
+        self.check_options("declarative", {k: v[k] for k in COMMON if k in v}, where, Driver)
         return dict(v)
 
     def device(self, v: Any, where: str) -> DeviceEntry:
@@ -592,6 +610,11 @@ class _Validator:
 
     args_list = args_read
     args_exists = args_read
+
+    def args_write(self, v: Any, where: str, hosts: list[str]) -> dict[str, str]:
+        """``write: {path, value}``: ``echo VALUE > PATH``, one write(2)."""
+        w = self.write(v, where)
+        return {"path": w.path, "value": w.value}
 
     def args_create(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
         self.mapping(v, where, ("type", "uuid", "parent"), ("type", "uuid"))

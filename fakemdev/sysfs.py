@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Optional
 from . import kernels
 from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
-from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
+from .kernfs import MAX_STORE, Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 
 RO, WO, RW = 0o444, 0o200, 0o644
 VFIO_MISC = (10, 196)
@@ -40,6 +40,9 @@ POWER_FILES: dict[str, tuple[int, Optional[bytes]]] = {
     "runtime_suspended_time": (RO, b"0\n"),
     "runtime_usage": (RO, b"0\n"),
 }
+
+
+POWER_WORDS = {"control": (b"auto", b"on"), "async": (b"enabled", b"disabled")}
 
 
 def kernfs_link(link_dir: str, target: str) -> str:
@@ -227,6 +230,51 @@ class SysfsTree:
             self._dirs[path] = child  # type: ignore[assignment]
         return child
 
+    def resolve(self, path: str) -> Node:
+        """The node a sysfs-relative path leads to, following symlinks as
+        open(2) does: ENOENT, ENOTDIR or ELOOP as the kernel's path walk gives them."""
+        node = self.lookup(self.real_path(path))
+        if node is None:
+            raise KernelError(errno.ENOENT)
+        return node
+
+    def real_path(self, path: str) -> str:
+        """``path`` with every symlink on it followed (realpath(3) in the tree)."""
+        parts = [p for p in path.split("/") if p]
+        cur: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                cur = cur[:-1]
+                continue
+            node = self.lookup("/".join(cur + [name]))
+            if node is None:
+                raise KernelError(errno.ENOENT)
+            if node.kind == "link":
+                hops += 1
+                if hops > 40:
+                    raise KernelError(errno.ELOOP)
+                parts = node.target.split("/") + parts  # type: ignore[union-attr]
+                continue
+            if parts and node.kind != "dir":
+                raise KernelError(errno.ENOTDIR)
+            cur.append(name)
+        return "/".join(cur)
+
+    def write(self, path: str, data: bytes) -> int:
+        """One write(2) to an attribute, as a client's ``echo VALUE > PATH``:
+        EISDIR for a directory, EACCES for a file not open for writing (as
+        kernfs refuses it at open, root included), else what store() gives."""
+        with self.host.lock:
+            node = self.resolve(path)
+            if node.kind == "dir":
+                raise KernelError(errno.EISDIR)
+            store = getattr(node, "store", None)
+            if store is None or not node.mode & 0o222:
+                raise KernelError(errno.EACCES, f"{path} is not writable")
+            return int(store(data[:MAX_STORE]))
+
     def _entries_of(self, path: str, d: Directory) -> Mapping[str, Node]:
         e = self._entries.get(path)
         if e is None or self._dirs.get(path) is not d:
@@ -251,9 +299,9 @@ class SysfsTree:
         self._sync()
         return sum(1 for n in self._entries_of(path.strip("/"), d).values() if n.kind == "dir")
 
-    def power_dir(self, owner: object) -> "PowerDir":
-        """Generic runtime-PM group; identical for every device here."""
-        return PowerDir(owner)
+    def power_dir(self, owner: object, devpath: str) -> "PowerDir":
+        """Generic runtime-PM group of the device at ``devpath``."""
+        return PowerDir(owner, self.host, devpath)
 
     # -- small directories ----------------------------------------------------
     def _class_mdev_bus(self) -> Mapping[str, Node]:
@@ -281,7 +329,7 @@ class SysfsTree:
         return StaticDir({
             "uevent": Attribute(RW, const(f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={g}\nDEVNAME=vfio/{g}\n".encode()),
                                 self._uevent_store(f"/devices/virtual/vfio/{g}", ["SUBSYSTEM=vfio"]), owner),
-            "power": self.power_dir(("vfio", g)),
+            "power": self.power_dir(("vfio", g), f"devices/virtual/vfio/{g}"),
             "dev": ro(f"{VFIO_GROUP_MAJOR}:{g}\n".encode(), owner),
             "subsystem": Link("../../../../class/vfio"),
         })
@@ -291,7 +339,7 @@ class SysfsTree:
         return StaticDir({
             "uevent": Attribute(RW, const(f"MAJOR={major}\nMINOR={minor}\nDEVNAME=vfio/vfio\nDEVMODE=0666\n".encode()),
                                 self._uevent_store("/devices/virtual/misc/vfio", ["SUBSYSTEM=misc"])),
-            "power": self.power_dir("misc-vfio"),
+            "power": self.power_dir("misc-vfio", "devices/virtual/misc/vfio"),
             "dev": ro(f"{major}:{minor}\n".encode()),
             "subsystem": Link("../../../../class/misc"),
         })
@@ -353,20 +401,45 @@ def _group_number(name: str) -> Optional[int]:
 
 class PowerDir(Directory):
     """``power/``: the runtime-PM attributes every device has; its files are
-    made only when looked up (a device dir's getattr never needs them)."""
+    made only when looked up (a device dir's getattr never needs them).
 
-    __slots__ = ("owner",)
+    These devices have runtime PM disabled, yet ``control`` and ``async``
+    take their two words as on any device (``on`` forbids runtime PM, which
+    takes a usage count: ``runtime_usage`` reads 1), anything else is
+    EINVAL; ``autosuspend_delay_ms`` is EIO both ways (no autosuspend)."""
+
+    __slots__ = ("owner", "host", "devpath")
     fast_lookup = True
 
-    def __init__(self, owner: object) -> None:
+    def __init__(self, owner: object, host: Host, devpath: str) -> None:
         self.owner = owner
+        self.host = host
+        self.devpath = devpath
 
     def lookup(self, name: str) -> Optional[Node]:
         spec = POWER_FILES.get(name)
         if spec is None:
             return None
         mode, value = spec
+        if name in POWER_WORDS:
+            return Attribute(mode, lambda: self._setting(name, value), lambda buf: self._store(name, buf),
+                             owner=self.owner)
+        if name == "runtime_usage":
+            return Attribute(mode, lambda: b"1\n" if self._setting("control", b"") == b"on\n" else b"0\n",
+                             owner=self.owner)
         return Attribute(mode, const(value) if value is not None else eio, owner=self.owner)
+
+    def _setting(self, name: str, default: Optional[bytes]) -> bytes:
+        return self.host.power_settings.get(self.devpath, {}).get(name, default or b"")
+
+    def _store(self, name: str, buf: bytes) -> int:
+        """control_store()/async_store(): sysfs_streq() against the two words."""
+        word = buf[:-1] if buf.endswith(b"\n") else buf
+        if word not in POWER_WORDS[name]:
+            words = " or ".join(w.decode() for w in POWER_WORDS[name])
+            raise KernelError(errno.EINVAL, f"power/{name}: expected {words}")
+        self.host.power_settings.setdefault(self.devpath, {})[name] = word + b"\n"
+        return len(buf)
 
     def entries(self) -> Mapping[str, Node]:
         return {name: self.lookup(name) for name in POWER_FILES}  # type: ignore[misc]
@@ -433,7 +506,7 @@ class ParentDir(Directory):
         env = [f"SUBSYSTEM={spec.class_name or spec.bus}"]
         out: dict[str, Node] = {
             "uevent": Attribute(RW, const(spec.uevent), self.tree._uevent_store("/" + p.devpath, env), p),
-            "power": self.tree.power_dir(p),
+            "power": self.tree.power_dir(p, p.devpath),
             "subsystem": Link(kernfs_link(p.devpath, subsystem)),
             "mdev_supported_types": SupportedTypesDir(self.tree, p),
         }
@@ -595,7 +668,7 @@ class DeviceDir(Directory):
                              self.tree._uevent_store(dev.devpath, ["SUBSYSTEM=mdev"],
                                                      lambda: [f"DRIVER={drv}"] if dev.bound else []), dev)
         if name == "power":
-            return self.tree.power_dir(dev)
+            return self.tree.power_dir(dev, dev.path)
         if name == "mdev_type":
             return Link(kernfs_link(path, dev.mdev_type.path))
         if name == "subsystem":
@@ -640,7 +713,7 @@ class DeviceDir(Directory):
         here = f"{dev.path}/vfio-dev/{name}"
         inner = StaticDir({
             "uevent": Attribute(RW, const(b""), self.tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), dev),
-            "power": self.tree.power_dir((dev, "vfio-dev")),
+            "power": self.tree.power_dir((dev, "vfio-dev"), here),
             "device": Link(kernfs_link(here, dev.path)),
             "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
         })

@@ -164,3 +164,41 @@ def test_cli_migrate_without_a_mount_says_what_to_do(tmp_path: Path) -> None:
     assert r.returncode == 2 and "pass --mountpoint or --scenario" in r.stderr
     r = run_cli("migrate", "check", "no-colon", "dst")
     assert r.returncode == 2 and "HOST:UUID" in r.stderr
+
+
+def test_migrate_run_onto_a_newer_target_and_back_agrees_with_the_note(tmp_path: Path) -> None:
+    """Issue 13 item 12: the check's note says the target runs the device at
+    its older state 5.1; the moved device's migration_version says so too
+    (not the target type's 5.3), so the move back is compatible and works."""
+    uuid = VERDICTS["migration-newer-target-older-state.yaml"][0]
+    dev = f"bus/mdev/devices/{uuid}/migration_version"
+    with scenario_mount("migration-newer-target-older-state.yaml", tmp_path) as mp:
+        assert (mp / "src" / dev).read_text() == "8086-3e92-i915-GVTg_V5_8-00050001\n"
+        r = run_cli("migrate", "run", f"src:{uuid}", "dst", "-m", str(mp))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "the moved device keeps saving 5.1, so it can move back" in r.stdout
+        assert (mp / "dst" / dev).read_text() == "8086-3e92-i915-GVTg_V5_8-00050001\n"
+        assert (mp / "dst" / TYPES / "i915-GVTg_V5_8/migration_version").read_text() == \
+            "8086-3e92-i915-GVTg_V5_8-00050003\n"            # new devices there save the target's own
+        back = run_cli("migrate", "check", f"dst:{uuid}", "src", "-m", str(mp))
+        assert back.returncode == 0 and back.stdout.startswith("compatible:"), back.stdout + back.stderr
+        assert "note:" not in back.stdout                    # src saves 5.1 itself
+        r = run_cli("migrate", "run", f"dst:{uuid}", "src", "-m", str(mp))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (mp / "src" / dev).read_text() == "8086-3e92-i915-GVTg_V5_8-00050001\n"
+        assert not (mp / "dst" / dev).exists()
+
+
+def test_a_refused_older_source_is_told_what_helps_its_running_device(tmp_path: Path) -> None:
+    """Upgrading the source driver cannot change what a running device saves
+    (it keeps its creator's state), so the advice names what does help."""
+    from fakemdev import migration
+    src = gvt("src", migration_version="5.1")
+    dst = gvt("dst", migration_version="5.3", migration_accepts=">=5.2")
+    u = "6a5d8c1e-0000-4000-8000-0000000000ab"
+    src.create(src.parents["0000:00:02.0"].types["i915-GVTg_V5_4"], u)
+    v = migration.check(src, u, dst)
+    assert not v.compatible
+    assert "the target no longer reads 5.1; pick a target whose driver still accepts 5.1" in v.reason
+    assert "Upgrading the source driver does not change what this running device saves" in v.reason
+    assert "upgrade the source driver (" not in v.reason

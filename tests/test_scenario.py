@@ -33,8 +33,27 @@ def test_every_shipped_scenario_plays_green_on_a_mount_and_the_api(path: Path) -
 def test_shipped_scenarios_exist_for_each_required_case() -> None:
     names = {p.name for p in SHIPPED}
     assert {"default-host.yaml", "mtty-port-exhaustion.yaml", "bug-report-blocked-remove.yaml",
-            "mixed-gvt-nvidia.yaml", "driver-upgrade.yaml"} <= names
+            "mixed-gvt-nvidia.yaml", "driver-upgrade.yaml", "s390-vfio-ap-ccw.yaml",
+            "nvidia-sriov-vgpu.yaml"} <= names
     assert len([n for n in names if n.startswith("migration-")]) >= 5
+
+
+def test_every_built_in_driver_family_has_a_shipped_scenario() -> None:
+    """Issue 13 item 14: each vendor family ships a scenario (they all play
+    green above), s390's vfio_ap with matrix assignments among them."""
+    from fakemdev.vendors import BUILTIN
+    used: set[str] = set()
+    assigned = False
+    for path in SHIPPED:
+        s = scenario.load(str(path))
+        used |= {p.driver for h in s.hosts for p in h.parents}
+        used |= {st.args["entry"].driver for st in s.timeline if st.action in ("driver_load", "driver_upgrade")}
+        for h in s.hosts:
+            host = s.build_hosts()[h.name]
+            assigned |= any(d.driver_data.get("adapters") and d.driver_data.get("domains")
+                            for d in host.devices.values() if d.parent.driver.name == "vfio_ap")
+    assert set(BUILTIN) - used == set()
+    assert assigned, "no shipped vfio_ap device has adapters and domains assigned"
 
 
 MIGRATE_REFUSALS = """\
@@ -107,11 +126,18 @@ MALFORMED = [
      "scenarios/x.yaml:6: hosts[0].parents[0].options.portz: driver 'mtty' has no option 'portz'; options: ports"),
     ("bad migration version", "scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: i915\n"
                               "        options:\n          migration_version: {GVTg_V5_4: \"5.x\"}\n",
-     "scenarios/x.yaml:7: hosts[0].parents[0].options.migration_version.GVTg_V5_4: not a state version"),
+     "scenarios/x.yaml:7: hosts[0].parents[0].options.migration_version.GVTg_V5_4: driver 'i915': "
+     "not a state version"),
     ("migration version as a number", "scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: mtty\n"
                                       "        options: {migration_version: 5.10}\n",
-     "scenarios/x.yaml:6: hosts[0].parents[0].options.migration_version: expected a state version string such as "
-     "\"5.2\" or 'unsupported', got a number 5.1 (quote it)"),
+     "scenarios/x.yaml:6: hosts[0].parents[0].options.migration_version: driver 'mtty': expected a state version "
+     "string such as \"5.2\" or 'unsupported', got a number 5.1 (quote it)"),
+    ("a write that fails", GOOD_HOST + "    writes:\n      - {path: devices/virtual/mtty/mtty/nope, value: 1}\n",
+     "scenarios/x.yaml:7: hosts[0].writes[0]: writing '1' to devices/virtual/mtty/mtty/nope fails with ENOENT"),
+    ("a write of a list", GOOD_HOST + "    writes:\n      - {path: module/mtty/version, value: [1]}\n",
+     "scenarios/x.yaml:7: hosts[0].writes[0].value: expected the text to write, got a list"),
+    ("a write to a read-only file", GOOD_HOST + "    writes:\n      - {path: module/mtty/version, value: x}\n",
+     "scenarios/x.yaml:7: hosts[0].writes[0]: writing 'x' to module/mtty/version fails with EACCES"),
     ("same driver twice", GOOD_HOST + "      - driver: mtty\n",
      "scenarios/x.yaml:6: hosts[0].parents[1].driver: driver 'mtty' is already loaded by hosts[0].parents[0]"),
     ("unknown errno", GOOD_HOST + "timeline:\n  - create: {type: mtty-1, uuid: 00000000-0000-4000-8000-000000000001}\n"

@@ -45,6 +45,12 @@ def test_user_driver_from_skeleton_loads_by_path_and_works(tmp_path: Path) -> No
         r = run_cli("driver", "unload", str(root), "acme")
         assert r.returncode == 0, r.stderr
         assert not parent.exists() and "acme" not in os.listdir(root / "class" / "mdev_bus")
+        r = run_cli("driver", "load", str(root), str(src), "-o", "queues=65")   # its own option schema
+        assert r.returncode == 1 and "queues=65: expected an integer 1-64" in r.stderr
+        r = run_cli("driver", "load", str(root), str(src), "-o", "queues=8")
+        assert r.returncode == 0, r.stderr
+        (types / "acme-large" / "create").write_text(u)
+        assert (parent / u / "vendor" / "queues").read_text() == "8\n"
 
 
 def test_unload_from_another_process_removes_devices_then_parent_only(tmp_path: Path) -> None:

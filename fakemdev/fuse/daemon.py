@@ -15,13 +15,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..core import Host
 from ..errors import KernelError
@@ -87,30 +88,86 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def mounted_fuse_points() -> dict[str, str]:
-    """Mount points in this namespace -> fs type, from /proc/self/mountinfo."""
-    out = {}
+@dataclass
+class MountEntry:
+    """One line of /proc/self/mountinfo: where, which filesystem (``major:minor``,
+    shared by every bind mount of it), the directory of that filesystem the
+    mount shows (``/src`` for a bind of ``MOUNTPOINT/src``), its type
+    (``fuse.fakemdev``)."""
+    point: str
+    device: str
+    root: str
+    fstype: str
+
+
+def mount_table() -> list[MountEntry]:
+    """The mounts of this namespace, in mount order."""
+    out = []
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                mp = left.split()[4].replace("\\040", " ")
-                out[mp] = right.split()[0]
+                fields = left.split()
+                point, root = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[i]) for i in (4, 3))
+                out.append(MountEntry(point, fields[2], root, right.split()[0]))
     except OSError:
         pass
     return out
 
 
+def mounted_fuse_points() -> dict[str, str]:
+    """Mount points in this namespace -> fs type."""
+    return {m.point: m.fstype for m in mount_table()}
+
+
+def fakemdev_mount_of(path: str) -> Optional[MountEntry]:
+    """The fakemdev mount ``path`` lies in (the last mount over its longest
+    mounted prefix), or None, from the mount table alone."""
+    real = os.path.realpath(path)
+    best: Optional[MountEntry] = None
+    for m in mount_table():
+        if real == m.point or real.startswith(m.point.rstrip("/") + "/"):
+            if best is None or len(m.point) >= len(best.point):
+                best = m
+    return best if best is not None and best.fstype == "fuse.fakemdev" else None
+
+
 def is_stale(mountpoint: str) -> bool:
-    """A FUSE mount whose daemon died answers ENOTCONN. stat() alone can be
-    served from the kernel's attribute cache, so ask for a listing too."""
-    try:
-        os.stat(mountpoint)
-        if mountpoint in mounted_fuse_points():
-            os.listdir(mountpoint)
+    """A FUSE mount whose daemon died (it answers ENOTCONN).
+
+    Decided from the mount table and the daemon's state file, never by
+    touching the mount: a stat() of a FUSE mount whose daemon is stopped or
+    busy waits as long as the daemon does. Only a FUSE mount no state file
+    describes is probed, and that probe gives up after PROBE_TIMEOUT."""
+    fstype = mounted_fuse_points().get(mountpoint)
+    if fstype is None or not fstype.startswith("fuse"):
         return False
-    except OSError as e:
-        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    info = read_state(mountpoint)
+    if info is not None:
+        return not info.alive
+    return _probe_errno(mountpoint) in (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+PROBE_TIMEOUT = 2.0
+
+
+def _probe_errno(mountpoint: str) -> Optional[int]:
+    """The errno a listing of the mount gives (0 when it answers), or None
+    when it does not answer within PROBE_TIMEOUT (the thread that asked is
+    left waiting: a daemon thread, so it does not keep this process alive)."""
+    import threading
+    result: list[int] = []
+
+    def probe() -> None:
+        try:
+            os.listdir(mountpoint)  # stat() alone can be answered from the kernel's attribute cache
+            result.append(0)
+        except OSError as e:
+            result.append(e.errno or 0)
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(PROBE_TIMEOUT)
+    return result[0] if result else None
 
 
 def libfuse3_path() -> Optional[str]:
@@ -148,11 +205,13 @@ def check_mountpoint(mountpoint: str) -> None:
     if is_stale(mountpoint):
         raise MountError(f"{mountpoint}: stale mount left by a dead fakemdev daemon "
                          f"(Transport endpoint is not connected): run 'fakemdev umount {mountpoint}' first")
+    if mountpoint in mounted_fuse_points():  # before any stat(): a busy or stopped FUSE daemon would hang it
+        raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
     if not os.path.exists(mountpoint):
         raise MountError(f"{mountpoint}: no such directory: create it first (mkdir -p {mountpoint})")
     if not os.path.isdir(mountpoint):
         raise MountError(f"{mountpoint}: not a directory")
-    if os.path.ismount(mountpoint) or mountpoint in mounted_fuse_points():
+    if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
     if os.listdir(mountpoint):
         raise MountError(f"{mountpoint}: directory is not empty: mount on an empty directory")
@@ -160,13 +219,15 @@ def check_mountpoint(mountpoint: str) -> None:
 
 def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: Optional[bool] = None,
           threads: bool = False, cache_timeout: float = 10.0, description: str = "",
-          ready_fd: Optional[int] = None) -> int:
-    """Serve the hosts on mountpoint in this process until unmounted or signalled."""
+          ready_fd: Optional[int] = None, on_ready: Optional[Callable[[], None]] = None) -> int:
+    """Serve the hosts on mountpoint in this process until unmounted or
+    signalled. Once the kernel routes the mount point here, ``ready_fd``
+    gets a line (the forking parent waits for it) and ``on_ready`` is called."""
     from ..control import ControlServer, Controller
     from .operations import MdevOperations
 
     mountpoint = os.path.abspath(mountpoint)
-    ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout, mountpoint=mountpoint)
+    ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout, mountpoint=mountpoint, threads=threads)
     info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint), log_path(mountpoint),
                      time.time(), description)
     controller = Controller(hosts, info.__dict__)
@@ -180,8 +241,8 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     options: dict[str, Any] = {"fsname": "fakemdev", "subtype": "fakemdev", "default_permissions": False}
     if allow_other:
         options["allow_other"] = True
-    if ready_fd is not None:
-        _signal_ready_when_mounted(mountpoint, ready_fd)
+    if ready_fd is not None or on_ready is not None:
+        _signal_ready_when_mounted(mountpoint, ready_fd, on_ready)
     import mfusepy
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
@@ -211,19 +272,24 @@ def _extend_controller(controller: Any) -> None:
             reg(controller)
 
 
-def _signal_ready_when_mounted(mountpoint: str, ready_fd: int) -> None:
-    """Tell the parent once the kernel routes the mount point to us."""
+def _signal_ready_when_mounted(mountpoint: str, ready_fd: Optional[int],
+                              on_ready: Optional[Callable[[], None]]) -> None:
+    """Tell the parent (and whoever waits in this process) once the kernel
+    routes the mount point to us."""
     import threading
 
     def watch() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if mountpoint in mounted_fuse_points():
-                try:
-                    os.write(ready_fd, b"ok\n")
-                    os.close(ready_fd)
-                except OSError:
-                    pass
+                if ready_fd is not None:
+                    try:
+                        os.write(ready_fd, b"ok\n")
+                        os.close(ready_fd)
+                    except OSError:
+                        pass
+                if on_ready is not None:
+                    on_ready()
                 return
             time.sleep(0.002)
     threading.Thread(target=watch, daemon=True).start()
@@ -231,16 +297,16 @@ def _signal_ready_when_mounted(mountpoint: str, ready_fd: int) -> None:
 
 def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, multi: bool = False,
           allow_other: Optional[bool] = None, threads: bool = False, cache_timeout: float = 10.0,
-          description: str = "") -> Optional[int]:
+          description: str = "", on_ready: Optional[Callable[[], None]] = None) -> Optional[int]:
     """Mount and return the daemon's pid once the tree answers (or serve here
-    with ``foreground``)."""
+    with ``foreground``, calling ``on_ready`` once it answers)."""
     mountpoint = os.path.abspath(mountpoint)
     check_environment()
     check_mountpoint(mountpoint)
     kwargs = dict(multi=multi, allow_other=allow_other, threads=threads, cache_timeout=cache_timeout,
                   description=description)
     if foreground:
-        serve(hosts, mountpoint, **kwargs)  # type: ignore[arg-type]
+        serve(hosts, mountpoint, on_ready=on_ready, **kwargs)  # type: ignore[arg-type]
         return None
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -355,13 +421,24 @@ def _forget(mountpoint: str, info: Optional[MountInfo]) -> None:
             pass
 
 
-def mount_state(info: MountInfo) -> str:
-    """'live', 'stale' (daemon dead, mount left) or 'gone'."""
-    if is_stale(info.mountpoint):
-        return "stale"
+def mount_state(info: MountInfo, timeout: float = PROBE_TIMEOUT) -> str:
+    """'live'; 'stale' (daemon dead, mount left); 'gone' (not mounted); or
+    'unresponsive' (daemon alive but its control socket does not answer
+    within ``timeout``: stopped, or wedged).
+
+    From the mount table, the daemon's pid and its control socket, which
+    its own threads serve: never from the mount itself, so a busy or
+    stopped daemon cannot hang ``fakemdev status``."""
     if info.mountpoint not in mounted_fuse_points():
         return "gone"
-    return "live" if info.alive else "stale"
+    if not info.alive:
+        return "stale"
+    from ..control import ControlError, call
+    try:
+        call(info.socket, "ping", timeout=timeout)
+    except (ControlError, ValueError):
+        return "unresponsive"
+    return "live"
 
 
 __all__ = ["mount", "umount", "serve", "list_mounts", "read_state", "mount_state", "MountError", "MountInfo",

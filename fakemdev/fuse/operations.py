@@ -36,6 +36,7 @@ from ..core import Change, Host  # noqa: E402
 from ..errors import KernelError  # noqa: E402
 from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node  # noqa: E402
 from ..sysfs import SysfsTree  # noqa: E402
+from .workers import OnDemandWorkers  # noqa: E402
 
 log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
@@ -102,7 +103,7 @@ class MdevOperations(mfusepy.Operations):
     use_ns = True
 
     def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0,
-                 mountpoint: Optional[str] = None) -> None:
+                 mountpoint: Optional[str] = None, threads: bool = False) -> None:
         self.hosts = hosts
         self.multi = multi or len(hosts) != 1
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
@@ -117,6 +118,8 @@ class MdevOperations(mfusepy.Operations):
         self.mountpoint = mountpoint
         self._session: Optional[int] = None
         self._reap: "queue.SimpleQueue[tuple[str, str]]" = queue.SimpleQueue()
+        self.threads = threads
+        self.workers: Optional[OnDemandWorkers] = None
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
             host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
@@ -128,9 +131,28 @@ class MdevOperations(mfusepy.Operations):
             config.attr_timeout = self.cache_timeout
             config.negative_timeout = 0.0
         self._fuse_ptr = _libfuse.fuse_get_context().contents.fuse
-        if self.mountpoint and _get_session is not None and _inval_entry is not None:
-            self._session = _get_session(self._fuse_ptr)
+        session = _get_session(self._fuse_ptr) if _get_session is not None else None
+        if session and not self.threads:
+            # runs on libfuse's own loop thread, which OnDemandWorkers takes as the first loop thread
+            self.workers = OnDemandWorkers(_libfuse, session, on_session_end=self._abort_waits)
+            for host in self.hosts.values():
+                host.wait_guard = self.workers.waiting
+        if self.mountpoint and session and _inval_entry is not None:
+            self._session = session
             threading.Thread(target=self._reaper, name="fakemdev-reaper", daemon=True).start()
+
+    def destroy(self, path: str) -> None:
+        """libfuse is about to free the session: stand-in loop threads leave first."""
+        if self.workers is not None:
+            self.workers.stop()
+            for host in self.hosts.values():
+                host.wait_guard = contextlib.nullcontext
+
+    def _abort_waits(self) -> None:
+        """The session ended while a request may still wait (a blocked
+        remove): let it return so libfuse's own loop can end too."""
+        for host in self.hosts.values():
+            host.abort_waits()
 
     def _reaper(self) -> None:
         """Drop the kernel's dentries of removed subtrees, after the syscall

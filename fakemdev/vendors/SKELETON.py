@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fakemdev.kernfs import Attribute
 from fakemdev.vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
+from fakemdev.vendors.options import integer
 
 
 class Driver(VendorDriver):
@@ -21,6 +22,15 @@ class Driver(VendorDriver):
     # accounting (ENOSPC), as mtty and mbochs do.
     max_instances = 2
 
+    # Options (--driver ./my_driver.py:queues=8, -o queues=8, a scenario's
+    # options:) and what each may be; a bad one is refused before the driver
+    # is built. Without option_schema only __init__'s parameter names count.
+    option_schema = {"queues": integer(1, 64, "queues of the large type (default 4)")}
+
+    def __init__(self, queues: int = 4, **options: object) -> None:
+        super().__init__(**options)  # the migration options every driver takes
+        self.queues = int(queues)
+
     def parents(self) -> list[ParentSpec]:
         return [ParentSpec(
             name="skeleton",                                  # /sys/class/mdev_bus/skeleton
@@ -33,5 +43,5 @@ class Driver(VendorDriver):
 
     def device_groups(self, mdev):  # type: ignore[no-untyped-def]
         # Per-device attribute groups: <parent>/<uuid>/vendor/queues here.
-        queues = b"4\n" if mdev.mdev_type.spec.sysfs_name == "large" else b"1\n"
+        queues = f"{self.queues}\n".encode() if mdev.mdev_type.spec.sysfs_name == "large" else b"1\n"
         return {"vendor": {"queues": Attribute(0o444, lambda: queues, owner=mdev)}}

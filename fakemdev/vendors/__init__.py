@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import OptionError, check
 
 BUILTIN = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "nvidia_sriov", "vfio_ap", "vfio_ccw")
 
-__all__ = ["MdevTypeSpec", "ParentSpec", "VendorDriver", "get_driver", "known_drivers", "BUILTIN"]
+__all__ = ["MdevTypeSpec", "ParentSpec", "VendorDriver", "get_driver", "known_drivers", "make", "upgraded",
+           "BUILTIN", "OptionError"]
 
 
 def known_drivers() -> list[str]:
@@ -52,3 +54,38 @@ def get_driver(name_or_path: str) -> type[VendorDriver]:
         if ep.name == name_or_path:
             return _driver_class_of(ep.load(), name_or_path)
     raise LookupError(f"unknown driver {name_or_path!r}; known: {', '.join(known_drivers())}")
+
+
+
+def _build(cls: type[VendorDriver], label: str, options: Mapping[str, Any]) -> VendorDriver:
+    checked = check(label, cls, options)
+    driver = cls(**checked)
+    driver.load_options = dict(checked)
+    return driver
+
+
+def make(name_or_path: str, options: Optional[Mapping[str, Any]] = None) -> VendorDriver:
+    """A driver built from options a user gave (``--driver``, ``-o``, a
+    scenario): checked against its schema first (:class:`OptionError` names
+    what is wrong), and remembered as ``load_options`` so that an in-place
+    upgrade keeps them."""
+    return _build(get_driver(name_or_path), name_or_path, options or {})
+
+
+def upgraded(old: VendorDriver, options: Optional[Mapping[str, Any]] = None, *, driver: Optional[str] = None,
+             version: Optional[str] = None) -> VendorDriver:
+    """The new version of a loaded driver for an in-place upgrade: built from
+    the options it was loaded with, each replaced by one given in ``options``
+    (an upgrade that forgot ``aperture_mb`` would otherwise shrink the GPU
+    under its running vGPUs). ``driver`` builds it from another class (a
+    built-in name or .py path), which keeps only the loaded options it also
+    takes; ``version`` becomes its module version."""
+    from .options import schema_of
+    cls = get_driver(driver) if driver else type(old)
+    known = schema_of(cls)
+    kept = {k: v for k, v in old.load_options.items() if k in known}
+    new = _build(cls, driver or old.name, {**kept, **(options or {})})
+    if version is not None:
+        from .base import set_module_version
+        set_module_version(new, version)
+    return new

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
 
 from ..errors import KernelError
 from ..kernfs import Attribute
@@ -68,6 +68,11 @@ class VendorDriver:
     # False for a module that owns devices but registers no mdev_driver
     # (NVIDIA's SR-IOV vGPU): no bus/mdev/drivers entry.
     registers_mdev_driver: bool = True
+    # The options it was built with (fakemdev.vendors.make): an in-place
+    # upgrade starts from them. Per-driver schema: option_schema (see
+    # fakemdev.vendors.options); without one, __init__'s parameter names count.
+    load_options: Mapping[str, Any] = {}
+    option_schema: Optional[Mapping[str, Any]] = None
     # Set by Host.load_driver: the kernel profile and the host it runs on.
     kernel: str = "6.12"
     host: Any = None
@@ -156,6 +161,48 @@ class VendorDriver:
     def on_unload(self) -> None:
         """Hook after the core has removed the driver's devices and parents
         (give back host resources taken outside the mdev core)."""
+
+    # -- record (fakemdev.record) -----------------------------------------------
+    @classmethod
+    def recorded_writes(cls, device: "SysfsReader") -> list[tuple[str, str]]:
+        """What ``fakemdev record`` must write into a new device of this
+        driver to give it the state a recorded one shows: (device-relative
+        attribute, value) pairs, read from the recorded device's directory.
+        Default: nothing beyond the type."""
+        return []
+
+    @classmethod
+    def recorded_outside(cls, root: "SysfsReader") -> list["Recorded"]:
+        """For a driver whose devices are not mdevs (nothing in
+        class/mdev_bus): what ``fakemdev record`` finds of them under the
+        sysfs root. Default: nothing."""
+        return []
+
+
+class SysfsReader(Protocol):
+    """Reading a recorded sysfs tree (:mod:`fakemdev.record`), paths
+    relative to where the reader stands. What is read is also checked
+    against the replay, so a driver reads what its writes rebuild."""
+
+    def text(self, path: str) -> Optional[str]:
+        """A file's text without its trailing newline; None if unreadable."""
+
+    def link(self, path: str) -> Optional[str]:
+        """The last component of a symlink's target; None if no link."""
+
+    def names(self, path: str) -> list[str]:
+        """A directory's entries ([] if none)."""
+
+
+@dataclass
+class Recorded:
+    """One parent entry ``fakemdev record`` found outside the mdev core:
+    the driver's options, the writes (sysfs-relative path, value) that
+    rebuild its devices' state in order, and what it could not record."""
+
+    options: dict[str, Any]
+    writes: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def set_module_version(driver: VendorDriver, version: str) -> VendorDriver:

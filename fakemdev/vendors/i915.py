@@ -24,6 +24,7 @@ from ..errors import KernelError
 from ..kernels import at_least, vendor_remove_can_veto
 from ..kernfs import Attribute
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import PCI_ADDRESS, choice, integer, text
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType
@@ -60,6 +61,14 @@ class Driver(VendorDriver):
     name = "i915"
     mdev_driver_name = "intel_vgpu_mdev"
     module_attrs = {"coresize": "3915776"}
+    option_schema = {
+        "bdf": PCI_ADDRESS,
+        "platform": choice(list(PLATFORMS), "GPU generation: bdw is gen 8 (GVTg_V4), the others gen 9 (V5)"),
+        "aperture_mb": integer(1, 65536, "CPU-visible GGTT (low GM) in MB, the host keeps 128 (default 1024)"),
+        "ggtt_mb": integer(2, 65536, "whole GGTT in MB, more than aperture_mb (default 4096)"),
+        "fences": integer(0, 64, "fence registers, the host keeps 4 (default 32)"),
+        "pci_device": text(r"0x[0-9a-f]{4}", "0x3e92", "PCI device id (default: the platform's)"),
+    }
 
     def __init__(self, bdf: str = "0000:00:02.0", platform: str = "cfl", aperture_mb: Any = 1024,
                  ggtt_mb: Any = 4096, fences: Any = 32, pci_device: str | None = None, **options: Any) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..kernfs import Attribute
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import integer
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType
@@ -20,6 +21,7 @@ SIZES_MB = {"small": 4, "medium": 16, "large": 64}
 class Driver(VendorDriver):
     name = "mbochs"
     module_attrs = {"coresize": "36864"}  # /sys/module/mbochs, as captured
+    option_schema = {"count": integer(0, 65535, "the module parameter: MB of video memory shared (default 256)")}
 
     def __init__(self, count: int = 256, **options: object) -> None:
         super().__init__(**options)

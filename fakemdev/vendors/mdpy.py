@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..kernfs import Attribute
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import integer
 
 if TYPE_CHECKING:
     from ..core import MdevDevice
@@ -20,6 +21,7 @@ RESOLUTIONS = {"vga": (640, 480), "xga": (1024, 768), "hd": (1920, 1080)}
 class Driver(VendorDriver):
     name = "mdpy"
     module_attrs = {"coresize": "16384"}  # /sys/module/mdpy, as captured
+    option_schema = {"count": integer(0, 65535, "the module parameter: devices per parent (default 4)")}
 
     def __init__(self, count: int = 4, **options: object) -> None:
         super().__init__(**options)

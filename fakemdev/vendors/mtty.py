@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..kernfs import Attribute
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import integer
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType
@@ -20,6 +21,7 @@ MAX_MTTYS = 24
 class Driver(VendorDriver):
     name = "mtty"
     module_attrs = {"coresize": "36864", "srcversion": "0CFBC3668084E605BBD06DA", "version": "0.1"}  # /sys/module/mtty, as captured
+    option_schema = {"ports": integer(0, 65535, f"ports in the pool both types share (default {MAX_MTTYS})")}
 
     def __init__(self, ports: int = MAX_MTTYS, **options: object) -> None:
         super().__init__(**options)

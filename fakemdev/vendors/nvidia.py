@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError, errno_value
 from ..kernfs import Attribute
-from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, SysfsReader, VendorDriver
+from .options import ERRNO, PCI_ADDRESS, choice, listing
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType
@@ -69,8 +70,14 @@ class Driver(VendorDriver):
     name = "nvidia_vgpu_vfio"
     mdev_driver_name = "nvidia-vgpu-vfio"
     module_attrs = {"coresize": "57344", "taint": "POE"}
+    option_schema = {
+        "gpu": choice(list(GPUS), "the board model"),
+        "bdfs": listing(PCI_ADDRESS, "0000:3b:00.0,0000:5e:00.0", "one parent per GPU"),
+        "placement": choice(PLACEMENTS, "which vGPUs may share a board"),
+        "create_errno": ERRNO,
+    }
 
-    def __init__(self, gpu: str = "P40", bdfs: str = "0000:3b:00.0", placement: str = "framebuffer",
+    def __init__(self, gpu: str = "P40", bdfs: str | list[str] = "0000:3b:00.0", placement: str = "framebuffer",
                  create_errno: str = "EINVAL", **options: Any) -> None:
         super().__init__(**options)
         if gpu not in GPUS:
@@ -79,7 +86,7 @@ class Driver(VendorDriver):
             raise ValueError(f"nvidia: placement must be one of {', '.join(PLACEMENTS)}")
         self.gpu = gpu
         self.pci_device, self.fb_total, self.table = GPUS[gpu]
-        self.bdfs = [b.strip() for b in bdfs.split(",") if b.strip()]
+        self.bdfs = [b.strip() for b in (bdfs.split(",") if isinstance(bdfs, str) else bdfs) if b.strip()]
         self.placement = placement
         self.create_errno = errno_value(create_errno)
 
@@ -125,6 +132,11 @@ class Driver(VendorDriver):
 
     def adopt(self, mdev: "MdevDevice") -> None:
         mdev.driver_data.setdefault("vgpu_params", "")
+
+    @classmethod
+    def recorded_writes(cls, device: SysfsReader) -> list[tuple[str, str]]:
+        params = (device.text("nvidia/vgpu_params") or "").strip()
+        return [("nvidia/vgpu_params", params)] if params else []
 
     # -- per-device attributes ---------------------------------------------
     def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:

@@ -26,7 +26,8 @@ from ..core import Change, Uevent, kstrtoul
 from ..errors import KernelError
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
-from .base import ParentSpec, VendorDriver
+from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
+from .options import PCI_ADDRESS, choice, integer
 from .nvidia import parse_vgpu_params, pci_devpath
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class Driver(VendorDriver):
     name = "nvidia"
     registers_mdev_driver = False
     module_attrs = {"coresize": "90112000", "taint": "POE"}
+    option_schema = {
+        "gpu": choice(list(GPUS), "the board model"),
+        "bdf": PCI_ADDRESS,
+        "numvfs": integer(0, max(g[3] for g in GPUS.values()), "VFs enabled (default: all the GPU has)"),
+    }
 
     def __init__(self, gpu: str = "L40S", bdf: str = "0000:41:00.0", numvfs: Any = None, **options: Any) -> None:
         super().__init__(**options)
@@ -124,6 +130,43 @@ class Driver(VendorDriver):
         if isinstance(old, Driver) and old.bdf == self.bdf and len(old.vfs) == len(self.vfs):
             self.on_unload()  # give back the groups this instance took for itself
             self.vfs, old.vfs = old.vfs, []
+
+    @classmethod
+    def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
+        """Each PF bound to ``nvidia`` with SR-IOV enabled: the GPU model
+        (from its device id), its VF count, and one ``current_vgpu_type``
+        write (plus ``vgpu_params``) per VF with a vGPU, in ``vfio-dev``
+        order so the replay numbers them alike."""
+        out = []
+        for bdf in root.names("bus/pci/devices"):
+            pf = f"bus/pci/devices/{bdf}"
+            numvfs = root.text(f"{pf}/sriov_numvfs")
+            if numvfs is None or root.link(f"{pf}/driver") != "nvidia":
+                continue
+            device = root.text(f"{pf}/device") or "?"
+            gpu = next((g for g, spec in GPUS.items() if spec[0] == device), None)
+            if gpu is None:
+                out.append(Recorded({}, notes=[f"{bdf}: an NVIDIA GPU (device {device}) with SR-IOV vGPUs that "
+                                               f"no built-in driver models: not recorded"]))
+                continue
+            options: dict[str, Any] = {"gpu": gpu, "bdf": bdf}
+            if int(numvfs) != GPUS[gpu][3]:
+                options["numvfs"] = int(numvfs)
+            vgpus = []
+            for fn in root.names(pf):
+                vf = root.link(f"{pf}/{fn}") if fn.startswith("virtfn") else None
+                vgpu = root.text(f"bus/pci/devices/{vf}/nvidia/current_vgpu_type") if vf else None
+                if vf and vgpu not in (None, "0"):
+                    index = [int(n[4:]) for n in root.names(f"bus/pci/devices/{vf}/vfio-dev") if n[4:].isdigit()]
+                    vgpus.append((index or [1 << 30], vf, vgpu))
+            writes = []
+            for _, vf, vgpu in sorted(vgpus):
+                writes.append((f"bus/pci/devices/{vf}/nvidia/current_vgpu_type", str(vgpu)))
+                params = root.text(f"bus/pci/devices/{vf}/nvidia/vgpu_params")
+                if params:
+                    writes.append((f"bus/pci/devices/{vf}/nvidia/vgpu_params", params))
+            out.append(Recorded(options, writes))
+        return out
 
     def iommu_groups(self) -> dict[int, tuple[str, str]]:
         self._ensure_groups()
@@ -205,7 +248,7 @@ class Driver(VendorDriver):
                   f"MODALIAS=pci:v000010DEd0000{dev}sv000010DEsd00001851bc03sc02i00\n").encode()
         return {
             "uevent": Attribute(RW, const(uevent), tree._uevent_store("/" + devpath, ["SUBSYSTEM=pci"]), owner),
-            "power": tree.power_dir(owner),
+            "power": tree.power_dir(owner, devpath),
             "subsystem": Link(kernfs_link(devpath, "bus/pci")),
             "driver": Link(kernfs_link(devpath, "bus/pci/drivers/nvidia")),
             "vendor": Attribute(RO, const(b"0x10de\n"), owner=owner),
@@ -233,7 +276,7 @@ class Driver(VendorDriver):
             here = f"{vf.devpath}/vfio-dev/vfio{vf.vfio_index}"
             out["vfio-dev"] = StaticDir({f"vfio{vf.vfio_index}": StaticDir({
                 "uevent": Attribute(RW, lambda: b"", tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), vf),
-                "power": tree.power_dir((vf, "vfio-dev")),
+                "power": tree.power_dir((vf, "vfio-dev"), here),
                 "device": Link(kernfs_link(here, vf.devpath)),
                 "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
             })})

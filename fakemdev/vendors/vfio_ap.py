@@ -24,7 +24,8 @@ from ..core import kstrtoul
 from ..errors import KernelError
 from ..kernels import at_least
 from ..kernfs import Attribute, Node
-from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, SysfsReader, VendorDriver
+from .options import integer
 
 if TYPE_CHECKING:
     from ..core import MdevDevice
@@ -57,6 +58,8 @@ class Driver(VendorDriver):
     max_instances = MAX_ZDEV_ENTRIES_EXT
     capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.EPERM))
     module_attrs = {"coresize": "69632"}
+    option_schema = {k: integer(0, 255, f"highest {what} id the machine has (default 255)")
+                     for k, what in (("apm_max", "adapter"), ("aqm_max", "domain"), ("adm_max", "control domain"))}
 
     def __init__(self, apm_max: Any = 255, aqm_max: Any = 255, adm_max: Any = 255, **options: Any) -> None:
         super().__init__(**options)
@@ -70,6 +73,22 @@ class Driver(VendorDriver):
 
     def probe(self, mdev: "MdevDevice") -> None:
         self.adopt(mdev)
+
+    @classmethod
+    def recorded_writes(cls, device: SysfsReader) -> list[tuple[str, str]]:
+        """The assignments that rebuild what ``matrix`` (APQNs, or half-APQNs
+        when one side is empty) and ``control_domains`` show; ``guest_matrix``
+        and ``ap_config`` follow from them."""
+        adapters: set[int] = set()
+        domains: set[int] = set()
+        for line in (device.text("matrix") or "").split():
+            a, _, q = line.partition(".")
+            adapters |= {int(a, 16)} if a else set()
+            domains |= {int(q, 16)} if q else set()
+        controls = {int(c, 16) for c in (device.text("control_domains") or "").split()}
+        return ([("assign_adapter", f"0x{a:02x}") for a in sorted(adapters)]
+                + [("assign_domain", f"0x{q:04x}") for q in sorted(domains)]
+                + [("assign_control_domain", f"0x{c:04x}") for c in sorted(controls)])
 
     def adopt(self, mdev: "MdevDevice") -> None:
         for key in ("adapters", "domains", "control_domains"):

@@ -14,9 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .options import listing, text
 
 if TYPE_CHECKING:
     from ..core import MdevDevice
+
+
+SUBCHANNEL = text(r"[0-9a-f]{1,2}\.[0-3]\.[0-9a-f]{4}", "0.0.0313")  # cssid.ssid.schid, as css bus ids read
 
 
 def _ids(value: Any) -> list[str]:
@@ -31,6 +35,10 @@ class Driver(VendorDriver):
     max_instances = 1
     capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.EPERM))
     module_attrs = {"coresize": "57344"}
+    option_schema = {
+        "subchannels": listing(SUBCHANNEL, "0.0.0313,0.0.0314", "one parent per I/O subchannel"),
+        "not_operational": listing(SUBCHANNEL, "0.0.0314", "subchannels whose probe fails with ENODEV"),
+    }
 
     def __init__(self, subchannels: Any = "0.0.0313", not_operational: Any = "", **options: Any) -> None:
         super().__init__(**options)
