@@ -216,7 +216,7 @@ def test_a_scenario_upgrade_step_keeps_the_load_options_too() -> None:
 
 # -- item 7: smaller gaps ------------------------------------------------------------------------
 
-TWO_HOSTS = REPO / "scenarios" / "migration-newer-target.yaml"
+TWO_HOSTS = REPO / "fakemdev" / "scenarios" / "migration-newer-target.yaml"
 
 
 @requires_fuse
