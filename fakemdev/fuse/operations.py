@@ -26,16 +26,14 @@ import stat
 import threading
 from typing import Any, Callable, Optional
 
-os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-from .daemon import libfuse3_path  # noqa: E402
+from ..core import Change, Host
+from ..errors import KernelError
+from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node
+from ..sysfs import SysfsTree
+from . import readdirplus
+from .binding import mfusepy
 
-libfuse3_path()  # sets FUSE_LIBRARY_PATH: mfusepy then skips its own library search
-import mfusepy  # noqa: E402
-
-from ..core import Change, Host  # noqa: E402
-from ..errors import KernelError  # noqa: E402
-from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node  # noqa: E402
-from ..sysfs import SysfsTree  # noqa: E402
+readdirplus.install()
 
 log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
@@ -61,8 +59,10 @@ if _get_session is not None and _inval_entry is not None:
     _inval_entry.restype = ctypes.c_int
 FUSE_ROOT_ID = 1
 
-# readdir's d_type (so find -type f and os.walk need no stat per entry)
-_DTYPE = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK, "file": stat.S_IFREG}
+# Directories whose READDIRPLUS listing is kept (per model generation); a
+# walk needs the few on its path, a client polling one directory needs one.
+LISTING_CACHE_MAX = 1024
+_DOT = {"st_mode": stat.S_IFDIR | 0o755}
 
 
 def fuse_major() -> int:
@@ -100,6 +100,7 @@ class MdevOperations(mfusepy.Operations):
     mount root is its ``/sys``, with several each is ``/<name>/``."""
 
     use_ns = True
+    use_readdirplus = True  # entries carry their attributes (False: mfusepy's plain readdir, a LOOKUP each)
 
     def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0,
                  mountpoint: Optional[str] = None) -> None:
@@ -117,6 +118,10 @@ class MdevOperations(mfusepy.Operations):
         self.mountpoint = mountpoint
         self._session: Optional[int] = None
         self._reap: "queue.SimpleQueue[tuple[str, str]]" = queue.SimpleQueue()
+        # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
+        self._listings: dict[str, tuple[readdirplus.Listing, tuple[str, ...]]] = {}
+        self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
+        self._chmods = 0
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
             host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
@@ -127,6 +132,8 @@ class MdevOperations(mfusepy.Operations):
             config.entry_timeout = self.cache_timeout
             config.attr_timeout = self.cache_timeout
             config.negative_timeout = 0.0
+        if self.use_readdirplus:
+            readdirplus.want_plus_always(conn)
         self._fuse_ptr = _libfuse.fuse_get_context().contents.fuse
         if self.mountpoint and _get_session is not None and _inval_entry is not None:
             self._session = _get_session(self._fuse_ptr)
@@ -271,16 +278,19 @@ class MdevOperations(mfusepy.Operations):
         with self._lock_for(path):
             host, node, rel = self._resolve(path)
             self._remember(path)
-            mode = self._mode(host, rel, node)
-            if node.kind == "dir":
-                tree = self._split(path)[1]
-                return self._dir_stat(mode, 2 + tree.subdir_count(rel, node), host)  # type: ignore[union-attr,arg-type]
-            t = int(host.boot_time * 1e9)
-            if node.kind == "link":
-                return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": self.OWNER[0],
-                        "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
-            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": self.OWNER[0],
-                    "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
+            return self._stat(host, self._split(path)[1], rel, node)  # type: ignore[arg-type]
+
+    def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> dict[str, Any]:
+        """What getattr answers for node (at sysfs-relative rel); readdirplus hands out the same."""
+        mode = self._mode(host, rel, node)
+        if node.kind == "dir":
+            return self._dir_stat(mode, 2 + tree.subdir_count(rel, node), host)  # type: ignore[arg-type]
+        t = int(host.boot_time * 1e9)
+        if node.kind == "link":
+            return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": self.OWNER[0],
+                    "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
+        return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": self.OWNER[0],
+                "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
 
     def _dir_stat(self, mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
@@ -298,17 +308,54 @@ class MdevOperations(mfusepy.Operations):
 
     @syscall
     def readdir(self, path: str, fh: Any) -> list[Any]:
+        """mfusepy's own interface (where :mod:`.readdirplus` is not installed):
+        the names and types of :meth:`readdir_plus`."""
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
-        with self._lock_for(path):
-            host, node, rel = self._resolve(path)
-            if node.kind != "dir":
-                raise FuseOSError(errno.ENOTDIR)
-            out: list[Any] = [".", ".."]
-            fmts = _DTYPE
-            for name, child in self._split(path)[1].listing(rel, node):  # type: ignore[union-attr,arg-type]
-                out.append((name, fmts[child.kind], 0))
-            return out
+        listing, _ = self._cached_listing(path)
+        return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0) for n, st in zip(listing.names, listing.stats)]
+
+    @syscall
+    def readdir_plus(self, path: str, fh: Any) -> Optional[readdirplus.Listing]:
+        """A directory's entries in kernfs order with their attributes, for
+        READDIRPLUS (``None``: the multi-host root, left to mfusepy). Built
+        once per model generation; every call marks the entries as seen,
+        since the kernel now caches them without a LOOKUP and a change must
+        invalidate them as if it had looked them up."""
+        if (self.multi and path == "/") or not self.use_readdirplus:
+            return None
+        listing, names = self._cached_listing(path)
+        with self._seen_lock:
+            seen = self._seen.get(path)
+            if seen is None:
+                seen = self._seen[path] = set()
+            seen.update(names)
+        return listing
+
+    def _cached_listing(self, path: str) -> tuple[readdirplus.Listing, tuple[str, ...]]:
+        """The listing of path and its child names, from the cache while the model has not moved."""
+        host, tree, _ = self._split(path)
+        if host is None or tree is None:
+            raise FuseOSError(errno.ENOENT)
+        with host.lock:
+            key = (host.generation, self._chmods)
+            hit = self._listings.get(path)
+            if hit is None or hit[0].key != key:
+                hit = self._listings[path] = self._listing(host, tree, path, key)
+            return hit
+
+    def _listing(self, host: Host, tree: SysfsTree, path: str,
+                 key: tuple[int, int]) -> tuple[readdirplus.Listing, tuple[str, ...]]:
+        _, node, rel = self._resolve(path)
+        if node.kind != "dir":
+            raise FuseOSError(errno.ENOTDIR)
+        if len(self._listings) >= LISTING_CACHE_MAX:
+            self._listings.clear()
+        prefix = f"{rel}/" if rel else ""
+        children = tree.listing(rel, node)  # type: ignore[arg-type]
+        entries = [(".", _DOT), ("..", _DOT)]  # libfuse sends no attributes for these
+        entries += [(name, self._stat(host, tree, prefix + name, child)) for name, child in children]
+        return readdirplus.build(entries, self._stat_pool, key), tuple(name for name, _ in children)
 
     @syscall
     def access(self, path: str, amode: int) -> int:
@@ -405,6 +452,7 @@ class MdevOperations(mfusepy.Operations):
         if node.kind != "link":
             with host.lock:
                 host.mode_overrides[rel] = stat.S_IMODE(mode)
+                self._chmods += 1  # listings handed out the old mode
             self._invalidate_one(path)
         return 0
 
