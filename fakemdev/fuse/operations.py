@@ -107,6 +107,8 @@ class MdevOperations(mfusepy.Operations):
         self.hosts = hosts
         self.multi = multi or len(hosts) != 1
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
+        # one host: every path resolves in it (the common case, so no per-request dict work)
+        self._only = None if self.multi else next((h, t) for h, t in zip(hosts.values(), self.trees.values()))
         self.cache_timeout = cache_timeout
         self._handles: dict[int, Handle] = {}
         self._fh_ids = itertools.count(1)  # next() is atomic: one lock per host, not per mount
@@ -163,9 +165,8 @@ class MdevOperations(mfusepy.Operations):
                 log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
     def _split(self, path: str) -> tuple[Optional[Host], Optional[SysfsTree], str]:
-        if not self.multi:
-            (name, tree), = self.trees.items()
-            return self.hosts[name], tree, path.lstrip("/")
+        if self._only is not None:
+            return self._only[0], self._only[1], path.lstrip("/")
         parts = path.lstrip("/").split("/", 1)
         tree = self.trees.get(parts[0])
         if tree is None:
@@ -193,6 +194,9 @@ class MdevOperations(mfusepy.Operations):
 
     def _remember(self, path: str) -> None:
         head, _, name = path.rpartition("/")
+        known = self._seen.get(head or "/")
+        if known is not None and name in known:
+            return  # the usual case after the first lookup; reading needs no lock
         with self._seen_lock:
             s = self._seen.get(head or "/")
             if s is None:
@@ -275,10 +279,15 @@ class MdevOperations(mfusepy.Operations):
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         if self.multi and path == "/":
             return self._dir_stat(0o755, 2 + len(self.hosts), None)
-        with self._lock_for(path):
-            host, node, rel = self._resolve(path)
+        host, tree, rel = self._split(path)
+        if host is None or tree is None:
+            raise FuseOSError(errno.ENOENT)
+        with host.lock:  # see _lock_for
+            node = tree.lookup(rel)
+            if node is None:
+                raise FuseOSError(errno.ENOENT)
             self._remember(path)
-            return self._stat(host, self._split(path)[1], rel, node)  # type: ignore[arg-type]
+            return self._stat(host, tree, rel, node)
 
     def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> dict[str, Any]:
         """What getattr answers for node (at sysfs-relative rel); readdirplus hands out the same."""
