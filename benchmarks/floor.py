@@ -79,9 +79,14 @@ class FloorOperations(mfusepy.Operations):  # type: ignore[misc]
         self.tree = tree
         self.plus = plus
         pool = readdirplus.StatPool()
+
+        def struct(attrs: dict[str, Any]) -> Any:
+            key = tuple(attrs.items())
+            return (pool.get(key) or pool.add(key, attrs))[1]
+        dot = struct(_DOT)
         self.listings = {
-            d: readdirplus.build([(".", _DOT), ("..", _DOT)] +
-                                 [(n, tree.stats[f"{'' if d == '/' else d}/{n}"]) for n in names], pool, None)
+            d: readdirplus.build([(".", dot), ("..", dot)] +
+                                 [(n, struct(tree.stats[f"{'' if d == '/' else d}/{n}"])) for n in names], None)
             for d, names in tree.names.items()}
 
     def init_with_config(self, conn: Any, config: Any) -> None:

@@ -62,7 +62,6 @@ FUSE_ROOT_ID = 1
 # Directories whose READDIRPLUS listing is kept (per model generation); a
 # walk needs the few on its path, a client polling one directory needs one.
 LISTING_CACHE_MAX = 1024
-_DOT = {"st_mode": stat.S_IFDIR | 0o755}
 
 
 def fuse_major() -> int:
@@ -278,7 +277,7 @@ class MdevOperations(mfusepy.Operations):
     @syscall
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         if self.multi and path == "/":
-            return self._dir_stat(0o755, 2 + len(self.hosts), None)
+            return self._stat_dict(stat.S_IFDIR | 0o755, 2 + len(self.hosts), None)
         host, tree, rel = self._split(path)
         if host is None or tree is None:
             raise FuseOSError(errno.ENOENT)
@@ -287,25 +286,30 @@ class MdevOperations(mfusepy.Operations):
             if node is None:
                 raise FuseOSError(errno.ENOENT)
             self._remember(path)
-            return self._stat(host, tree, rel, node)
+            return self._stat(host, tree, rel, node)[0]
 
-    def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> dict[str, Any]:
-        """What getattr answers for node (at sysfs-relative rel); readdirplus hands out the same."""
-        mode = self._mode(host, rel, node)
-        if node.kind == "dir":
-            return self._dir_stat(mode, 2 + tree.subdir_count(rel, node), host)  # type: ignore[arg-type]
-        t = int(host.boot_time * 1e9)
-        if node.kind == "link":
-            return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": self.OWNER[0],
-                    "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
-        return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": self.OWNER[0],
-                "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
+    def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> tuple[dict[str, Any], Any]:
+        """What getattr answers for node (at sysfs-relative rel), and the same
+        as a ``struct stat`` for readdirplus: interned, so built once per
+        distinct (type and mode, nlink) and not again on every request."""
+        kind = node.kind
+        if kind == "dir":
+            st_mode = stat.S_IFDIR | self._mode(host, rel, node)
+            nlink = 2 + tree.subdir_count(rel, node)  # type: ignore[arg-type]
+        elif kind == "link":
+            st_mode, nlink = stat.S_IFLNK | 0o777, 1
+        else:
+            st_mode, nlink = stat.S_IFREG | self._mode(host, rel, node), 1
+        key = (st_mode, nlink, host.boot_time)
+        return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
 
-    def _dir_stat(self, mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
+    def _stat_dict(self, st_mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
-        return {"st_mode": stat.S_IFDIR | mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
-                "st_gid": self.OWNER[1],
-                "st_atime": t, "st_mtime": t, "st_ctime": t}
+        st = {"st_mode": st_mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
+              "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
+        if stat.S_ISREG(st_mode):  # sysfs: every attribute is a page
+            st.update(st_size=ATTR_SIZE, st_blksize=4096)
+        return st
 
     @syscall
     def readlink(self, path: str) -> str:
@@ -362,9 +366,10 @@ class MdevOperations(mfusepy.Operations):
             self._listings.clear()
         prefix = f"{rel}/" if rel else ""
         children = tree.listing(rel, node)  # type: ignore[arg-type]
-        entries = [(".", _DOT), ("..", _DOT)]  # libfuse sends no attributes for these
-        entries += [(name, self._stat(host, tree, prefix + name, child)) for name, child in children]
-        return readdirplus.build(entries, self._stat_pool, key), tuple(name for name, _ in children)
+        dot = self._stat(host, tree, rel, node)[1]  # libfuse sends no attributes for "." and ".."
+        entries = [(".", dot), ("..", dot)]
+        entries += [(name, self._stat(host, tree, prefix + name, child)[1]) for name, child in children]
+        return readdirplus.build(entries, key), tuple(name for name, _ in children)
 
     @syscall
     def access(self, path: str, amode: int) -> int:

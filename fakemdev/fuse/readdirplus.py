@@ -57,26 +57,32 @@ class Listing:
         self.key = key
 
 
+Attrs = dict[str, Any]  # what getattr returns (mfusepy's st_* dict)
+
+
 class StatPool:
-    """``struct stat`` objects interned by their attribute dict: a tree has a
-    handful of distinct (type, mode, nlink) combinations, so a listing of
-    10,000 entries holds a few structs, not 10,000."""
+    """Attributes interned under a key the caller chooses (for fakemdev: file
+    type and mode, nlink, boot time): the getattr dict and its ``struct
+    stat``, each built once. A tree has a handful of distinct combinations,
+    so a listing of 10,000 entries holds a few structs, not 10,000, and
+    getattr hands out the same dict again (mfusepy only reads it)."""
 
     __slots__ = ("_pool", "use_ns")
 
     def __init__(self, use_ns: bool = True) -> None:
-        self._pool: dict[tuple[tuple[str, Any], ...], Any] = {}
+        self._pool: dict[Hashable, tuple[Attrs, Any]] = {}
         self.use_ns = use_ns
 
-    def get(self, attrs: dict[str, Any]) -> Any:
-        key = tuple(attrs.items())
-        st = self._pool.get(key)
-        if st is None:
-            if len(self._pool) > 4096:  # attributes vary by inode only in pathological trees
-                self._pool.clear()
-            st = self._pool[key] = mfusepy.c_stat()
-            mfusepy.set_st_attrs(st, attrs, use_ns=self.use_ns)
-        return st
+    def get(self, key: Hashable) -> Optional[tuple[Attrs, Any]]:
+        return self._pool.get(key)
+
+    def add(self, key: Hashable, attrs: Attrs) -> tuple[Attrs, Any]:
+        if len(self._pool) >= 4096:  # nlink of directories moves with the device count
+            self._pool.clear()
+        st = mfusepy.c_stat()
+        mfusepy.set_st_attrs(st, attrs, use_ns=self.use_ns)
+        pair = self._pool[key] = (attrs, st)
+        return pair
 
 
 def kernfs_offsets(names: Iterable[str]) -> list[int]:
@@ -96,14 +102,14 @@ def kernfs_offsets(names: Iterable[str]) -> list[int]:
     return out
 
 
-def build(entries: Iterable[tuple[str, dict[str, Any]]], pool: StatPool, key: Hashable,
-          encoding: str = "utf-8", errors: str = "surrogateescape") -> Listing:
-    """A :class:`Listing` from (name, getattr-style dict) pairs in kernfs order."""
+def build(entries: Iterable[tuple[str, Any]], key: Hashable, encoding: str = "utf-8",
+          errors: str = "surrogateescape") -> Listing:
+    """A :class:`Listing` from (name, ``struct stat``) pairs in kernfs order."""
     names: list[str] = []
     stats: list[Any] = []
-    for name, attrs in entries:
+    for name, st in entries:
         names.append(name)
-        stats.append(pool.get(attrs))
+        stats.append(st)
     return Listing([n.encode(encoding, errors) for n in names], stats, kernfs_offsets(names), key)
 
 
