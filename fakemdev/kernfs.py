@@ -39,19 +39,20 @@ def kernfs_name_hash(name: str) -> int:
 _hash_cache: dict[str, int] = {}
 
 
+def name_hash(name: str) -> int:
+    """:func:`kernfs_name_hash`, memoised: every listing and every readdir
+    offset asks again for the same few thousand names."""
+    h = _hash_cache.get(name)
+    if h is None:
+        if len(_hash_cache) > 500_000:
+            _hash_cache.clear()
+        h = _hash_cache[name] = kernfs_name_hash(name)
+    return h
+
+
 def readdir_order(names: Iterable[str]) -> list[str]:
     """Sort names into kernfs order (hash, then name)."""
-    cache = _hash_cache
-    if len(cache) > 500_000:
-        cache.clear()
-
-    def key(n: str) -> tuple[int, str]:
-        h = cache.get(n)
-        if h is None:
-            h = cache[n] = kernfs_name_hash(n)
-        return (h, n)
-
-    return sorted(names, key=key)
+    return sorted(names, key=lambda n: (name_hash(n), n))
 
 
 class Attribute:

@@ -59,6 +59,23 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     for key in ("walk_ratio_default", "warm_ratio_tmpfs", "stale_views", "per_entry_growth",
                 "create_remove_pairs_per_s", "mount_ready_s", "mount_ready_ratio_tmpfs", "rss_mb_10k", "date",
-                "machine"):
+                "machine", "warm_ratio_bindfs", "walk_ratio_floor_default", "warm_ratio_floor", "cpu"):
         assert key in r
     assert r["stale_views"] == 0
+    # pinned by default: the benchmark and every server it started on that one CPU
+    assert r["pinned"] is True and r["readdirplus"] is True
+    assert set(r["server_cpus"]) == {"fakemdev", "floor", "bindfs"}
+    assert all(cpus == [r["cpu"]] for cpus in r["server_cpus"].values()), r["server_cpus"]
+    # issue 17's targets, each under its key, with a verdict where the run measured it
+    keys = {"walk_ratio_default", "walk_ratio_large", "warm_ratio_bindfs", "create_remove_pairs_per_s",
+            "mount_ready_s", "stale_views", "per_entry_growth", "rss_mb_10k", "rss_mb_100k", "pinned"}
+    assert {t["key"] for t in r["targets"]} == keys
+    assert all(t["met"] is not None for t in r["targets"] if t["key"] not in ("walk_ratio_large", "rss_mb_100k"))
+    # fakemdev/floor next to fakemdev/bindfs, and requests counted per server
+    walk = r["walk_default"]["os.walk+read"]
+    assert walk["cold_ratio_floor"] > 0 and walk["cold_ratio_bindfs"] > 0
+    for counts in r["requests_default"].values():
+        assert all(counts[s]["total"] > 0 for s in ("fakemdev", "floor", "bindfs"))
+    # with READDIRPLUS a walk that opens what it lists sends few LOOKUPs (bindfs: one per entry)
+    walked = r["requests_default"]["os.walk+read"]
+    assert walked["fakemdev"]["by_opcode"].get("LOOKUP", 0) * 5 < walked["bindfs"]["by_opcode"]["LOOKUP"]

@@ -26,17 +26,15 @@ import stat
 import threading
 from typing import Any, Callable, Optional
 
-os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-from .daemon import libfuse3_path  # noqa: E402
+from ..core import Change, Host
+from ..errors import KernelError
+from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node
+from ..sysfs import SysfsTree
+from . import readdirplus
+from .binding import mfusepy
+from .workers import OnDemandWorkers
 
-libfuse3_path()  # sets FUSE_LIBRARY_PATH: mfusepy then skips its own library search
-import mfusepy  # noqa: E402
-
-from ..core import Change, Host  # noqa: E402
-from ..errors import KernelError  # noqa: E402
-from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node  # noqa: E402
-from ..sysfs import SysfsTree  # noqa: E402
-from .workers import OnDemandWorkers  # noqa: E402
+readdirplus.install()
 
 log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
@@ -62,8 +60,9 @@ if _get_session is not None and _inval_entry is not None:
     _inval_entry.restype = ctypes.c_int
 FUSE_ROOT_ID = 1
 
-# readdir's d_type (so find -type f and os.walk need no stat per entry)
-_DTYPE = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK, "file": stat.S_IFREG}
+# Directories whose READDIRPLUS listing is kept (per model generation); a
+# walk needs the few on its path, a client polling one directory needs one.
+LISTING_CACHE_MAX = 1024
 
 
 def fuse_major() -> int:
@@ -101,12 +100,15 @@ class MdevOperations(mfusepy.Operations):
     mount root is its ``/sys``, with several each is ``/<name>/``."""
 
     use_ns = True
+    use_readdirplus = True  # entries carry their attributes (False: mfusepy's plain readdir, a LOOKUP each)
 
     def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0,
                  mountpoint: Optional[str] = None, threads: bool = False) -> None:
         self.hosts = hosts
         self.multi = multi or len(hosts) != 1
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
+        # one host: every path resolves in it (the common case, so no per-request dict work)
+        self._only = None if self.multi else next((h, t) for h, t in zip(hosts.values(), self.trees.values()))
         self.cache_timeout = cache_timeout
         self._handles: dict[int, Handle] = {}
         self._fh_ids = itertools.count(1)  # next() is atomic: one lock per host, not per mount
@@ -120,6 +122,10 @@ class MdevOperations(mfusepy.Operations):
         self._reap: "queue.SimpleQueue[tuple[str, str]]" = queue.SimpleQueue()
         self.threads = threads
         self.workers: Optional[OnDemandWorkers] = None
+        # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
+        self._listings: dict[str, tuple[readdirplus.Listing, tuple[str, ...]]] = {}
+        self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
+        self._chmods = 0
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
             host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
@@ -130,6 +136,8 @@ class MdevOperations(mfusepy.Operations):
             config.entry_timeout = self.cache_timeout
             config.attr_timeout = self.cache_timeout
             config.negative_timeout = 0.0
+        if self.use_readdirplus:
+            readdirplus.want_plus_always(conn)
         self._fuse_ptr = _libfuse.fuse_get_context().contents.fuse
         session = _get_session(self._fuse_ptr) if _get_session is not None else None
         if session and not self.threads:
@@ -178,9 +186,8 @@ class MdevOperations(mfusepy.Operations):
                 log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
     def _split(self, path: str) -> tuple[Optional[Host], Optional[SysfsTree], str]:
-        if not self.multi:
-            (name, tree), = self.trees.items()
-            return self.hosts[name], tree, path.lstrip("/")
+        if self._only is not None:
+            return self._only[0], self._only[1], path.lstrip("/")
         parts = path.lstrip("/").split("/", 1)
         tree = self.trees.get(parts[0])
         if tree is None:
@@ -208,6 +215,9 @@ class MdevOperations(mfusepy.Operations):
 
     def _remember(self, path: str) -> None:
         head, _, name = path.rpartition("/")
+        known = self._seen.get(head or "/")
+        if known is not None and name in known:
+            return  # the usual case after the first lookup; reading needs no lock
         with self._seen_lock:
             s = self._seen.get(head or "/")
             if s is None:
@@ -289,26 +299,39 @@ class MdevOperations(mfusepy.Operations):
     @syscall
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         if self.multi and path == "/":
-            return self._dir_stat(0o755, 2 + len(self.hosts), None)
-        with self._lock_for(path):
-            host, node, rel = self._resolve(path)
+            return self._stat_dict(stat.S_IFDIR | 0o755, 2 + len(self.hosts), None)
+        host, tree, rel = self._split(path)
+        if host is None or tree is None:
+            raise FuseOSError(errno.ENOENT)
+        with host.lock:  # see _lock_for
+            node = tree.lookup(rel)
+            if node is None:
+                raise FuseOSError(errno.ENOENT)
             self._remember(path)
-            mode = self._mode(host, rel, node)
-            if node.kind == "dir":
-                tree = self._split(path)[1]
-                return self._dir_stat(mode, 2 + tree.subdir_count(rel, node), host)  # type: ignore[union-attr,arg-type]
-            t = int(host.boot_time * 1e9)
-            if node.kind == "link":
-                return {"st_mode": stat.S_IFLNK | 0o777, "st_nlink": 1, "st_size": 0, "st_uid": self.OWNER[0],
-                        "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
-            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": ATTR_SIZE, "st_uid": self.OWNER[0],
-                    "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t, "st_blksize": 4096}
+            return self._stat(host, tree, rel, node)[0]
 
-    def _dir_stat(self, mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
+    def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> tuple[dict[str, Any], Any]:
+        """What getattr answers for node (at sysfs-relative rel), and the same
+        as a ``struct stat`` for readdirplus: interned, so built once per
+        distinct (type and mode, nlink) and not again on every request."""
+        kind = node.kind
+        if kind == "dir":
+            st_mode = stat.S_IFDIR | self._mode(host, rel, node)
+            nlink = 2 + tree.subdir_count(rel, node)  # type: ignore[arg-type]
+        elif kind == "link":
+            st_mode, nlink = stat.S_IFLNK | 0o777, 1
+        else:
+            st_mode, nlink = stat.S_IFREG | self._mode(host, rel, node), 1
+        key = (st_mode, nlink, host.boot_time)
+        return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
+
+    def _stat_dict(self, st_mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
-        return {"st_mode": stat.S_IFDIR | mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
-                "st_gid": self.OWNER[1],
-                "st_atime": t, "st_mtime": t, "st_ctime": t}
+        st = {"st_mode": st_mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
+              "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
+        if stat.S_ISREG(st_mode):  # sysfs: every attribute is a page
+            st.update(st_size=ATTR_SIZE, st_blksize=4096)
+        return st
 
     @syscall
     def readlink(self, path: str) -> str:
@@ -320,17 +343,55 @@ class MdevOperations(mfusepy.Operations):
 
     @syscall
     def readdir(self, path: str, fh: Any) -> list[Any]:
+        """mfusepy's own interface (where :mod:`.readdirplus` is not installed):
+        the names and types of :meth:`readdir_plus`."""
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
-        with self._lock_for(path):
-            host, node, rel = self._resolve(path)
-            if node.kind != "dir":
-                raise FuseOSError(errno.ENOTDIR)
-            out: list[Any] = [".", ".."]
-            fmts = _DTYPE
-            for name, child in self._split(path)[1].listing(rel, node):  # type: ignore[union-attr,arg-type]
-                out.append((name, fmts[child.kind], 0))
-            return out
+        listing, _ = self._cached_listing(path)
+        return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0) for n, st in zip(listing.names, listing.stats)]
+
+    @syscall
+    def readdir_plus(self, path: str, fh: Any) -> Optional[readdirplus.Listing]:
+        """A directory's entries in kernfs order with their attributes, for
+        READDIRPLUS (``None``: the multi-host root, left to mfusepy). Built
+        once per model generation; every call marks the entries as seen,
+        since the kernel now caches them without a LOOKUP and a change must
+        invalidate them as if it had looked them up."""
+        if (self.multi and path == "/") or not self.use_readdirplus:
+            return None
+        listing, names = self._cached_listing(path)
+        with self._seen_lock:
+            seen = self._seen.get(path)
+            if seen is None:
+                seen = self._seen[path] = set()
+            seen.update(names)
+        return listing
+
+    def _cached_listing(self, path: str) -> tuple[readdirplus.Listing, tuple[str, ...]]:
+        """The listing of path and its child names, from the cache while the model has not moved."""
+        host, tree, _ = self._split(path)
+        if host is None or tree is None:
+            raise FuseOSError(errno.ENOENT)
+        with host.lock:
+            key = (host.generation, self._chmods)
+            hit = self._listings.get(path)
+            if hit is None or hit[0].key != key:
+                hit = self._listings[path] = self._listing(host, tree, path, key)
+            return hit
+
+    def _listing(self, host: Host, tree: SysfsTree, path: str,
+                 key: tuple[int, int]) -> tuple[readdirplus.Listing, tuple[str, ...]]:
+        _, node, rel = self._resolve(path)
+        if node.kind != "dir":
+            raise FuseOSError(errno.ENOTDIR)
+        if len(self._listings) >= LISTING_CACHE_MAX:
+            self._listings.clear()
+        prefix = f"{rel}/" if rel else ""
+        children = tree.listing(rel, node)  # type: ignore[arg-type]
+        dot = self._stat(host, tree, rel, node)[1]  # libfuse sends no attributes for "." and ".."
+        entries = [(".", dot), ("..", dot)]
+        entries += [(name, self._stat(host, tree, prefix + name, child)[1]) for name, child in children]
+        return readdirplus.build(entries, key), tuple(name for name, _ in children)
 
     @syscall
     def access(self, path: str, amode: int) -> int:
@@ -427,6 +488,7 @@ class MdevOperations(mfusepy.Operations):
         if node.kind != "link":
             with host.lock:
                 host.mode_overrides[rel] = stat.S_IMODE(mode)
+                self._chmods += 1  # listings handed out the old mode
             self._invalidate_one(path)
         return 0
 

@@ -1,0 +1,209 @@
+"""READDIRPLUS (fakemdev/fuse/readdirplus.py): entries carry their attributes.
+
+What it must buy: a cold walk that lstat()s every entry sends (almost) no
+LOOKUP, because each readdir already gave the kernel the entries'
+attributes. What it must not cost: readdir results (names, kernfs order,
+d_type) are the same as without it, and the attributes the kernel caches
+from a listing are invalidated by every change as looked-up ones are.
+
+Requests are counted inside the daemon: getattr() runs once per LOOKUP and
+per GETATTR in libfuse's high-level API. The counter lives in shared memory
+and the handler is wrapped before mount() forks the daemon, which inherits both.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+import struct
+from multiprocessing.sharedctypes import RawArray
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import mounted, requires_fuse, sysfs_write
+from fakemdev.fuse import readdirplus
+from fakemdev.fuse.operations import MdevOperations
+from fakemdev.hosts import default_host
+from fakemdev.kernfs import readdir_order
+from fakemdev.sysfs import SysfsTree
+
+pytestmark = requires_fuse
+
+MTTY = "devices/virtual/mtty/mtty"
+TYPE = f"{MTTY}/mdev_supported_types/mtty-2"
+UUID = "6d0c3e2a-51f5-4a8e-9b36-0c1d2e3f4a5b"
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """counted[0]: getattr calls in the daemon (LOOKUP + GETATTR requests)."""
+    counts = RawArray("q", 1)
+    plain_getattr = MdevOperations.getattr
+
+    def getattr(self: MdevOperations, path: str, fh: Any = None) -> dict[str, Any]:
+        counts[0] += 1
+        return plain_getattr(self, path, fh)  # type: ignore[no-any-return]
+    monkeypatch.setattr(MdevOperations, "getattr", getattr)
+    return counts
+
+
+@pytest.fixture(params=[True, False], ids=["plus", "plain"])
+def mount(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setattr(MdevOperations, "use_readdirplus", request.param)
+    with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        yield root
+
+
+def cold_lstat_walk(root: Path) -> int:
+    n = 0
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lstat(f"{dirpath}/{name}")
+            n += 1
+    return n
+
+
+def test_a_cold_lstat_walk_needs_few_lookups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: Any) -> None:
+    got = {}
+    for plus in (False, True):
+        monkeypatch.setattr(MdevOperations, "use_readdirplus", plus)
+        with mounted({"default": default_host()}, tmp_path / f"sys-{plus}") as root:
+            counted[0] = 0
+            entries = cold_lstat_walk(root)
+            got[plus] = counted[0]
+    assert got[False] >= entries  # one LOOKUP per entry, at least
+    # with attributes in the listings: only what the kernel re-asks itself (atime after a readdir, link targets)
+    assert got[True] * 3 < got[False], got
+    assert got[True] < entries // 2, (got, entries)
+
+
+def listing(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """Every directory: its entries in readdir order, with their d_type."""
+    out = {}
+    for dirpath, dirs, _ in os.walk(root):
+        with os.scandir(dirpath) as it:
+            out[dirpath[len(str(root)):]] = [
+                (e.name, "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False) else "file")
+                for e in it]
+    return out
+
+
+def test_readdir_results_are_those_of_the_model(mount: Path) -> None:
+    tree = SysfsTree(default_host())
+    got = listing(mount)
+    for d, entries in got.items():
+        node = tree.lookup(d)
+        assert node is not None, d
+        want = [(n, c.kind) for n, c in tree.listing(d, node)]  # type: ignore[arg-type]
+        assert entries == want, d
+    assert len(got) > 100
+
+
+SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(os.uname().machine)
+
+
+def getdents(fd: int, bufsize: int = 512) -> list[tuple[str, int, int]]:
+    """One getdents64() with a small buffer: (name, d_type, d_off) of a few
+    entries, so a listing takes many calls and many READDIRPLUS requests."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(bufsize)
+    n = libc.syscall(SYS_GETDENTS64, fd, buf, bufsize)
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "getdents64")
+    out, pos = [], 0
+    while pos < n:
+        _ino, off, reclen, dtype = struct.unpack_from("<QqHB", buf.raw, pos)
+        name = buf.raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode()
+        out.append((name, dtype, off))
+        pos += reclen
+    return out
+
+
+@pytest.fixture
+def crowded(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """84 devices: bus/mdev/devices is too big for one small getdents."""
+    monkeypatch.setattr(MdevOperations, "use_readdirplus", True)
+    host = default_host()
+    for tname, n in (("mtty-1", 20), ("mbochs-small", 64)):
+        t = next(t for p in host.parents.values() for t in p.types.values() if t.path.endswith(tname))
+        for i in range(n):
+            host.create(t, f"0000{len(host.devices):04x}-0000-4000-8000-000000000000")
+    with mounted({"default": host}, tmp_path / "sys") as root:
+        yield root
+
+
+@pytest.mark.skipif(SYS_GETDENTS64 is None, reason="getdents64 syscall number unknown here")
+def test_a_listing_read_in_many_requests_is_whole_and_in_kernfs_order(crowded: Path) -> None:
+    fd = os.open(crowded / "bus/mdev/devices", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got: list[tuple[str, int, int]] = []
+        calls = 0
+        while chunk := getdents(fd):
+            got += chunk
+            calls += 1
+    finally:
+        os.close(fd)
+    names = [n for n, _, _ in got]
+    assert calls > 5
+    assert names[:2] == [".", ".."]
+    assert names[2:] == readdir_order(os.listdir(crowded / "bus/mdev/devices")) and len(names) == 86
+    assert {t for _, t, _ in got[2:]} == {10}  # DT_LNK
+    assert [o for _, _, o in got] == sorted(o for _, _, o in got)
+
+
+@pytest.mark.skipif(SYS_GETDENTS64 is None, reason="getdents64 syscall number unknown here")
+def test_a_listing_interrupted_by_create_and_remove_neither_repeats_nor_skips(crowded: Path) -> None:
+    """Offsets are kernfs positions (name hashes), as on the real sysfs: an
+    entry that stays is seen exactly once whatever comes and goes meanwhile."""
+    before = os.listdir(crowded / "bus/mdev/devices")
+    fd = os.open(crowded / "bus/mdev/devices", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = [n for n, _, _ in getdents(fd)]
+        gone = before[-1]  # not read yet
+        sysfs_write(crowded / "bus/mdev/devices" / gone / "remove", b"1")
+        sysfs_write(crowded / TYPE / "create", UUID.encode())
+        while chunk := getdents(fd):
+            got += [n for n, _, _ in chunk]
+    finally:
+        os.close(fd)
+    stayed = [n for n in before if n != gone]
+    assert [n for n in got if n in stayed] == stayed
+    assert gone not in got and got.count(UUID) <= 1
+
+
+def test_attributes_from_a_listing_are_invalidated_by_remove_and_chmod(mount: Path) -> None:
+    sysfs_write(mount / TYPE / "create", UUID.encode())
+    dev = mount / MTTY / UUID
+    # the kernel learns the device's entries from listings only (no LOOKUP of them yet)
+    assert UUID in os.listdir(mount / MTTY)
+    names = os.listdir(dev)
+    assert "remove" in names
+    assert stat.S_IMODE(os.lstat(dev / "remove").st_mode) == 0o200
+    os.chmod(dev / "remove", 0o600)
+    assert stat.S_IMODE(os.lstat(dev / "remove").st_mode) == 0o600
+    assert {e.name: stat.S_IMODE(e.stat(follow_symlinks=False).st_mode) for e in os.scandir(dev)}["remove"] == 0o600
+    sysfs_write(dev / "remove", b"1")
+    for p in (dev, dev / "remove", dev / "uevent", mount / "bus/mdev/devices" / UUID):
+        with pytest.raises(OSError) as e:
+            os.lstat(p)
+        assert e.value.errno == errno.ENOENT, p
+    assert UUID not in os.listdir(mount / MTTY)
+    # the same name again: a new device, fresh attributes
+    sysfs_write(mount / TYPE / "create", UUID.encode())
+    assert stat.S_IMODE(os.lstat(dev / "remove").st_mode) == 0o200
+
+
+def test_offsets_are_kernfs_positions() -> None:
+    names = [".", "..", *readdir_order(["b", "a", "remove", "uevent", "power"])]
+    offsets = readdirplus.kernfs_offsets(names)
+    assert offsets[:2] == [1, 2]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    # a name that shares its hash with its predecessor gets the next rank, not the same position
+    assert readdirplus.kernfs_offsets(["x", "x"]) == [offsets_of("x"), offsets_of("x") + 1]
+
+
+def offsets_of(name: str) -> int:
+    return readdirplus.kernfs_offsets([name])[0]
