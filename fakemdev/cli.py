@@ -247,7 +247,12 @@ def play(scenario_file: str, as_json: bool, api_only: bool, mount_only: bool) ->
     backends = ("api",) if api_only else ("mount",) if mount_only else ("mount", "api")
     if not as_json:
         click.echo(HEADER)
-    result = do_play(scenario, backends, emit=(lambda r: None) if as_json else (lambda r: click.echo(format_row(r))))
+    from .fuse.daemon import MountError
+    try:
+        result = do_play(scenario, backends,
+                         emit=(lambda r: None) if as_json else (lambda r: click.echo(format_row(r))))
+    except MountError as e:
+        _fail(f"{e} ('fakemdev play --api-only' plays it without FUSE)")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     elif result.divergence is not None:

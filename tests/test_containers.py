@@ -29,6 +29,8 @@ U1 = "33333333-2222-4333-8444-555555555555"
 U2 = "44444444-2222-4333-8444-555555555555"
 MTTY2 = "class/mdev_bus/mtty/mdev_supported_types/mtty-2"
 PARENTS = ["0000:00:02.0", "mbochs", "mdpy", "mtty"]
+NO_CAP = ("mount(2) refused (Operation not permitted): mounting needs CAP_SYS_ADMIN; in a container, pass "
+          "--device /dev/fuse --cap-add SYS_ADMIN (docker on AppArmor hosts also --security-opt apparmor=unconfined)")
 
 
 def doc_block(doc: str, after: str, index: int = 0) -> str:
@@ -160,6 +162,19 @@ def test_image_without_cap_sys_admin_says_so_in_one_line(engine: str, image: str
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "CAP_SYS_ADMIN" in lines[0], r.stderr
     assert r.stdout.split() == ["rc=1", "0"], r.stdout  # and nothing is left mounted
+    # a sidecar runs it in the foreground: it must fail the container too, not exit 0
+    r = engines.engine_run(engine, ["run", "--rm", "--device", "/dev/fuse", image,
+                                    "mount", "--foreground", "--mkdir", "/tmp/sys"])
+    assert r.returncode == 1 and r.stderr.strip() == f"fakemdev: {NO_CAP}", r
+
+
+def test_play_without_fuse_says_so_and_points_to_api_only(engine: str, image: str) -> None:
+    r = engines.engine_run(engine, ["run", "--rm", image, "play", "mtty-port-exhaustion"])
+    assert r.returncode == 1
+    (line,) = r.stderr.strip().splitlines()
+    assert "/dev/fuse is missing" in line and "'fakemdev play --api-only' plays it without FUSE" in line
+    r = engines.engine_run(engine, ["run", "--rm", image, "play", "--api-only", "mtty-port-exhaustion"], check=True)
+    assert r.stdout.strip().endswith("all as expected")
 
 
 def test_entrypoint_passes_fakemdev_commands_and_runs_others(engine: str, image: str) -> None:

@@ -167,3 +167,17 @@ def test_a_normal_users_mount_is_private_to_that_user(world_tmp: Path) -> None:
         assert r.returncode != 0
         assert "allow_other" in r.stderr and r.stderr.count("\n") <= 2, r.stderr
         assert os.listdir(mp) == []
+
+
+def test_a_mount_point_the_user_cannot_read_is_one_line(world_tmp: Path) -> None:
+    closed = world_tmp / "rootonly"
+    closed.mkdir(mode=0o700)
+    home = world_tmp / "home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    python, pythonpath = _user_python()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "PYTHONPATH": pythonpath,
+           "FAKEMDEV_RUNTIME_DIR": str(home / "run")}
+    r = _as_user([python, "-m", "fakemdev", "mount", str(closed)], env)
+    assert r.returncode == 1
+    assert r.stderr == f"fakemdev: {closed}: cannot read it (Permission denied): mount on a directory you own\n"

@@ -199,6 +199,29 @@ def check_environment() -> None:
         raise MountError("libfuse3 is not installed: apt-get install fuse3")
     if os.geteuid() != 0 and shutil.which("fusermount3") is None:
         raise MountError("fusermount3 is missing (needed to mount as a normal user): apt-get install fuse3")
+    if not _may_mount():
+        raise MountError(NO_CAP_SYS_ADMIN)
+
+
+CAP_SYS_ADMIN = 21
+NO_CAP_SYS_ADMIN = ("mount(2) refused (Operation not permitted): mounting needs CAP_SYS_ADMIN; in a container, "
+                    "pass --device /dev/fuse --cap-add SYS_ADMIN (docker on AppArmor hosts also "
+                    "--security-opt apparmor=unconfined)")
+
+
+def _may_mount() -> bool:
+    """False when no mount can succeed: CAP_SYS_ADMIN is outside this process's
+    bounding set, or root lacks it (a container without --cap-add SYS_ADMIN).
+    Asked first so that libfuse's own two lines on stderr never happen."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = {k: int(v, 16) for k, _, v in (line.partition(":") for line in f) if k.startswith("Cap")}
+    except (OSError, ValueError):
+        return True
+    bit = 1 << CAP_SYS_ADMIN
+    if not caps.get("CapBnd", bit) & bit:
+        return False
+    return os.geteuid() != 0 or bool(caps.get("CapEff", bit) & bit)
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -213,7 +236,11 @@ def check_mountpoint(mountpoint: str) -> None:
         raise MountError(f"{mountpoint}: not a directory")
     if os.path.ismount(mountpoint):
         raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
-    if os.listdir(mountpoint):
+    try:
+        entries = os.listdir(mountpoint)
+    except OSError as e:
+        raise MountError(f"{mountpoint}: cannot read it ({e.strerror}): mount on a directory you own") from None
+    if entries:
         raise MountError(f"{mountpoint}: directory is not empty: mount on an empty directory")
 
 
@@ -247,6 +274,11 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
     except RuntimeError as e:
+        if getattr(ops, "_fuse_ptr", None) is None:  # never served: the mount itself failed
+            if ready_fd is not None:
+                return 1  # a daemon: the waiting parent reports libfuse's words from the log
+            raise MountError(f"{mountpoint}: the mount failed (libfuse error {e}); libfuse's reason is above") \
+                from None
         if str(e) not in ("8", "7"):  # libfuse 3 reports a signal-initiated exit as an error code
             log.error("fuse loop ended: %s", e)
     finally:
@@ -340,9 +372,7 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
     os.waitpid(pid, 0)
     detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint))
     if "mount failed: Operation not permitted" in detail:  # libfuse's own words when mount(2) says EPERM
-        raise MountError(f"{mountpoint}: mount(2) refused (Operation not permitted): mounting needs CAP_SYS_ADMIN; "
-                         f"in a container, pass --device /dev/fuse --cap-add SYS_ADMIN (docker on AppArmor hosts "
-                         f"also --security-opt apparmor=unconfined)")
+        raise MountError(f"{mountpoint}: {NO_CAP_SYS_ADMIN}")
     raise MountError(f"{mountpoint}: the fakemdev daemon failed to mount: {detail or 'no reason given'}")
 
 
