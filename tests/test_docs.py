@@ -32,6 +32,9 @@ RUN: dict[str, list[tuple[str, str]]] = {
     "scenarios.md": [("printf 'scenario: 1", ""), ("fakemdev play mtty-port-exhaustion", "")],
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
+# container recipes: run on real podman and docker, with their output compared, by tests/test_containers.py
+ENGINE_CHECKED = [("README.md", "sudo .venv/bin/fakemdev mount /tmp/fakesys\nsudo docker run"),
+                  ("README.md", "sudo podman build -t fakemdev .")]
 PLACEHOLDERS = {"UUID": "00000000-0000-4000-8000-000000000001", "FILE": str(REPO / "fakemdev/scenarios/default-host.yaml")}
 
 
@@ -74,7 +77,7 @@ def _unmount_under(scratch: Path, env: dict[str, str]) -> None:
 
 
 def test_every_output_claim_is_checked() -> None:
-    checked = {(d, s) for d, starts in RUN.items() for s, _ in starts} | set(NEEDS_LIBVIRT)
+    checked = {(d, s) for d, starts in RUN.items() for s, _ in starts} | set(NEEDS_LIBVIRT) | set(ENGINE_CHECKED)
     unchecked = [f"{b.where}: {b.body.splitlines()[0]}" for doc in DOCS for b in sh_blocks(doc)
                  if b.claims() and not any(d == doc.name and b.body.startswith(s) for d, s in checked)]
     assert unchecked == [], "sh examples that claim output but are not run by this test"
