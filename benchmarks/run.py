@@ -800,7 +800,8 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=None, help="the CPU to pin to (default 1, or 0 on one CPU)")
     ap.add_argument("--unpinned", action="store_true", help="do not pin (the figures then swing between runs)")
     ap.add_argument("--plain-readdir", action="store_true",
-                    help="fakemdev and the floor without READDIRPLUS attributes (a LOOKUP per entry), for comparison")
+                    help="fakemdev and the floor without READDIRPLUS attributes (a LOOKUP per entry), for comparison "
+                         "(the mount-ready and RSS rows start fresh processes, which keep it)")
     args = ap.parse_args()
     args.cpu = pin(args.cpu, args.unpinned)
     if args.plain_readdir:

@@ -123,7 +123,7 @@ class MdevOperations(mfusepy.Operations):
         self.threads = threads
         self.workers: Optional[OnDemandWorkers] = None
         # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
-        self._listings: dict[str, tuple[readdirplus.Listing, tuple[str, ...]]] = {}
+        self._listings: dict[str, readdirplus.Listing] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
         self._chmods = 0
         for name, host in hosts.items():
@@ -347,40 +347,34 @@ class MdevOperations(mfusepy.Operations):
         the names and types of :meth:`readdir_plus`."""
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
-        listing, _ = self._cached_listing(path)
+        listing = self._cached_listing(path)
         return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0) for n, st in zip(listing.names, listing.stats)]
 
     @syscall
     def readdir_plus(self, path: str, fh: Any) -> Optional[readdirplus.Listing]:
         """A directory's entries in kernfs order with their attributes, for
-        READDIRPLUS (``None``: the multi-host root, left to mfusepy). Built
-        once per model generation; every call marks the entries as seen,
-        since the kernel now caches them without a LOOKUP and a change must
-        invalidate them as if it had looked them up."""
+        READDIRPLUS (``None``: the multi-host root, left to mfusepy)."""
         if (self.multi and path == "/") or not self.use_readdirplus:
             return None
-        listing, names = self._cached_listing(path)
-        with self._seen_lock:
-            seen = self._seen.get(path)
-            if seen is None:
-                seen = self._seen[path] = set()
-            seen.update(names)
-        return listing
+        return self._cached_listing(path)
 
-    def _cached_listing(self, path: str) -> tuple[readdirplus.Listing, tuple[str, ...]]:
-        """The listing of path and its child names, from the cache while the model has not moved."""
+    def _cached_listing(self, path: str) -> readdirplus.Listing:
+        """The listing of path, from the cache while the model has not moved."""
         host, tree, _ = self._split(path)
         if host is None or tree is None:
             raise FuseOSError(errno.ENOENT)
         with host.lock:
             key = (host.generation, self._chmods)
             hit = self._listings.get(path)
-            if hit is None or hit[0].key != key:
+            if hit is None or hit.key != key:
                 hit = self._listings[path] = self._listing(host, tree, path, key)
             return hit
 
-    def _listing(self, host: Host, tree: SysfsTree, path: str,
-                 key: tuple[int, int]) -> tuple[readdirplus.Listing, tuple[str, ...]]:
+    def _listing(self, host: Host, tree: SysfsTree, path: str, key: tuple[int, int]) -> readdirplus.Listing:
+        """Build a listing, and mark its entries as seen: the kernel caches
+        them without a LOOKUP, so a change must invalidate them as if it had
+        looked them up. Once per build is enough: only a change (which moves
+        the generation, so the next readdir builds again) forgets seen paths."""
         _, node, rel = self._resolve(path)
         if node.kind != "dir":
             raise FuseOSError(errno.ENOTDIR)
@@ -391,7 +385,12 @@ class MdevOperations(mfusepy.Operations):
         dot = self._stat(host, tree, rel, node)[1]  # libfuse sends no attributes for "." and ".."
         entries = [(".", dot), ("..", dot)]
         entries += [(name, self._stat(host, tree, prefix + name, child)[1]) for name, child in children]
-        return readdirplus.build(entries, key), tuple(name for name, _ in children)
+        with self._seen_lock:
+            seen = self._seen.get(path)
+            if seen is None:
+                seen = self._seen[path] = set()
+            seen.update(name for name, _ in children)
+        return readdirplus.build(entries, key)
 
     @syscall
     def access(self, path: str, amode: int) -> int:

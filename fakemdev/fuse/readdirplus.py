@@ -27,7 +27,6 @@ the node is reused whenever the same name is listed again.
 from __future__ import annotations
 
 import bisect
-import ctypes
 from typing import Any, Callable, Hashable, Iterable, Optional
 
 from ..kernfs import name_hash
@@ -39,7 +38,6 @@ FUSE_CAP_READDIRPLUS = 1 << 13    # fuse_common.h (libfuse 3)
 FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
 
 _RANK_BITS = 20                   # hash << 20 | rank stays far below 2**63 (hashes are < 2**31)
-_DOTS = (b".", b"..")
 
 
 class Listing:
