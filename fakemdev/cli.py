@@ -33,16 +33,21 @@ def _build_hosts(kernel: str, drivers: Sequence[str]) -> dict[str, Any]:
     from .hosts import default_host
     from .vendors import make
     from .vendors.options import OptionError, parse_spec
-    if not drivers:
-        return {"default": default_host(kernel=kernel)}
-    host = Host("default", kernel=kernel)
+    try:
+        if not drivers:
+            return {"default": default_host(kernel=kernel)}
+        host = Host("default", kernel=kernel)
+    except ValueError as e:  # the kernel profile
+        _fail(f"--kernel: {e}", 2)
     for spec in drivers:
         name, _, _ = spec.partition(":")
         try:
             host.load_driver(make(*parse_spec(spec)))
         except OptionError as e:
             _fail(f"--driver {name}: {e.what}", 2)
-        except (LookupError, TypeError, ValueError, OSError) as e:
+        except OSError as e:  # a driver file, or the host refusing a second copy of a driver
+            _fail(f"--driver {name}: {e.strerror}" + (f": {e.filename}" if e.filename else ""), 2)
+        except (LookupError, TypeError, ValueError) as e:
             _fail(f"--driver {spec}: {e}", 2)
     return {"default": host}
 

@@ -273,3 +273,14 @@ def _options_without_help(cmd: click.Command, path: str) -> list[str]:
 def test_every_option_of_every_command_has_help_text() -> None:
     from fakemdev.cli import cli
     assert _options_without_help(cli, "fakemdev") == []
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--kernel", "7.x"], "fakemdev: --kernel: kernel profile '7.x': expected MAJOR.MINOR such as 6.12, 6.1, 5.15, "
+                          "4.19"),
+    (["--driver", "mtty", "--driver", "mtty"], "fakemdev: --driver mtty: driver mtty is already loaded"),
+])
+def test_host_level_mistakes_are_one_line_and_mount_nothing(mp: Path, args: list[str], line: str) -> None:
+    r = run_cli("mount", *args, str(mp))
+    assert (r.returncode, r.stderr) == (2, line + "\n")
+    assert not mounted_here(mp)
