@@ -36,7 +36,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if "test_containers" in names or "test_fresh_machine" in names or names.rstrip("/").endswith("tests") \
             or not session.config.args:
         import engines
-        engines.prefetch_rootfs(fresh="not fresh_machine" not in (session.config.option.markexpr or ""))
+        fresh = "not fresh_machine" not in (session.config.option.markexpr or "")
+        engines.prefetch_rootfs(fresh=fresh)
+        only = session.config.option.keyword or ""
+        if fresh and not session.config.option.collectonly and (not only or "fresh" in only) \
+                and ("test_fresh_machine" in names or names.rstrip("/").endswith("tests")):
+            import test_fresh_machine
+            test_fresh_machine.launch_early()
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -71,13 +72,8 @@ def repo_copy(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Popen[str]]:
+def launch(tmp: Path) -> dict[str, subprocess.Popen[str]]:
     """Both releases started at once (apt and pip wait on the network, not the CPU)."""
-    problem = engines.engine_problem("podman")
-    if problem:
-        engines.unavailable(problem)
-    tmp = tmp_path_factory.mktemp("fresh")
     src = repo_copy(tmp / "src")
     script = tmp / "inner.sh"
     script.write_text(inner_script(*readme_commands()))
@@ -92,8 +88,45 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Popen
         log = open(tmp / f"{suite}.log", "w")
         procs[suite] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
         procs[suite].log_path = tmp / f"{suite}.log"  # type: ignore[attr-defined]
-    yield procs
-    for p in procs.values():
+    return procs
+
+
+_early: dict[str, object] = {}
+
+
+def launch_early() -> None:
+    """Called at session start (conftest): the fresh machines run beside the
+    rest of the suite instead of after it, which is most of their cost."""
+    import tempfile
+    import threading
+    if engines.engine_problem("podman"):
+        return  # the test reports why
+    tmp = Path(tempfile.mkdtemp(prefix="fakemdev-fresh-"))
+
+    def run() -> None:
+        try:
+            _early["procs"] = launch(tmp)
+        except BaseException as e:  # noqa: B036 - reported by the test that waits for it
+            _early["error"] = e
+    _early["thread"] = t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    problem = engines.engine_problem("podman")
+    if problem:
+        engines.unavailable(problem)
+    thread = _early.get("thread")
+    if thread is not None:
+        thread.join()  # type: ignore[attr-defined]
+        if "error" in _early:
+            raise _early["error"]  # type: ignore[misc]
+        procs = _early["procs"]  # type: ignore[assignment]
+    else:
+        procs = launch(tmp_path_factory.mktemp("fresh"))
+    yield procs  # type: ignore[misc]
+    for p in procs.values():  # type: ignore[attr-defined]
         if p.poll() is None:
             p.kill()
 
