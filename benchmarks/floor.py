@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -105,7 +105,7 @@ class FloorOperations(mfusepy.Operations):  # type: ignore[misc]
     def readlink(self, path: str) -> str:
         return self.tree.targets[path]
 
-    def readdir_plus(self, path: str, fh: Any) -> Optional[readdirplus.Listing]:
+    def readdir_plus(self, path: str, fh: Any) -> readdirplus.Listing | None:
         return self.listings[path] if self.plus else None
 
     def readdir(self, path: str, fh: Any) -> list[Any]:

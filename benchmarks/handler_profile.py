@@ -31,19 +31,21 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.sharedctypes import RawArray
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+from run import Bench, pin  # noqa: E402
+from servers import Mounted, mount_fakemdev, mount_floor  # noqa: E402
 
 from fakemdev.export import export  # noqa: E402
 from fakemdev.fuse.binding import mfusepy  # noqa: E402
 from fakemdev.fuse.operations import MdevOperations  # noqa: E402
 from fakemdev.hosts import default_host  # noqa: E402
-from run import Bench, pin  # noqa: E402
-from servers import Mounted, mount_fakemdev, mount_floor  # noqa: E402
 
 CALLBACKS = ("getattr_fuse_3", "readdir_fuse_3", "readlink", "open", "read", "write", "release", "access",
              "flush", "ioctl", "init_fuse_3", "chmod_fuse_3", "other")
@@ -164,7 +166,7 @@ def main() -> int:
     return 0
 
 
-def mount(server: str, src: Path, mp: Path, cprofile: Optional[str]) -> Mounted:
+def mount(server: str, src: Path, mp: Path, cprofile: str | None) -> Mounted:
     if server == "floor":
         return mount_floor(src, mp)
     if cprofile is None:

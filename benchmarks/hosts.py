@@ -56,7 +56,6 @@ def large_host(devices: int = 10_000, parents: int = 100, types: int = 4, name: 
     host = Host(name=name)
     host.load_driver(BenchGpu(parents=parents, types=types))
     all_types = [t for p in host.parents.values() for t in p.types.values()]
-    n = len(all_types)
     for i in range(devices):
         # round-robin over parents first, then types, so every parent fills evenly
         p = i % parents

@@ -36,18 +36,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
+from hosts import bench_uuid, host_for, large_host  # noqa: E402
+from servers import Mounted, affinity, mount_bindfs, mount_fakemdev, mount_floor, plain_umount  # noqa: E402
+
 from fakemdev.export import export  # noqa: E402
 from fakemdev.kernfs import walk as kernfs_walk  # noqa: E402
 from fakemdev.sysfs import SysfsTree  # noqa: E402
-from hosts import bench_uuid, host_for, large_host  # noqa: E402
-from servers import Mounted, affinity, mount_bindfs, mount_fakemdev, mount_floor, plain_umount  # noqa: E402
 
 PY = sys.executable
 FAKEMDEV = [str(REPO / ".venv/bin/fakemdev")] if (REPO / ".venv/bin/fakemdev").exists() else [PY, "-m", "fakemdev"]
@@ -76,12 +78,12 @@ def summary(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
-def median_ratio(a: Optional[dict[str, float]], b: Optional[dict[str, float]]) -> Optional[float]:
+def median_ratio(a: dict[str, float] | None, b: dict[str, float] | None) -> float | None:
     """Ratio of two figures' medians (None where either is missing)."""
     return a["median"] / b["median"] if a and b and b["median"] else None
 
 
-def fmt_s(v: Optional[dict[str, float]]) -> str:
+def fmt_s(v: dict[str, float] | None) -> str:
     if not v:
         return "-"
     def one(x: float) -> str:
@@ -128,8 +130,8 @@ class Bench:
         p.mkdir()
         return p
 
-    def row(self, figure: str, fm: Optional[dict[str, float]], floor: Optional[dict[str, float]], floor_name: str,
-            unit: str = "s", note: str = "") -> Optional[float]:
+    def row(self, figure: str, fm: dict[str, float] | None, floor: dict[str, float] | None, floor_name: str,
+            unit: str = "s", note: str = "") -> float | None:
         r = median_ratio(fm, floor)
         self.rows.append({"figure": figure, "fakemdev": fm, "floor": floor, "floor_name": floor_name,
                           "ratio": r, "unit": unit, "note": note})
@@ -213,10 +215,16 @@ class Bench:
             for _ in range(reps):
                 for server, k in servers.items():
                     with self.server(server, host, src) as m:
-                        t0 = now(); fn(m.mp); t[f"{k}_cold"].append(now() - t0)
-                        t0 = now(); fn(m.mp); t[f"{k}_warm"].append(now() - t0)
+                        t0 = now()
+                        fn(m.mp)
+                        t[f"{k}_cold"].append(now() - t0)
+                        t0 = now()
+                        fn(m.mp)
+                        t[f"{k}_warm"].append(now() - t0)
                 fn(src)
-                t0 = now(); fn(src); t["tmpfs"].append(now() - t0)
+                t0 = now()
+                fn(src)
+                t["tmpfs"].append(now() - t0)
             s = {k: summary(v) for k, v in t.items()}
             cold = self.row(f"{kind}, cold, {label} ({entries} entries)", s["fm_cold"], s["bf_cold"], "bindfs")
             cold_floor = self.row(f"{kind}, cold, {label} (vs floor)", s["fm_cold"], s["fl_cold"], "floor")
@@ -353,18 +361,19 @@ for line in sys.stdin:
                 checker.stdin.write(json.dumps([(op, p, a) for op, p, a, _ in checks]) + "\n")  # type: ignore
                 checker.stdin.flush()  # type: ignore[union-attr]
                 got = json.loads(checker.stdout.readline())  # type: ignore[union-attr]
-                for (op, p, a, want), g in zip(checks, got):
+                for (op, p, a, want), g in zip(checks, got, strict=True):
                     views += 1
                     if g != want:
                         stale += 1
                         if len(examples) < 10:
                             examples.append(f"{op} {p} {a}: saw {g!r}, model {want!r}")
 
-            def views_of(u: str, group: Optional[int]) -> list[tuple[str, str, str, object]]:
+            def views_of(u: str, group: int | None) -> list[tuple[str, str, str, object]]:
                 dev = host.devices.get(u)
                 there = dev is not None
                 checks = [("exists", str(pdir / u), "", there), ("exists", str(pdir / u / "remove"), "", there),
-                          ("listed", str(tdir / "devices"), u, there), ("listed", str(mp / "bus/mdev/devices"), u, there),
+                          ("listed", str(tdir / "devices"), u, there),
+                          ("listed", str(mp / "bus/mdev/devices"), u, there),
                           ("listed", str(pdir), u, there), ("exists", str(mp / "bus/mdev/devices" / u), "", there),
                           ("read", str(tdir / "available_instances"), "", f"{t.available_instances()}\n")]
                 if group is not None:
@@ -438,7 +447,8 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
                         assert pr.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
                     t0 = now()
                     for pr in procs:
-                        pr.stdin.write("go\n"); pr.stdin.flush()  # type: ignore[union-attr]
+                        pr.stdin.write("go\n")
+                        pr.stdin.flush()  # type: ignore[union-attr]
                     outs = [json.loads(pr.stdout.readline()) for pr in procs]  # type: ignore[union-attr]
                     wall = now() - t0
                     for pr in procs:
@@ -493,7 +503,7 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
         print("mount ready and unmount", flush=True)
         out: dict[str, Any] = {}
         for size in sizes:
-            fm, um, tw, tr, lib = [], [], [], [], []
+            fm, um, tw, tr = [], [], [], []
             for _ in range(self.reps):
                 mp = self.path("fm")
                 if size == "default":  # the real command line, as a user types it
@@ -504,11 +514,15 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
                 else:
                     secs, _ = self.spawn_child("mount", size, mp)
                     fm.append(secs)
-                t0 = now(); self.fm_umount(mp); um.append(now() - t0)
+                t0 = now()
+                self.fm_umount(mp)
+                um.append(now() - t0)
                 dest = self.tmpfs / f"startup-{self._n}"
                 secs, _ = self.spawn_child("export", size, dest)
                 tw.append(secs)
-                t0 = now(); shutil.rmtree(dest); tr.append(now() - t0)
+                t0 = now()
+                shutil.rmtree(dest)
+                tr.append(now() - t0)
             label = "default host" if size == "default" else f"{int(size):,} devices"
             how = "`fakemdev mount` command" if size == "default" else "fresh process builds host + mount()"
             r = self.row(f"mount ready, {label} ({how} -> answering)", summary(fm), summary(tw),
@@ -576,11 +590,15 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
                 mp = self.path("fm")
                 self.fm_mount(host, mp)
                 try:
-                    t0 = now(); walkstat(mp); fm.append((now() - t0) / entries)
+                    t0 = now()
+                    walkstat(mp)
+                    fm.append((now() - t0) / entries)
                 finally:
                     self.fm_umount(mp)
                 walkstat(src)
-                t0 = now(); walkstat(src); tf.append((now() - t0) / entries)
+                t0 = now()
+                walkstat(src)
+                tf.append((now() - t0) / entries)
             shutil.rmtree(src)
             r = self.row(f"cold os.walk+lstat per entry, {entries:,} entries ({devices} devices)", summary(fm),
                          summary(tf), "tmpfs")
@@ -592,7 +610,7 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
     def run(self) -> dict[str, Any]:
         a = self.args
         R = self.results
-        R["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        R["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         R["machine"] = machine()
         R["quick"] = self.quick
         R["reps"] = self.reps
@@ -621,7 +639,7 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
         R = self.results
         kinds = ("os.walk+read", "find -type f", "lstat every entry")
 
-        def worst(section: str, key: str) -> Optional[float]:
+        def worst(section: str, key: str) -> float | None:
             sec = R.get(section) or {}
             vals = [sec[k][key] for k in kinds if k in sec and sec[k][key] is not None]
             return max(vals) if vals else None
@@ -630,7 +648,7 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
         R["walk_ratio_floor_default"] = worst("walk_default", "cold_ratio_floor")
         R["walk_ratio_floor_large"] = worst("walk_large", "cold_ratio_floor")
 
-        def worst_of_both(key: str) -> Optional[float]:
+        def worst_of_both(key: str) -> float | None:
             vals = [x for x in (worst("walk_default", key), worst("walk_large", key)) if x is not None]
             return max(vals) if vals else None
         R["warm_ratio_tmpfs"] = worst_of_both("warm_ratio_tmpfs")
@@ -759,11 +777,11 @@ def print_table(R: dict[str, Any]) -> None:
           f"READDIRPLUS {'on' if R['readdirplus'] else 'off'}")
 
 
-def _fmt_ratio(v: Optional[float]) -> str:
+def _fmt_ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _fmt_plain(v: Optional[dict[str, float]]) -> str:
+def _fmt_plain(v: dict[str, float] | None) -> str:
     if not v:
         return "-"
     if v["n"] == 1:
@@ -771,7 +789,7 @@ def _fmt_plain(v: Optional[dict[str, float]]) -> str:
     return f"{v['median']:.4g} ({v['min']:.4g}-{v['max']:.4g})"
 
 
-def pin(cpu: Optional[int], unpinned: bool) -> Optional[int]:
+def pin(cpu: int | None, unpinned: bool) -> int | None:
     """Pin this process to one CPU; every server and walker it starts
     inherits the affinity. Returns the CPU, or None when unpinned."""
     if unpinned:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OPCODE = re.compile(r"unique: \d+, opcode: (\w+)")
@@ -33,7 +33,7 @@ def is_mounted(mp: Path) -> bool:
         return any(line.split()[4] == str(mp) for line in f)
 
 
-def wait_mounted(mp: Path, proc: Optional[subprocess.Popen[bytes]] = None, timeout: float = 60.0) -> None:
+def wait_mounted(mp: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not is_mounted(mp):
         if proc is not None and proc.poll() is not None:
@@ -53,8 +53,8 @@ def plain_umount(mp: Path) -> None:
 class Mounted:
     """A mounted server; a context manager that unmounts it."""
 
-    def __init__(self, mp: Path, kind: str, pid: int, log: Optional[Path] = None,
-                 proc: Optional[subprocess.Popen[bytes]] = None) -> None:
+    def __init__(self, mp: Path, kind: str, pid: int, log: Path | None = None,
+                 proc: subprocess.Popen[bytes] | None = None) -> None:
         self.mp, self.kind, self.pid, self.log, self.proc = mp, kind, pid, log, proc
         self._seen = log.stat().st_size if log is not None and log.exists() else 0
 
@@ -78,7 +78,7 @@ class Mounted:
         if self.proc is not None:
             self.proc.wait(timeout=30)
 
-    def __enter__(self) -> "Mounted":
+    def __enter__(self) -> Mounted:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,7 +99,7 @@ def mount_fakemdev(host: Any, mp: Path, debug: bool = False) -> Mounted:
     return Mounted(mp, "fakemdev", pid or 0, Path(log_path(str(mp))) if debug else None)
 
 
-def _spawn(cmd: list[str], mp: Path, kind: str, log: Optional[Path]) -> Mounted:
+def _spawn(cmd: list[str], mp: Path, kind: str, log: Path | None) -> Mounted:
     err = open(log, "wb") if log is not None else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)

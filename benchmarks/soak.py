@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--json", action="store_true", help="print the whole result, samples included")
     args = ap.parse_args(argv)
-    result = soak(args.cycles, threads=args.threads, cache_timeout=args.cache_timeout, sample_every=args.sample_every, warmup=args.warmup,
-                  progress=not args.json)
+    result = soak(args.cycles, threads=args.threads, cache_timeout=args.cache_timeout,
+                  sample_every=args.sample_every, warmup=args.warmup, progress=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -25,8 +25,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NoReturn, Optional
+from typing import NoReturn
 
 import pytest
 
@@ -47,7 +48,7 @@ IMAGE_BASE_PACKAGES = "ca-certificates,fuse3,python3,python3-venv"
 NO_ENGINES = Path("/etc/fakemdev-no-engines")
 
 
-def no_engines_reason() -> Optional[str]:
+def no_engines_reason() -> str | None:
     try:
         return NO_ENGINES.read_text().strip() or str(NO_ENGINES)
     except OSError:
@@ -61,7 +62,7 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def engine_problem(engine: str) -> Optional[str]:
+def engine_problem(engine: str) -> str | None:
     if os.geteuid() != 0:
         return "container engine tests need root"
     reason = no_engines_reason()

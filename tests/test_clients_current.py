@@ -16,12 +16,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from conftest import REPO, requires_fuse
+from conftest import requires_fuse
 from test_clients import fakemdev_run, needs_libvirt, needs_root, sections
 
 pytestmark = [requires_fuse, needs_root]
@@ -134,7 +133,8 @@ NODEDEV_UPDATE = textwrap.dedent("""
     echo "=== inactive"; $V nodedev-dumpxml --inactive $N
     echo "=== mdevctl";  mdevctl list -d --dumpjson
     echo "=== live";     $V nodedev-update $N /tmp/fakemdev-upd.xml --live 2>&1 || echo "refused"
-    echo "=== sysfs";    ls /sys/bus/mdev/devices; cat /sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2/available_instances
+    echo "=== sysfs";    ls /sys/bus/mdev/devices
+    cat /sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2/available_instances
 """)
 
 

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 import engines
+import pytest
 from conftest import REPO, requires_fuse
 
 pytest_plugins = ["pytester"]

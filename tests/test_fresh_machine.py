@@ -19,12 +19,11 @@ import re
 import shlex
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 import engines
+import pytest
 from conftest import REPO
 
 pytestmark = [pytest.mark.fresh_machine]
