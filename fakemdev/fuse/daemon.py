@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 
 from ..core import Host
 from ..errors import KernelError
+from .binding import libfuse3_path
 
 log = logging.getLogger("fakemdev.daemon")
 
@@ -170,27 +171,6 @@ def _probe_errno(mountpoint: str) -> Optional[int]:
     return result[0] if result else None
 
 
-def libfuse3_path() -> Optional[str]:
-    """Where libfuse3 is, probing the usual places before ctypes' find_library
-    (which runs ldconfig: tens of milliseconds on every mount). Exported as
-    FUSE_LIBRARY_PATH so mfusepy loads libfuse 3, never libfuse 2."""
-    found = os.environ.get("FUSE_LIBRARY_PATH")
-    if found and os.path.exists(found):
-        return found
-    import glob
-    for pattern in ("/usr/lib/*-linux-gnu/libfuse3.so.3", "/usr/lib64/libfuse3.so.3", "/usr/lib/libfuse3.so.3",
-                    "/lib/*-linux-gnu/libfuse3.so.3", "/usr/local/lib/libfuse3.so.3"):
-        hits = glob.glob(pattern)
-        if hits:
-            found = hits[0]
-            break
-    else:
-        found = ctypes.util.find_library("fuse3")
-    if found:
-        os.environ["FUSE_LIBRARY_PATH"] = found
-    return found
-
-
 def check_environment() -> None:
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, "
@@ -223,15 +203,15 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     """Serve the hosts on mountpoint in this process until unmounted or
     signalled. Once the kernel routes the mount point here, ``ready_fd``
     gets a line (the forking parent waits for it) and ``on_ready`` is called."""
-    from ..control import ControlServer, Controller
+    from ..control import ControlServer
+    from ..control.ops import build as build_controller
     from .operations import MdevOperations
 
     mountpoint = os.path.abspath(mountpoint)
     ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout, mountpoint=mountpoint, threads=threads)
     info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint), log_path(mountpoint),
                      time.time(), description)
-    controller = Controller(hosts, info.__dict__)
-    _extend_controller(controller)
+    controller = build_controller(hosts, info.__dict__)
     server = ControlServer(info.socket, controller)
     server.start()
     with open(state_path(mountpoint), "w") as f:
@@ -243,7 +223,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
         options["allow_other"] = True
     if ready_fd is not None or on_ready is not None:
         _signal_ready_when_mounted(mountpoint, ready_fd, on_ready)
-    import mfusepy
+    from .binding import mfusepy
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
     except RuntimeError as e:
@@ -258,18 +238,6 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
             except OSError:
                 pass
     return 0
-
-
-def _extend_controller(controller: Any) -> None:
-    """Let optional modules (faults, scenario playback, migration) add control ops."""
-    for modname in ("fakemdev.faults", "fakemdev.play", "fakemdev.migration"):
-        try:
-            mod = __import__(modname, fromlist=["register_control"])
-        except ImportError:
-            continue
-        reg = getattr(mod, "register_control", None)
-        if reg is not None:
-            reg(controller)
 
 
 def _signal_ready_when_mounted(mountpoint: str, ready_fd: Optional[int],

@@ -20,8 +20,8 @@ import socketserver
 import threading
 from typing import Any, Callable, Optional
 
-from .core import Host
-from .errors import KernelError, errno_name
+from ..core import Host
+from ..errors import KernelError, errno_name
 
 Handler = Callable[..., Any]
 
@@ -69,7 +69,7 @@ class Controller:
             raise KernelError(2, f"no host {name!r}; hosts: {', '.join(self.hosts)}") from None
 
     def _driver_load(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None) -> list[str]:
-        from .vendors import make
+        from ..vendors import make
         h = self.host(host)
         parents = h.load_driver(make(name, options))
         return [p.name for p in parents]
@@ -80,7 +80,7 @@ class Controller:
         (or of ``driver``, a built-in name or .py path) built from the options
         it was loaded with, overridden by ``options``; ``version`` becomes
         /sys/module/<name>/version (and srcversion changes)."""
-        from .vendors import upgraded
+        from ..vendors import upgraded
         h = self.host(host)
         with h.lock:
             old = h.drivers.get(name)

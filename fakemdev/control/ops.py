@@ -1,0 +1,39 @@
+"""The one table of control ops beyond the core ones :class:`Controller` has.
+
+Each entry names the module that owns the ops and the ops it adds; the
+daemon builds every mount's controller from here. A module that fails to
+import fails the mount, loudly: nothing is looked up by name and no
+ImportError is swallowed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..core import Host
+from ..faults import register_control as fault_ops
+from ..migration import register_control as migration_ops
+from ..play import register_control as scenario_ops
+from .server import Controller
+
+Registrar = Callable[[Controller], None]
+
+#: (owner, the ops it registers, the function that registers them)
+EXTENSIONS: tuple[tuple[str, tuple[str, ...], Registrar], ...] = (
+    ("fakemdev.faults", ("fault",), fault_ops),
+    ("fakemdev.play", ("scenario_driver", "scenario_migrate"), scenario_ops),
+    ("fakemdev.migration", ("migrate_check", "migrate_run"), migration_ops),
+)
+
+
+def build(hosts: dict[str, Host], info: dict[str, Any]) -> Controller:
+    """A controller answering the core ops and every op of :data:`EXTENSIONS`."""
+    controller = Controller(hosts, info)
+    for owner, names, register in EXTENSIONS:
+        register(controller)
+        missing = [n for n in names if n not in controller.ops]
+        if missing:
+            raise RuntimeError(f"{owner} did not register control op(s) {', '.join(missing)}")
+    return controller
+
+
+__all__ = ["EXTENSIONS", "Registrar", "build"]
