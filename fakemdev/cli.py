@@ -434,7 +434,7 @@ def shell(drivers: tuple[str, ...], scenario: Optional[str], kernel: str, host: 
     _run_in_namespace([sh], drivers, kernel, mode or "whole", libvirt, host, not share_net, scenario)
 
 
-from .migration_cli import migrate as _migrate  # noqa: E402 - the group lives beside fakemdev.migration
+from .migration.cli import migrate as _migrate  # noqa: E402 - the group lives beside fakemdev.migration
 
 cli.add_command(_migrate)
 

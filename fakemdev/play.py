@@ -70,7 +70,7 @@ def run_migrate(hosts: dict[str, Host], args: dict[str, Any]) -> Any:
     raises with its own errno and reason (EINVAL for an incompatible version,
     ENODEV for a type that cannot migrate, ENOSPC/EEXIST for a full or taken
     target), so ``expect:`` can name it and ``{error: ...}`` match the reason."""
-    from . import migration
+    from .migration import manager as migration
     src, dst = hosts[args["from"]], hosts[args["to"]]
     kwargs = {"dst_type": args["type"]} if args.get("type") else {}
     result = migration.check(src, args["uuid"], dst, **kwargs)

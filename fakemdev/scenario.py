@@ -253,7 +253,7 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
         try:
             dev = host.create(owners[0].types[d.mdev_type], d.uuid)
             if d.migration_version is not None:
-                from .migration import driver_saving
+                from .migration.versions import driver_saving
                 dev.created_by = driver_saving(owners[0].driver, d.migration_version)
             if not d.bound:
                 host.unbind(owners[0].driver.driver_name, d.uuid)
@@ -517,7 +517,7 @@ class _Validator:
         parent = self.string(v["parent"], f"{where}.parent") if v.get("parent") is not None else None
         version = None
         if v.get("migration_version") is not None:
-            from .migration import StateVersion
+            from .migration.versions import StateVersion
             version = str(v["migration_version"])
             try:
                 if version != "unsupported":  # a device whose creator could not migrate it (reads give ENODEV)
@@ -686,10 +686,6 @@ class _Validator:
         return {knob: args}
 
     def args_migrate(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
-        try:
-            from . import migration  # noqa: F401
-        except ImportError:
-            self.fail(where, "migrate steps need fakemdev.migration, which this fakemdev does not have")
         self.mapping(v, where, ("uuid", "from", "to", "run", "type"), ("uuid", "from", "to"))
         for k in ("from", "to"):
             h = self.string(v[k], f"{where}.{k}")

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..core import Host
 from ..faults import register_control as fault_ops
-from ..migration import register_control as migration_ops
+from ..migration.ops import register_control as migration_ops
 from ..play import register_control as scenario_ops
 from .server import Controller
 
@@ -21,7 +21,7 @@ Registrar = Callable[[Controller], None]
 EXTENSIONS: tuple[tuple[str, tuple[str, ...], Registrar], ...] = (
     ("fakemdev.faults", ("fault",), fault_ops),
     ("fakemdev.play", ("scenario_driver", "scenario_migrate"), scenario_ops),
-    ("fakemdev.migration", ("migrate_check", "migrate_run"), migration_ops),
+    ("fakemdev.migration.ops", ("migrate_check", "migrate_run"), migration_ops),
 )
 
 

@@ -1,56 +1,30 @@
-"""Migration versions: the unmerged ``migration_version`` proposal, and checks between hosts.
+"""Migration versions: the device state version, the acceptance rules, and the
+``migration_version`` sysfs attribute (its show and store).
 
-No sysfs migration-compatibility attribute was ever merged upstream, yet
-managers must decide *before* a live migration whether a target host's vendor
-driver can take the source device's state. This module models the 2019-2020
-proposal (Yan Zhao's ``migration_version`` series, GVT's implementation) so
-both sides can be built and tested:
-
-* a vendor driver declares, per mdev type, the **device state version** its
-  devices save and an **acceptance rule** for incoming state (identical
-  version only, a minimum, an explicit set, or a vendor function). The
-  source's version is fixed: a save image has no live target to negotiate with.
-* :func:`type_attributes` / :func:`device_attributes` give the sysfs
-  projection a ``migration_version`` file (0644) in the type directory and
-  each device directory of a migratable type. Read: an opaque ASCII string
-  (:func:`format_string`). Write a source's string: the byte count when
-  compatible, EINVAL when not, ENODEV when the target type cannot migrate
-  at all. Types of drivers without migration support have no such file.
-* :func:`check` decides as a manager would, before anything is created on the
-  target, by reading the source's attribute and writing it into the target's,
-  and says in words what to do about a refusal; :func:`run` then moves the
-  device and undoes every step if a later one fails.
-
-See ``docs/migration.md`` for the string format and the rules, with examples.
+This level knows the model (types, devices, drivers) and the kernfs
+:class:`~fakemdev.kernfs.Attribute`, never the projection: the projection
+asks it for attributes, not the other way round. The manager's check and run,
+which read a projected tree, are in :mod:`fakemdev.migration.manager`.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import re
-import uuid as uuidlib
+import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
 
-from .errors import KernelError, errno_name
-from .kernfs import Attribute
+from ..errors import KernelError
+from ..kernfs import Attribute
 
 if TYPE_CHECKING:
-    from .control import Controller
-    from .core import Host, MdevDevice, MdevType, Parent
-    from .vendors.base import VendorDriver
+    from ..core import MdevDevice, MdevType, Parent
+    from ..vendors.base import VendorDriver
 
 ATTR = "migration_version"
 MODE = 0o644
 MAX_STRING = 4096          # the proposal bounded the string to one page
-
-
-class MigrationError(KernelError):
-    """A migration step was refused or failed; ``verdict`` says why (when it was a check)."""
-
-    def __init__(self, err: int, reason: str, verdict: Optional["Verdict"] = None) -> None:
-        super().__init__(err, reason)
-        self.verdict = verdict
-
 
 # -- versions and rules ---------------------------------------------------------------
 
@@ -211,6 +185,26 @@ def _names(value: Any) -> Optional[set[str]]:
     return {str(v) for v in value}
 
 
+class _DeclarationCache:
+    """Each driver instance's declarations, per type sysfs name: looked up on
+    every readdir, so computed once. Kept here, keyed weakly by the driver
+    (an unloaded driver's entries go with it), not on the driver object."""
+
+    def __init__(self) -> None:
+        self._by_driver: weakref.WeakKeyDictionary[VendorDriver, dict[str, Optional[TypeMigration]]] = \
+            weakref.WeakKeyDictionary()
+
+    def get(self, driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigration]:
+        per_type = self._by_driver.setdefault(driver, {})
+        key = mdev_type.spec.sysfs_name
+        if key not in per_type:
+            per_type[key] = _declared_uncached(driver, mdev_type)
+        return per_type[key]
+
+
+_DECLARATIONS = _DeclarationCache()
+
+
 def declared(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigration]:
     """The driver's declaration for a type, or None (no migration support at all).
 
@@ -220,21 +214,24 @@ def declared(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigr
     the others without the file), ``migration_accepts`` (a rule, see
     :func:`parse_rule`) and ``migration_types`` (``|``-separated sysfs names; default all types);
     the class attribute ``migration`` (``{sysfs_name or "*": TypeMigration}``).
-    The result is cached per driver instance: lookups happen on every readdir."""
-    cache: dict[str, Optional[TypeMigration]] = driver.__dict__.setdefault("_migration_cache", {})
-    key = mdev_type.spec.sysfs_name
-    if key in cache:
-        return cache[key]
-    result = _declared_uncached(driver, mdev_type)
-    cache[key] = result
-    return result
+    The result is cached per driver instance (:class:`_DeclarationCache`)."""
+    return _DECLARATIONS.get(driver, mdev_type)
+
+
+def _overrides_migration_for(driver: "VendorDriver") -> bool:
+    """Whether the driver's class, rather than the base class, defines
+    ``migration_for`` (checked by where it is defined: importing the base
+    class here would make this level depend on the vendors package)."""
+    for klass in type(driver).__mro__:
+        if "migration_for" in vars(klass):
+            return not (klass.__module__ == "fakemdev.vendors.base" and klass.__name__ == "VendorDriver")
+    return False
 
 
 def _declared_uncached(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigration]:
-    from .vendors.base import VendorDriver
-    override = getattr(type(driver), "migration_for", None)
-    if override is not None and override is not getattr(VendorDriver, "migration_for", None):
-        return override(driver, mdev_type)
+    if _overrides_migration_for(driver):
+        result: Optional[TypeMigration] = driver.migration_for(mdev_type)  # type: ignore[attr-defined]
+        return result
     name = mdev_type.spec.sysfs_name
     options: Mapping[str, Any] = getattr(driver, "options", {}) or {}
     if "migration_version" in options:
@@ -400,10 +397,8 @@ def driver_saving(driver: "VendorDriver", version: str) -> "VendorDriver":
     """``driver`` as it is for a device that saves state ``version``: the
     driver before an in-place upgrade, for a device it created; or the
     target's driver running a migrated device at the state it came with."""
-    import copy
     other = copy.copy(driver)
     other.options = {**(getattr(driver, "options", {}) or {}), "migration_version": version}
-    other.__dict__.pop("_migration_cache", None)
     return other
 
 
@@ -427,229 +422,3 @@ def device_attributes(mdev: "MdevDevice") -> dict[str, Attribute]:
         return {}
     return {ATTR: Attribute(MODE, lambda: _show(t, creator), lambda buf: accept(t, buf), owner=mdev)}
 
-
-# -- the manager's check --------------------------------------------------------------
-
-@dataclass
-class Verdict:
-    """What :func:`check` decided. ``errno`` is 0 when compatible, else what
-    the failing step returned (EINVAL/ENODEV from the write, ENOENT when an
-    attribute or type is absent, ENOSPC/EEXIST when the target cannot hold it)."""
-
-    compatible: bool
-    reason: str
-    errno: int = 0
-    source: str = ""                 # "host:uuid"
-    target: str = ""                 # "host:parent/type"
-    source_string: Optional[str] = None
-    source_version: Optional[str] = None
-    target_version: Optional[str] = None
-    accepted: Optional[str] = None
-    notes: list[str] = field(default_factory=list)
-    target_type: Optional["MdevType"] = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """Alias of ``compatible`` (what ``fakemdev play`` looks for)."""
-        return self.compatible
-
-    @property
-    def reasons(self) -> list[str]:
-        """The reason and notes as a list (what ``fakemdev play`` quotes on a refusal)."""
-        return [self.reason, *self.notes]
-
-    @property
-    def errno_name(self) -> str:
-        return errno_name(self.errno) if self.errno else "OK"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"compatible": self.compatible, "reason": self.reason, "errno": self.errno_name,
-                "source": self.source, "target": self.target, "source_string": self.source_string,
-                "source_version": self.source_version, "target_version": self.target_version,
-                "accepted": self.accepted, "notes": list(self.notes)}
-
-    def raise_if_incompatible(self) -> "Verdict":
-        """For callers that treat a refusal as an error (scenario steps, ``run``)."""
-        if not self.compatible:
-            raise MigrationError(self.errno or errno.EINVAL, self.reason, self)
-        return self
-
-
-def _find_target_type(dst: "Host", type_id: str, parent: Optional[str]) -> tuple[Optional["MdevType"], str]:
-    candidates = [p.types[type_id] for p in dst.parents.values()
-                  if type_id in p.types and (parent is None or p.name == parent)]
-    if not candidates:
-        known = sorted({t for p in dst.parents.values() for t in p.types})
-        return None, (f"target host {dst.name} has no type {type_id}"
-                      f"{' on parent ' + parent if parent else ''} (types there: {', '.join(known) or 'none'}): "
-                      f"load the vendor driver there or pick another host")
-    free = [t for t in candidates if t.available_instances() > 0]
-    return (free or candidates)[0], ""
-
-
-def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
-          parent: Optional[str] = None, new_uuid: Optional[str] = None, dst_type: Optional[str] = None) -> Verdict:
-    """Can the device ``uuid`` on ``src`` move to ``dst``? Decided before anything
-    is created on the target, as a manager would: read the source device's
-    ``migration_version`` and write it into the target type's, then make sure
-    the target can hold one more device. Nothing changes on either host."""
-    from .sysfs import SysfsTree
-    type_id = type_id or dst_type  # dst_type: the keyword fakemdev.play passes
-    first, second = sorted((src, dst), key=id)
-    with first.lock, second.lock:
-        dev = src.devices.get(uuid.lower())
-        if dev is None or not dev.alive or dev.removing:
-            return Verdict(False, f"source host {src.name} has no mdev {uuid}", errno.ENODEV, f"{src.name}:{uuid}")
-        here = f"{src.name}:{dev.uuid}"
-        attr = SysfsTree(src).lookup(f"{dev.path}/{ATTR}")
-        sdrv = dev.parent.driver
-        if attr is None:
-            some = any(declared(sdrv, t) is not None for t in dev.parent.types.values())
-            why = (f"driver {driver_label(sdrv)} on {src.name} declares no state version for this type" if some
-                   else f"driver {driver_label(sdrv)} on {src.name} does not support migration")
-            return Verdict(False, f"source type {dev.mdev_type.id} has no {ATTR}: {why}, so this device can never "
-                                  f"be migrated (shut the VM down and recreate the device on the target)",
-                           errno.ENOENT, here)
-        try:
-            raw = attr.show()  # type: ignore[misc]
-        except KernelError as e:
-            return Verdict(False, f"source type {dev.mdev_type.id}: reading {ATTR} failed ({e.errno_name}): "
-                                  f"{e.reason}", e.errno or errno.EIO, here)
-        text = raw.decode("ascii", "replace").rstrip("\n")
-        try:
-            sv = VersionString.parse(raw)
-        except ValueError as e:
-            return Verdict(False, f"source {ATTR} {text[:80]!r} is malformed ({e}): a bug in driver "
-                                  f"{driver_label(sdrv)}", errno.EINVAL, here)
-        want = type_id or dev.mdev_type.id
-        target, missing = _find_target_type(dst, want, parent)
-        base = dict(source=here, source_string=text, source_version=str(sv.version))
-        if target is None:
-            return Verdict(False, missing, errno.ENOENT, target=f"{dst.name}:{want}", **base)  # type: ignore[arg-type]
-        there = f"{dst.name}:{target.parent.name}/{target.id}"
-        tdecl = declared(target.parent.driver, target)
-        base.update(target=there)
-        if tdecl is not None and tdecl.version is not None:
-            base.update(target_version=str(tdecl.version), accepted=tdecl.accepts.describe(tdecl.version))
-        tattr = SysfsTree(dst).lookup(f"{target.path}/{ATTR}")
-        tlabel = driver_label(target.parent.driver)
-        if tattr is None:
-            return Verdict(False, f"target type {target.id} on {dst.name} has no {ATTR}: driver {tlabel} does not "
-                                  f"support migration; upgrade the target driver", errno.ENOENT,
-                           target_type=target, **base)  # type: ignore[arg-type]
-        try:
-            tattr.store(raw)  # type: ignore[misc]
-        except KernelError as e:
-            return Verdict(False, e.reason, e.errno or errno.EINVAL, target_type=target, **base)  # type: ignore[arg-type]
-        notes = []
-        assert tdecl is not None and tdecl.version is not None
-        if sv.version < tdecl.version:
-            notes.append(f"the target runs this device at the older state {sv.version} (its own is "
-                         f"{tdecl.version}): the moved device keeps saving {sv.version}, so it can move back; "
-                         f"features added since may stay disabled until the device is recreated")
-        if dev.open_count:
-            notes.append(f"the device is open on {src.name} (a VM runs): run hands it over to {dst.name}")
-        moved = (new_uuid or dev.uuid).lower()
-        if moved in dst.devices:
-            return Verdict(False, f"mdev {moved} already exists on {dst.name}: pass a new UUID (--new-uuid)",
-                           errno.EEXIST, notes=notes, target_type=target, **base)  # type: ignore[arg-type]
-        if target.available_instances() <= 0:
-            return Verdict(False, f"target type {target.id} on {dst.name} has no free instance "
-                                  f"(available_instances is 0): free one or pick another host", errno.ENOSPC,
-                           notes=notes, target_type=target, **base)  # type: ignore[arg-type]
-        reason = (f"target driver {tlabel} accepts device state {tdecl.accepts.describe(tdecl.version)}; "
-                  f"source is {sv.version}")
-        return Verdict(True, reason, 0, notes=notes, target_type=target, **base)  # type: ignore[arg-type]
-
-
-@dataclass
-class Moved:
-    """What :func:`run` did: the verdict, and the device's UUID on the target."""
-
-    verdict: Verdict
-    uuid: str
-
-
-def run(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *, parent: Optional[str] = None,
-        new_uuid: Optional[str] = None, dst_type: Optional[str] = None) -> Moved:
-    """Move the device: check, create on the target, hand over open VFIO fds,
-    remove from the source. If any step fails, every earlier step is undone,
-    so both hosts end exactly as they began (no lost device, no device on
-    both hosts); the error names the step. Both hosts are locked throughout,
-    so no other writer sees the half-way state."""
-    type_id = type_id or dst_type
-    if new_uuid == "random":
-        new_uuid = str(uuidlib.uuid4())
-    first, second = sorted((src, dst), key=id)
-    with first.lock, second.lock:
-        verdict = check(src, uuid, dst, type_id, parent=parent, new_uuid=new_uuid).raise_if_incompatible()
-        dev = src.find_device(uuid)
-        target = verdict.target_type
-        assert target is not None
-        moved_uuid = (new_uuid or dev.uuid).lower()
-        opened = dev.open_count
-        undo: list[tuple[str, Callable[[], None]]] = []
-        step = "create on the target"
-        try:
-            created = dst.create(target, moved_uuid)
-            undo.append(("remove the target device", lambda: dst.remove(created)))
-            arrived, own = verdict.source_version, verdict.target_version
-            if arrived is not None and arrived != own:
-                # it runs in the state it arrived in (the check's note says so) until recreated
-                created.created_by = driver_saving(target.parent.driver, arrived)
-            step = "hand the open device over"
-            for _ in range(opened):
-                dst.open_device(moved_uuid)
-                undo.append(("close the target device", lambda: dst.close_device(moved_uuid)))
-                src.close_device(dev.uuid)
-                undo.append(("reopen the source device", lambda: src.open_device(dev.uuid)))
-            step = "remove from the source"
-            src.remove(dev)
-        except KernelError as e:
-            problems = _undo(undo)
-            msg = f"migration of {uuid} failed at '{step}' ({e.errno_name}: {e.reason})"
-            if problems:
-                msg += "; undoing it also failed: " + "; ".join(problems) + " (hosts may be inconsistent)"
-            else:
-                msg += "; both hosts are back as they were"
-            raise MigrationError(e.errno or errno.EIO, msg, verdict) from e
-        return Moved(verdict, moved_uuid)
-
-
-def _undo(steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
-    problems = []
-    for what, fn in reversed(steps):
-        try:
-            fn()
-        except KernelError as e:
-            problems.append(f"{what}: {e.errno_name} {e.reason}")
-    return problems
-
-
-# -- control socket ----------------------------------------------------------------------
-
-def register_control(controller: "Controller") -> None:
-    """``migrate_check`` / ``migrate_run`` ops for ``fakemdev migrate`` against a mount."""
-    def _check(src: str, uuid: str, dst: str, type: Optional[str] = None, parent: Optional[str] = None,
-               new_uuid: Optional[str] = None) -> dict[str, Any]:
-        return check(controller.host(src), uuid, controller.host(dst), type, parent=parent,
-                     new_uuid=new_uuid).as_dict()
-
-    def _run(src: str, uuid: str, dst: str, type: Optional[str] = None, parent: Optional[str] = None,
-             new_uuid: Optional[str] = None) -> dict[str, Any]:
-        try:
-            moved = run(controller.host(src), uuid, controller.host(dst), type, parent=parent, new_uuid=new_uuid)
-        except MigrationError as e:
-            out = e.verdict.as_dict() if e.verdict is not None else {}
-            return {**out, "moved": False, "compatible": out.get("compatible", False),
-                    "errno": e.errno_name, "reason": e.reason}
-        return {**moved.verdict.as_dict(), "moved": True, "uuid": moved.uuid}
-
-    controller.register("migrate_check", _check)
-    controller.register("migrate_run", _run)
-
-
-__all__ = ["StateVersion", "Rule", "Identical", "Minimum", "AcceptedSet", "VendorFunction", "TypeMigration",
-           "VersionString", "Verdict", "Moved", "MigrationError", "parse_rule", "declared", "identity",
-           "format_string", "accept", "type_attributes", "device_attributes", "check", "run",
-           "register_control"]

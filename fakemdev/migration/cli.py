@@ -1,6 +1,6 @@
 """``fakemdev migrate check|run SRC_HOST:UUID DST_HOST``: the manager's pre-migration check.
 
-Thin click wrappers over :mod:`fakemdev.migration`. The hosts live in a
+Thin click wrappers over :mod:`fakemdev.migration.manager`. The hosts live in a
 running mount (``--mountpoint``, or the one live mount holding both host
 names) and the decision is made by the daemon through its control socket,
 on the very attribute objects the mount serves, so the reason is the
@@ -35,7 +35,7 @@ def _split_source(source: str) -> tuple[str, str]:
 
 def _find_mount(mountpoint: Optional[str], hosts: tuple[str, str]) -> str:
     """The control socket of the mount holding both hosts."""
-    from .fuse.daemon import list_mounts, mount_state, read_state
+    from ..fuse.daemon import list_mounts, mount_state, read_state
     if mountpoint is not None:
         info = read_state(mountpoint)
         if info is None:
@@ -54,7 +54,7 @@ def _decide(op: str, source: str, dst: str, type_id: Optional[str], parent: Opti
     args = dict(src=src, uuid=uuid, dst=dst, type=type_id, parent=parent, new_uuid=new_uuid)
     if scenario is not None:
         return _decide_local(op, scenario, args)
-    from .control import ControlError, call
+    from ..control import ControlError, call
     sock = _find_mount(mountpoint, (src, dst))
     try:
         return call(sock, op, **args)
@@ -66,10 +66,10 @@ def _decide(op: str, source: str, dst: str, type_id: Optional[str], parent: Opti
 
 
 def _decide_local(op: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
-    from .control import Controller
-    from .errors import KernelError
-    from .migration import register_control
-    from .scenario import ScenarioError, load
+    from ..control import Controller
+    from ..errors import KernelError
+    from ..scenario import ScenarioError, load
+    from .ops import register_control
     try:
         hosts = load(scenario).build_hosts()
     except (ScenarioError, OSError) as e:
