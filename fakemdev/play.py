@@ -19,8 +19,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .core import Host
 from .errors import KernelError, errno_name
@@ -37,7 +38,7 @@ class Row:
     expected: str
     got: str
     ok: bool
-    note: Optional[str] = None
+    note: str | None = None
 
 
 class Outcome(Exception):
@@ -123,13 +124,13 @@ class ApiBackend(Backend):
         self.hosts = hosts
         self.trees = {n: SysfsTree(h) for n, h in hosts.items()}
 
-    def host(self, name: Optional[str]) -> Host:
+    def host(self, name: str | None) -> Host:
         return self.hosts[name] if name else next(iter(self.hosts.values()))
 
-    def _tree(self, name: Optional[str]) -> Any:
+    def _tree(self, name: str | None) -> Any:
         return self.trees[name] if name else next(iter(self.trees.values()))
 
-    def create(self, host: Optional[str], mdev_type: str, uuid: str, parent: Optional[str]) -> None:
+    def create(self, host: str | None, mdev_type: str, uuid: str, parent: str | None) -> None:
         h = self.host(host)
         with h.lock:
             names = [parent] if parent else sorted(h.parents)
@@ -139,7 +140,7 @@ class ApiBackend(Backend):
             t = owners[0].types[mdev_type]
         h.create(t, uuid)
 
-    def remove(self, host: Optional[str], uuid: str) -> None:
+    def remove(self, host: str | None, uuid: str) -> None:
         h = self.host(host)
         with h.lock:
             dev = h.devices.get(uuid)
@@ -147,10 +148,10 @@ class ApiBackend(Backend):
                 raise KernelError(_errno.ENOENT, f"no mdev {uuid}")
         h.remove(dev)
 
-    def _resolve(self, host: Optional[str], path: str) -> Any:
+    def _resolve(self, host: str | None, path: str) -> Any:
         return self._tree(host).resolve(path)
 
-    def read(self, host: Optional[str], path: str) -> str:
+    def read(self, host: str | None, path: str) -> str:
         node = self._resolve(host, path)
         if node.kind == "dir":
             raise KernelError(_errno.EISDIR)
@@ -158,16 +159,16 @@ class ApiBackend(Backend):
             raise KernelError(_errno.EACCES)
         return _strip_nl(node.show())
 
-    def write(self, host: Optional[str], args: dict[str, str]) -> None:
+    def write(self, host: str | None, args: dict[str, str]) -> None:
         self._tree(host).write(args["path"], f"{args['value']}\n".encode())
 
-    def list(self, host: Optional[str], path: str) -> list[str]:
+    def list(self, host: str | None, path: str) -> list[str]:
         node = self._resolve(host, path)
         if node.kind != "dir":
             raise KernelError(_errno.ENOTDIR)
         return sorted(node.names())
 
-    def exists(self, host: Optional[str], path: str) -> bool:
+    def exists(self, host: str | None, path: str) -> bool:
         try:
             self._resolve(host, path)
             return True
@@ -176,24 +177,24 @@ class ApiBackend(Backend):
                 return False
             raise
 
-    def driver_load(self, host: Optional[str], args: dict[str, Any]) -> None:
+    def driver_load(self, host: str | None, args: dict[str, Any]) -> None:
         self.host(host).load_driver(make_driver(args["entry"]))
 
-    def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
+    def driver_upgrade(self, host: str | None, args: dict[str, Any]) -> None:
         upgrade_driver(self.host(host), args["entry"])
 
-    def driver_unload(self, host: Optional[str], name: str) -> None:
+    def driver_unload(self, host: str | None, name: str) -> None:
         self.host(host).unload_driver(name)
 
-    def unplug(self, host: Optional[str], parent: str) -> None:
+    def unplug(self, host: str | None, parent: str) -> None:
         self.host(host).unregister_parent(parent)
 
-    def fault(self, host: Optional[str], knob: Any) -> None:
+    def fault(self, host: str | None, knob: Any) -> None:
         from . import faults
         name, args = ("clear", {}) if knob == "clear" else next(iter(knob.items()))
         faults.apply(self.host(host), name, args)
 
-    def migrate(self, host: Optional[str], args: dict[str, Any]) -> None:
+    def migrate(self, host: str | None, args: dict[str, Any]) -> None:
         run_migrate(self.hosts, args)
 
 
@@ -212,7 +213,7 @@ class MountBackend(Backend):
         self.multi = len(host_names) > 1
         self.socket = socket
 
-    def path(self, host: Optional[str], rel: str) -> str:
+    def path(self, host: str | None, rel: str) -> str:
         return os.path.join(self.root, host, rel) if self.multi and host else os.path.join(self.root, rel)
 
     def control(self, op: str, **args: Any) -> Any:
@@ -229,7 +230,7 @@ class MountBackend(Backend):
         finally:
             os.close(fd)
 
-    def create(self, host: Optional[str], mdev_type: str, uuid: str, parent: Optional[str]) -> None:
+    def create(self, host: str | None, mdev_type: str, uuid: str, parent: str | None) -> None:
         bus = self.path(host, "class/mdev_bus")
         names = [parent] if parent else sorted(os.listdir(bus))
         target = None
@@ -242,45 +243,45 @@ class MountBackend(Backend):
             raise OSError(_errno.ENOENT, f"no type {mdev_type}")
         self._write(os.path.join(target, "create"), f"{uuid}\n".encode())   # what `echo UUID >` writes
 
-    def remove(self, host: Optional[str], uuid: str) -> None:
+    def remove(self, host: str | None, uuid: str) -> None:
         self._write(self.path(host, f"bus/mdev/devices/{uuid}/remove"), b"1\n")
 
-    def read(self, host: Optional[str], path: str) -> str:
+    def read(self, host: str | None, path: str) -> str:
         with open(self.path(host, path), "rb", buffering=0) as f:
             return _strip_nl(f.read())
 
-    def write(self, host: Optional[str], args: dict[str, str]) -> None:
+    def write(self, host: str | None, args: dict[str, str]) -> None:
         self._write(self.path(host, args["path"]), f"{args['value']}\n".encode())   # what `echo VALUE >` writes
 
-    def list(self, host: Optional[str], path: str) -> list[str]:
+    def list(self, host: str | None, path: str) -> list[str]:
         return sorted(os.listdir(self.path(host, path)))
 
-    def exists(self, host: Optional[str], path: str) -> bool:
+    def exists(self, host: str | None, path: str) -> bool:
         return os.path.exists(self.path(host, path))
 
-    def driver_load(self, host: Optional[str], args: dict[str, Any]) -> None:
+    def driver_load(self, host: str | None, args: dict[str, Any]) -> None:
         self.control("scenario_driver", how="load", host=host, entry=asdict(args["entry"]))
 
-    def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
+    def driver_upgrade(self, host: str | None, args: dict[str, Any]) -> None:
         self.control("scenario_driver", how="upgrade", host=host, entry=asdict(args["entry"]))
 
-    def driver_unload(self, host: Optional[str], name: str) -> None:
+    def driver_unload(self, host: str | None, name: str) -> None:
         self.control("driver_unload", name=name, host=host)
 
-    def unplug(self, host: Optional[str], parent: str) -> None:
+    def unplug(self, host: str | None, parent: str) -> None:
         self.control("fault", knob="unplug", host=host, args=parent)
 
-    def fault(self, host: Optional[str], knob: Any) -> None:
+    def fault(self, host: str | None, knob: Any) -> None:
         name, args = ("clear", {}) if knob == "clear" else next(iter(knob.items()))
         self.control("fault", knob=name, host=host, args=args)
 
-    def migrate(self, host: Optional[str], args: dict[str, Any]) -> None:
+    def migrate(self, host: str | None, args: dict[str, Any]) -> None:
         self.control("scenario_migrate", args=args)
 
 
 def register_control(controller: Any) -> None:
     """Control ops a mount needs to play every step kind (found by the daemon)."""
-    def driver(how: str, entry: dict[str, Any], host: Optional[str] = None) -> list[str]:
+    def driver(how: str, entry: dict[str, Any], host: str | None = None) -> list[str]:
         h = controller.host(host)
         if how == "upgrade":
             upgrade_driver(h, ParentEntry(**entry))
@@ -302,7 +303,7 @@ class _Pending:
 
     def __init__(self, row: Row, fn: Callable[[], Any]) -> None:
         self.row = row
-        self.result: Optional[str] = None
+        self.result: str | None = None
         self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
         self.thread.start()
 
@@ -376,7 +377,7 @@ def run_steps(backend: Backend, steps: list[Step], emit: Callable[[Row], None]) 
 class Result:
     ok: bool
     rows: list[Row]
-    divergence: Optional[Row]
+    divergence: Row | None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "steps": [asdict(r) for r in self.rows],

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .core import Host
 
@@ -44,7 +44,7 @@ def _unshare_args(as_root: bool, net: bool) -> list[str]:
     return args
 
 
-def check_user_namespaces() -> Optional[str]:
+def check_user_namespaces() -> str | None:
     """Why a normal user cannot use namespaces here, or None."""
     try:
         with open("/proc/sys/kernel/unprivileged_userns_clone") as f:
@@ -61,7 +61,7 @@ def check_user_namespaces() -> Optional[str]:
     return None
 
 
-def run(command: Sequence[str], hosts: dict[str, Host], *, host: Optional[str] = None, mode: str = "whole",
+def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = None, mode: str = "whole",
         libvirt: bool = False, net: bool = True, description: str = "", keep_etc: bool = False) -> int:
     """Mount ``hosts``, run ``command`` in the namespace, unmount; return its exit code."""
     from .fuse.daemon import MountError, mount, umount

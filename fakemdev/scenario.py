@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import yaml
 
@@ -103,8 +104,8 @@ def _kind(v: Any) -> str:
 class ParentEntry:
     driver: str          # built-in name, absolute .py path, or "declarative"
     options: dict[str, Any]
-    version: Optional[str]
-    declare: Optional[dict[str, Any]]
+    version: str | None
+    declare: dict[str, Any] | None
     where: str
 
 
@@ -112,11 +113,11 @@ class ParentEntry:
 class DeviceEntry:
     uuid: str
     mdev_type: str
-    parent: Optional[str]
+    parent: str | None
     bound: bool
     open: bool
     where: str
-    migration_version: Optional[str] = None  # state version the device saves, if not its type's
+    migration_version: str | None = None  # state version the device saves, if not its type's
 
 
 @dataclass
@@ -143,9 +144,9 @@ class Step:
     index: int           # 1-based
     action: str
     args: Any
-    host: Optional[str]
+    host: str | None
     expect: dict[str, Any]   # {"ok": True} | {"errno": "ENOSPC"} | {"value": ...} | {"blocks": s} | {"error": ..}
-    note: Optional[str]
+    note: str | None
     line: int
 
     def describe(self) -> str:
@@ -221,7 +222,7 @@ def upgrade_driver(host: Host, entry: ParentEntry) -> None:
     host.upgrade_driver(name, upgraded(old, entry.options, driver=entry.driver, version=entry.version))
 
 
-def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
+def _build_host(h: HostEntry, doc: _Doc | None) -> Host:
     def fail(where: str, message: str) -> None:
         if doc is None:  # pragma: no cover - the dry run already passed
             raise RuntimeError(f"{where}: {message}")
@@ -318,7 +319,7 @@ class _Validator:
                 self.fail(where, f"missing required field '{k}'")
         return v
 
-    def string(self, v: Any, where: str, pattern: Optional[re.Pattern[str]] = None, hint: str = "") -> str:
+    def string(self, v: Any, where: str, pattern: re.Pattern[str] | None = None, hint: str = "") -> str:
         if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, int) and pattern is not None):
             extra = " (quote it)" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
             self.fail(where, f"expected a string{hint}, got {_kind(v)} {v!r}{extra}")
@@ -443,7 +444,7 @@ class _Validator:
             self.fail(f"{where}.declare", f"only driver 'declarative' takes 'declare:' (driver is {driver!r})")
         return ParentEntry(driver, dict(options), version, declare, where)
 
-    def check_options(self, driver: str, options: dict[str, Any], where: str, cls: Optional[type] = None
+    def check_options(self, driver: str, options: dict[str, Any], where: str, cls: type | None = None
                       ) -> dict[str, Any]:
         """The options checked against the driver's schema, the very check
         ``--driver NAME:k=v`` gets (:func:`fakemdev.vendors.options.check`):

@@ -7,7 +7,8 @@ ImportError is swallowed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..core import Host
 from ..faults import register_control as fault_ops

@@ -17,13 +17,12 @@ import glob
 import importlib
 import os
 from types import ModuleType
-from typing import Optional
 
 _PROBED = ("/usr/lib/*-linux-gnu/libfuse3.so.3", "/usr/lib64/libfuse3.so.3", "/usr/lib/libfuse3.so.3",
            "/lib/*-linux-gnu/libfuse3.so.3", "/usr/local/lib/libfuse3.so.3")
 
 
-def libfuse3_path() -> Optional[str]:
+def libfuse3_path() -> str | None:
     """Where libfuse3 is, probing the usual places before ctypes' find_library
     (which runs ldconfig: tens of milliseconds on every mount). Exported as
     FUSE_LIBRARY_PATH so mfusepy loads libfuse 3, never libfuse 2."""
@@ -56,4 +55,4 @@ def __getattr__(name: str) -> ModuleType:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["libfuse3_path", "mfusepy"]
+__all__ = ["libfuse3_path"]  # and mfusepy, served by __getattr__

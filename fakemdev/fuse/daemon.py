@@ -21,8 +21,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ..core import Host
 from ..errors import KernelError
@@ -121,11 +122,11 @@ def mounted_fuse_points() -> dict[str, str]:
     return {m.point: m.fstype for m in mount_table()}
 
 
-def fakemdev_mount_of(path: str) -> Optional[MountEntry]:
+def fakemdev_mount_of(path: str) -> MountEntry | None:
     """The fakemdev mount ``path`` lies in (the last mount over its longest
     mounted prefix), or None, from the mount table alone."""
     real = os.path.realpath(path)
-    best: Optional[MountEntry] = None
+    best: MountEntry | None = None
     for m in mount_table():
         if real == m.point or real.startswith(m.point.rstrip("/") + "/"):
             if best is None or len(m.point) >= len(best.point):
@@ -152,7 +153,7 @@ def is_stale(mountpoint: str) -> bool:
 PROBE_TIMEOUT = 2.0
 
 
-def _probe_errno(mountpoint: str) -> Optional[int]:
+def _probe_errno(mountpoint: str) -> int | None:
     """The errno a listing of the mount gives (0 when it answers), or None
     when it does not answer within PROBE_TIMEOUT (the thread that asked is
     left waiting: a daemon thread, so it does not keep this process alive)."""
@@ -197,9 +198,9 @@ def check_mountpoint(mountpoint: str) -> None:
         raise MountError(f"{mountpoint}: directory is not empty: mount on an empty directory")
 
 
-def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: Optional[bool] = None,
+def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: bool | None = None,
           threads: bool = False, cache_timeout: float = 10.0, description: str = "",
-          ready_fd: Optional[int] = None, on_ready: Optional[Callable[[], None]] = None) -> int:
+          ready_fd: int | None = None, on_ready: Callable[[], None] | None = None) -> int:
     """Serve the hosts on mountpoint in this process until unmounted or
     signalled. Once the kernel routes the mount point here, ``ready_fd``
     gets a line (the forking parent waits for it) and ``on_ready`` is called."""
@@ -240,8 +241,8 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     return 0
 
 
-def _signal_ready_when_mounted(mountpoint: str, ready_fd: Optional[int],
-                              on_ready: Optional[Callable[[], None]]) -> None:
+def _signal_ready_when_mounted(mountpoint: str, ready_fd: int | None,
+                              on_ready: Callable[[], None] | None) -> None:
     """Tell the parent (and whoever waits in this process) once the kernel
     routes the mount point to us."""
     import threading
@@ -264,8 +265,8 @@ def _signal_ready_when_mounted(mountpoint: str, ready_fd: Optional[int],
 
 
 def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, multi: bool = False,
-          allow_other: Optional[bool] = None, threads: bool = False, cache_timeout: float = 10.0,
-          description: str = "", on_ready: Optional[Callable[[], None]] = None) -> Optional[int]:
+          allow_other: bool | None = None, threads: bool = False, cache_timeout: float = 10.0,
+          description: str = "", on_ready: Callable[[], None] | None = None) -> int | None:
     """Mount and return the daemon's pid once the tree answers (or serve here
     with ``foreground``, calling ``on_ready`` once it answers)."""
     mountpoint = os.path.abspath(mountpoint)
@@ -322,7 +323,7 @@ def _tail(path: str, lines: int = 3) -> str:
         return ""
 
 
-def read_state(mountpoint: str) -> Optional[MountInfo]:
+def read_state(mountpoint: str) -> MountInfo | None:
     try:
         with open(state_path(os.path.abspath(mountpoint))) as f:
             return MountInfo(**json.load(f))
@@ -367,7 +368,8 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
                            capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:
         if isinstance(e, OSError) and e.errno == errno.EBUSY:
-            raise MountError(f"{mountpoint}: busy (a process has a file or its cwd there): close it and retry")
+            raise MountError(f"{mountpoint}: busy (a process has a file or its cwd there): "
+                             "close it and retry") from None
         raise MountError(f"{mountpoint}: unmount failed: {e}") from None
     if info is not None and info.alive:
         deadline = time.monotonic() + timeout
@@ -379,7 +381,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
     return "cleared stale mount" if stale else "unmounted"
 
 
-def _forget(mountpoint: str, info: Optional[MountInfo]) -> None:
+def _forget(mountpoint: str, info: MountInfo | None) -> None:
     if info is not None and info.alive:
         return
     for p in (state_path(mountpoint), socket_path(mountpoint)):

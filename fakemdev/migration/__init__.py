@@ -28,10 +28,30 @@ See ``docs/migration.md`` for the string format and the rules, with examples.
 from __future__ import annotations
 
 from .manager import MigrationError, Moved, Verdict, check, run
-from .versions import (ATTR, MAX_STRING, MODE, UNSUPPORTED, AcceptedSet, Identical, Minimum, Rule, StateVersion,
-                       TypeMigration, VendorFunction, VersionString, accept, declared, device_attributes,
-                       device_driver, driver_label, driver_saving, format_string, identity, parse_rule,
-                       type_attributes)
+from .versions import (
+                       ATTR,
+                       MAX_STRING,
+                       MODE,
+                       UNSUPPORTED,
+                       AcceptedSet,
+                       Identical,
+                       Minimum,
+                       Rule,
+                       StateVersion,
+                       TypeMigration,
+                       VendorFunction,
+                       VersionString,
+                       accept,
+                       declared,
+                       device_attributes,
+                       device_driver,
+                       driver_label,
+                       driver_saving,
+                       format_string,
+                       identity,
+                       parse_rule,
+                       type_attributes,
+)
 
 __all__ = ["ATTR", "MAX_STRING", "MODE", "UNSUPPORTED", "StateVersion", "Rule", "Identical", "Minimum",
            "AcceptedSet", "VendorFunction", "TypeMigration", "VersionString", "Verdict", "Moved", "MigrationError",

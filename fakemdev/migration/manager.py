@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError, errno_name
+from ..kernfs import Attribute
 from .versions import ATTR, VersionString, declared, driver_label, driver_saving
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 class MigrationError(KernelError):
     """A migration step was refused or failed; ``verdict`` says why (when it was a check)."""
 
-    def __init__(self, err: int, reason: str, verdict: Optional["Verdict"] = None) -> None:
+    def __init__(self, err: int, reason: str, verdict: Verdict | None = None) -> None:
         super().__init__(err, reason)
         self.verdict = verdict
 
@@ -39,12 +41,12 @@ class Verdict:
     errno: int = 0
     source: str = ""                 # "host:uuid"
     target: str = ""                 # "host:parent/type"
-    source_string: Optional[str] = None
-    source_version: Optional[str] = None
-    target_version: Optional[str] = None
-    accepted: Optional[str] = None
+    source_string: str | None = None
+    source_version: str | None = None
+    target_version: str | None = None
+    accepted: str | None = None
     notes: list[str] = field(default_factory=list)
-    target_type: Optional["MdevType"] = field(default=None, repr=False, compare=False)
+    target_type: MdevType | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -66,14 +68,14 @@ class Verdict:
                 "source_version": self.source_version, "target_version": self.target_version,
                 "accepted": self.accepted, "notes": list(self.notes)}
 
-    def raise_if_incompatible(self) -> "Verdict":
+    def raise_if_incompatible(self) -> Verdict:
         """For callers that treat a refusal as an error (scenario steps, ``run``)."""
         if not self.compatible:
             raise MigrationError(self.errno or errno.EINVAL, self.reason, self)
         return self
 
 
-def _find_target_type(dst: "Host", type_id: str, parent: Optional[str]) -> tuple[Optional["MdevType"], str]:
+def _find_target_type(dst: Host, type_id: str, parent: str | None) -> tuple[MdevType | None, str]:
     candidates = [p.types[type_id] for p in dst.parents.values()
                   if type_id in p.types and (parent is None or p.name == parent)]
     if not candidates:
@@ -85,8 +87,8 @@ def _find_target_type(dst: "Host", type_id: str, parent: Optional[str]) -> tuple
     return (free or candidates)[0], ""
 
 
-def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
-          parent: Optional[str] = None, new_uuid: Optional[str] = None, dst_type: Optional[str] = None) -> Verdict:
+def check(src: Host, uuid: str, dst: Host, type_id: str | None = None, *,
+          parent: str | None = None, new_uuid: str | None = None, dst_type: str | None = None) -> Verdict:
     """Can the device ``uuid`` on ``src`` move to ``dst``? Decided before anything
     is created on the target, as a manager would: read the source device's
     ``migration_version`` and write it into the target type's, then make sure
@@ -101,7 +103,7 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
         here = f"{src.name}:{dev.uuid}"
         attr = SysfsTree(src).lookup(f"{dev.path}/{ATTR}")
         sdrv = dev.parent.driver
-        if attr is None:
+        if not isinstance(attr, Attribute) or attr.show is None:
             some = any(declared(sdrv, t) is not None for t in dev.parent.types.values())
             why = (f"driver {driver_label(sdrv)} on {src.name} declares no state version for this type" if some
                    else f"driver {driver_label(sdrv)} on {src.name} does not support migration")
@@ -109,7 +111,7 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
                                   f"be migrated (shut the VM down and recreate the device on the target)",
                            errno.ENOENT, here)
         try:
-            raw = attr.show()  # type: ignore[misc]
+            raw = attr.show()
         except KernelError as e:
             return Verdict(False, f"source type {dev.mdev_type.id}: reading {ATTR} failed ({e.errno_name}): "
                                   f"{e.reason}", e.errno or errno.EIO, here)
@@ -131,12 +133,12 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
             base.update(target_version=str(tdecl.version), accepted=tdecl.accepts.describe(tdecl.version))
         tattr = SysfsTree(dst).lookup(f"{target.path}/{ATTR}")
         tlabel = driver_label(target.parent.driver)
-        if tattr is None:
+        if not isinstance(tattr, Attribute) or tattr.store is None:
             return Verdict(False, f"target type {target.id} on {dst.name} has no {ATTR}: driver {tlabel} does not "
                                   f"support migration; upgrade the target driver", errno.ENOENT,
                            target_type=target, **base)  # type: ignore[arg-type]
         try:
-            tattr.store(raw)  # type: ignore[misc]
+            tattr.store(raw)
         except KernelError as e:
             return Verdict(False, e.reason, e.errno or errno.EINVAL, target_type=target, **base)  # type: ignore[arg-type]
         notes = []
@@ -150,14 +152,14 @@ def check(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *,
         moved = (new_uuid or dev.uuid).lower()
         if moved in dst.devices:
             return Verdict(False, f"mdev {moved} already exists on {dst.name}: pass a new UUID (--new-uuid)",
-                           errno.EEXIST, notes=notes, target_type=target, **base)  # type: ignore[arg-type]
+                           errno.EEXIST, notes=notes, target_type=target, **base)
         if target.available_instances() <= 0:
             return Verdict(False, f"target type {target.id} on {dst.name} has no free instance "
                                   f"(available_instances is 0): free one or pick another host", errno.ENOSPC,
-                           notes=notes, target_type=target, **base)  # type: ignore[arg-type]
+                           notes=notes, target_type=target, **base)
         reason = (f"target driver {tlabel} accepts device state {tdecl.accepts.describe(tdecl.version)}; "
                   f"source is {sv.version}")
-        return Verdict(True, reason, 0, notes=notes, target_type=target, **base)  # type: ignore[arg-type]
+        return Verdict(True, reason, 0, notes=notes, target_type=target, **base)
 
 
 @dataclass
@@ -168,8 +170,8 @@ class Moved:
     uuid: str
 
 
-def run(src: "Host", uuid: str, dst: "Host", type_id: Optional[str] = None, *, parent: Optional[str] = None,
-        new_uuid: Optional[str] = None, dst_type: Optional[str] = None) -> Moved:
+def run(src: Host, uuid: str, dst: Host, type_id: str | None = None, *, parent: str | None = None,
+        new_uuid: str | None = None, dst_type: str | None = None) -> Moved:
     """Move the device: check, create on the target, hand over open VFIO fds,
     remove from the source. If any step fails, every earlier step is undone,
     so both hosts end exactly as they began (no lost device, no device on

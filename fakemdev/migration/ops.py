@@ -4,7 +4,7 @@ each taking ``src``, ``uuid``, ``dst`` and optionally ``type``, ``parent``,
 ``new_uuid``, and answering a verdict as a dict."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..control.server import Controller
 from .manager import MigrationError, check, run
@@ -14,13 +14,13 @@ OPS = ("migrate_check", "migrate_run")
 
 def register_control(controller: Controller) -> None:
     """``migrate_check`` / ``migrate_run`` ops for ``fakemdev migrate`` against a mount."""
-    def _check(src: str, uuid: str, dst: str, type: Optional[str] = None, parent: Optional[str] = None,
-               new_uuid: Optional[str] = None) -> dict[str, Any]:
+    def _check(src: str, uuid: str, dst: str, type: str | None = None, parent: str | None = None,
+               new_uuid: str | None = None) -> dict[str, Any]:
         return check(controller.host(src), uuid, controller.host(dst), type, parent=parent,
                      new_uuid=new_uuid).as_dict()
 
-    def _run(src: str, uuid: str, dst: str, type: Optional[str] = None, parent: Optional[str] = None,
-             new_uuid: Optional[str] = None) -> dict[str, Any]:
+    def _run(src: str, uuid: str, dst: str, type: str | None = None, parent: str | None = None,
+             new_uuid: str | None = None) -> dict[str, Any]:
         try:
             moved = run(controller.host(src), uuid, controller.host(dst), type, parent=parent, new_uuid=new_uuid)
         except MigrationError as e:

@@ -12,8 +12,9 @@ import copy
 import errno
 import re
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
 from ..kernfs import Attribute
@@ -43,7 +44,7 @@ class StateVersion:
             raise ValueError(f"state version {self.major}.{self.minor} out of range (0..65535 each)")
 
     @classmethod
-    def parse(cls, value: Union[str, int, float, "StateVersion"]) -> "StateVersion":
+    def parse(cls, value: str | int | float | StateVersion) -> StateVersion:
         """``"5.2"`` -> 5.2, ``"5"``/``5`` -> 5.0. Floats are accepted for YAML's
         sake but ``5.10`` parses as 5.1 there: quote versions."""
         if isinstance(value, StateVersion):
@@ -55,7 +56,7 @@ class StateVersion:
         return cls(int(m.group(1)), int(m.group(2) or 0))
 
     @classmethod
-    def from_field(cls, text: str) -> "StateVersion":
+    def from_field(cls, text: str) -> StateVersion:
         if not re.fullmatch(r"[0-9a-f]{8}", text):
             raise ValueError(f"version field {text!r} is not 8 lower-case hex digits")
         n = int(text, 16)
@@ -162,11 +163,11 @@ class TypeMigration:
     has the attribute but this type (or hardware) cannot migrate: reads and
     writes fail with ENODEV, as GVT did on unsupported hardware."""
 
-    version: Optional[StateVersion]
+    version: StateVersion | None
     accepts: Rule = field(default_factory=Identical)
 
     @classmethod
-    def of(cls, version: Any, accepts: Any = None) -> "TypeMigration":
+    def of(cls, version: Any, accepts: Any = None) -> TypeMigration:
         if version is None or str(version).strip().lower() in ("unsupported", "none"):
             return cls(None, Identical())
         return cls(StateVersion.parse(version), parse_rule(accepts))
@@ -177,7 +178,7 @@ UNSUPPORTED = TypeMigration(None)
 
 # -- what a driver declares ----------------------------------------------------------------
 
-def _names(value: Any) -> Optional[set[str]]:
+def _names(value: Any) -> set[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -191,10 +192,10 @@ class _DeclarationCache:
     (an unloaded driver's entries go with it), not on the driver object."""
 
     def __init__(self) -> None:
-        self._by_driver: weakref.WeakKeyDictionary[VendorDriver, dict[str, Optional[TypeMigration]]] = \
+        self._by_driver: weakref.WeakKeyDictionary[VendorDriver, dict[str, TypeMigration | None]] = \
             weakref.WeakKeyDictionary()
 
-    def get(self, driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigration]:
+    def get(self, driver: VendorDriver, mdev_type: MdevType) -> TypeMigration | None:
         per_type = self._by_driver.setdefault(driver, {})
         key = mdev_type.spec.sysfs_name
         if key not in per_type:
@@ -205,7 +206,7 @@ class _DeclarationCache:
 _DECLARATIONS = _DeclarationCache()
 
 
-def declared(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigration]:
+def declared(driver: VendorDriver, mdev_type: MdevType) -> TypeMigration | None:
     """The driver's declaration for a type, or None (no migration support at all).
 
     Looked up in order: a ``migration_for(mdev_type)`` override on the driver
@@ -218,7 +219,7 @@ def declared(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigr
     return _DECLARATIONS.get(driver, mdev_type)
 
 
-def _overrides_migration_for(driver: "VendorDriver") -> bool:
+def _overrides_migration_for(driver: VendorDriver) -> bool:
     """Whether the driver's class, rather than the base class, defines
     ``migration_for`` (checked by where it is defined: importing the base
     class here would make this level depend on the vendors package)."""
@@ -228,9 +229,9 @@ def _overrides_migration_for(driver: "VendorDriver") -> bool:
     return False
 
 
-def _declared_uncached(driver: "VendorDriver", mdev_type: "MdevType") -> Optional[TypeMigration]:
+def _declared_uncached(driver: VendorDriver, mdev_type: MdevType) -> TypeMigration | None:
     if _overrides_migration_for(driver):
-        result: Optional[TypeMigration] = driver.migration_for(mdev_type)  # type: ignore[attr-defined]
+        result: TypeMigration | None = driver.migration_for(mdev_type)  # type: ignore[attr-defined]
         return result
     name = mdev_type.spec.sysfs_name
     options: Mapping[str, Any] = getattr(driver, "options", {}) or {}
@@ -253,7 +254,7 @@ def _declared_uncached(driver: "VendorDriver", mdev_type: "MdevType") -> Optiona
     return TypeMigration.of(decl)
 
 
-def identity(parent: "Parent") -> tuple[str, str]:
+def identity(parent: Parent) -> tuple[str, str]:
     """(vendor, device) naming the parent *hardware model*, not the instance:
     state moves between two hosts' identical GPUs at different addresses.
     PCI parents: the 4-digit ids, as GVT wrote them; others: driver and type
@@ -283,7 +284,7 @@ def _field(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:]", "_", str(text)) or "_"
 
 
-def driver_label(driver: "VendorDriver") -> str:
+def driver_label(driver: VendorDriver) -> str:
     """``i915 2.1``: the module name and version a person would check with modinfo."""
     version = (getattr(driver, "version", None) or (getattr(driver, "module_attrs", {}) or {}).get("version")
                or (getattr(driver, "options", {}) or {}).get("version"))
@@ -309,7 +310,7 @@ class VersionString:
         return f"{self.vendor}-{self.device}-{self.type_id}-{self.version.field()}"
 
     @classmethod
-    def parse(cls, buf: bytes) -> "VersionString":
+    def parse(cls, buf: bytes) -> VersionString:
         """Strict: one trailing newline allowed (``echo``), ASCII, four fields."""
         if len(buf) > MAX_STRING:
             raise ValueError("longer than one page")
@@ -325,7 +326,7 @@ class VersionString:
         return cls(m.group(1), m.group(2), m.group(3), StateVersion.from_field(m.group(4)))
 
 
-def format_string(mdev_type: "MdevType", driver: Optional["VendorDriver"] = None) -> str:
+def format_string(mdev_type: MdevType, driver: VendorDriver | None = None) -> str:
     """The string a type (or a device, with the ``driver`` that created it)
     publishes; ENODEV when the type cannot migrate."""
     driver = driver or mdev_type.parent.driver
@@ -336,7 +337,7 @@ def format_string(mdev_type: "MdevType", driver: Optional["VendorDriver"] = None
     return str(VersionString(vendor, device, mdev_type.id, decl.version))
 
 
-def accept(target: "MdevType", buf: bytes) -> int:
+def accept(target: MdevType, buf: bytes) -> int:
     """A write of a source's string into the target type's ``migration_version``.
 
     Returns the byte count when the target can take that state; raises
@@ -381,11 +382,11 @@ def _refusal(label: str, decl: TypeMigration, source: StateVersion) -> str:
 
 # -- the sysfs surface ------------------------------------------------------------------
 
-def _show(mdev_type: "MdevType", driver: Optional["VendorDriver"] = None) -> bytes:
+def _show(mdev_type: MdevType, driver: VendorDriver | None = None) -> bytes:
     return (format_string(mdev_type, driver) + "\n").encode("ascii")
 
 
-def device_driver(mdev: "MdevDevice") -> "VendorDriver":
+def device_driver(mdev: MdevDevice) -> VendorDriver:
     """The driver version whose state format a device saves: the one that
     created it. A driver upgraded in place (Host.upgrade_driver) keeps
     running old devices in their old format; only new devices get the new
@@ -393,7 +394,7 @@ def device_driver(mdev: "MdevDevice") -> "VendorDriver":
     return getattr(mdev, "created_by", None) or mdev.parent.driver
 
 
-def driver_saving(driver: "VendorDriver", version: str) -> "VendorDriver":
+def driver_saving(driver: VendorDriver, version: str) -> VendorDriver:
     """``driver`` as it is for a device that saves state ``version``: the
     driver before an in-place upgrade, for a device it created; or the
     target's driver running a migrated device at the state it came with."""
@@ -402,7 +403,7 @@ def driver_saving(driver: "VendorDriver", version: str) -> "VendorDriver":
     return other
 
 
-def type_attributes(mdev_type: "MdevType") -> dict[str, Attribute]:
+def type_attributes(mdev_type: MdevType) -> dict[str, Attribute]:
     """``migration_version`` for the type directory (empty for types without
     migration support, so the file is absent and open() gives ENOENT)."""
     if declared(mdev_type.parent.driver, mdev_type) is None:
@@ -410,7 +411,7 @@ def type_attributes(mdev_type: "MdevType") -> dict[str, Attribute]:
     return {ATTR: Attribute(MODE, lambda: _show(mdev_type), lambda buf: accept(mdev_type, buf), owner=mdev_type)}
 
 
-def device_attributes(mdev: "MdevDevice") -> dict[str, Attribute]:
+def device_attributes(mdev: MdevDevice) -> dict[str, Attribute]:
     """The same file in a device directory. Reads give the *device's* state
     version, which is what its save carries: the version of the driver that
     created it, which differs from the type's after an in-place driver
