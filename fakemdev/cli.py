@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .fault_schema import KNOBS
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -302,29 +303,34 @@ def _fault(mountpoint: str, knob: str, host: str | None, args: Any) -> Any:
     return _control(mountpoint, "fault", knob=knob, host=host, args=args)
 
 
-@fault.command("create-fail")
+# Each command's help, defaults, ranges and choices come from the one fault schema.
+_CREATE_FAIL = KNOBS["create_fail"]
+_DELAY = KNOBS["delay"]
+
+
+@fault.command("create-fail", help=_CREATE_FAIL.help)
 @click.argument("mountpoint")
 @click.argument("mdev_type", metavar="TYPE")
-@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
-              help="How many creates fail before creates work again.")
-@click.option("--errno", "err", default="EIO", show_default=True, help="errno name, e.g. ENOSPC")
-@click.option("--parent", default=None, help="Only creates on this parent (when several have TYPE).")
+@click.option("--count", default=_CREATE_FAIL.field("count").default, show_default=True,
+              type=click.IntRange(min=int(_CREATE_FAIL.field("count").minimum or 0)),
+              help=_CREATE_FAIL.field("count").help)
+@click.option("--errno", "err", default=_CREATE_FAIL.field("errno").default, show_default=True,
+              help=_CREATE_FAIL.field("errno").help)
+@click.option("--parent", default=None, help=_CREATE_FAIL.field("parent").help)
 @_host_option
 def fault_create_fail(mountpoint: str, mdev_type: str, count: int, err: str, parent: str | None,
                       host: str | None) -> None:
-    """The next COUNT creates on TYPE fail with ERRNO."""
     _fault(mountpoint, "create_fail", host, {"type": mdev_type, "count": count, "errno": err, "parent": parent})
     click.echo(f"next {count} create(s) on {mdev_type} fail with {err}")
 
 
-@fault.command("delay")
+@fault.command("delay", help=_DELAY.help)
 @click.argument("mountpoint")
-@click.argument("op", type=click.Choice(["create", "remove"]))
-@click.argument("seconds", type=click.FloatRange(min=0))
-@click.option("--type", "mdev_type", default=None, help="Only this type (default: every type).")
+@click.argument("op", type=click.Choice(list(_DELAY.field("op").choices)))
+@click.argument("seconds", type=click.FloatRange(min=_DELAY.field("seconds").minimum))
+@click.option("--type", "mdev_type", default=None, help=_DELAY.field("type").help)
 @_host_option
 def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: str | None, host: str | None) -> None:
-    """Every OP takes SECONDS longer; 0 clears (without --type: every OP delay, per-type ones too)."""
     _fault(mountpoint, "delay", host, {"op": op, "seconds": seconds, "type": mdev_type})
     if seconds:
         click.echo(f"{op} delay {seconds}s" + (f" on {mdev_type}" if mdev_type else ""))
@@ -332,41 +338,29 @@ def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: str | None,
         click.echo(f"{op} delay cleared on " + (mdev_type or "every type"))
 
 
-@fault.command("hold")
-@click.argument("mountpoint")
-@click.argument("uuid")
-@_host_option
-def fault_hold(mountpoint: str, uuid: str, host: str | None) -> None:
-    """Hold UUID open as a VFIO user: its remove blocks until release."""
-    _fault(mountpoint, "hold", host, uuid)
-    click.echo(f"holding {uuid}")
+def _single_value_knob(knob: str, done: str) -> None:
+    """``fakemdev fault KNOB MOUNTPOINT VALUE`` for a knob taking one value (hold, release, unplug)."""
+    value = KNOBS[knob].single
+    assert value is not None
+
+    @fault.command(knob, help=KNOBS[knob].help)
+    @click.argument("mountpoint")
+    @click.argument("value", metavar=value.name.upper())
+    @_host_option
+    def command(mountpoint: str, value: str, host: str | None) -> None:
+        _fault(mountpoint, knob, host, value)
+        click.echo(f"{done} {value}")
 
 
-@fault.command("release")
-@click.argument("mountpoint")
-@click.argument("uuid")
-@_host_option
-def fault_release(mountpoint: str, uuid: str, host: str | None) -> None:
-    """Release a held UUID (a blocked remove then completes)."""
-    _fault(mountpoint, "release", host, uuid)
-    click.echo(f"released {uuid}")
+_single_value_knob("hold", "holding")
+_single_value_knob("release", "released")
+_single_value_knob("unplug", "unplugged")
 
 
-@fault.command("unplug")
-@click.argument("mountpoint")
-@click.argument("parent")
-@_host_option
-def fault_unplug(mountpoint: str, parent: str, host: str | None) -> None:
-    """Surprise-remove PARENT with all its mdevs."""
-    _fault(mountpoint, "unplug", host, parent)
-    click.echo(f"unplugged {parent}")
-
-
-@fault.command("clear")
+@fault.command("clear", help=KNOBS["clear"].help)
 @click.argument("mountpoint")
 @_host_option
 def fault_clear(mountpoint: str, host: str | None) -> None:
-    """Drop every create-fail and delay knob."""
     _fault(mountpoint, "clear", host, {})
     click.echo("cleared")
 

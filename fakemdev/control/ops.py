@@ -13,7 +13,7 @@ from typing import Any
 from ..core import Host
 from ..faults import register_control as fault_ops
 from ..migration.ops import register_control as migration_ops
-from ..play import register_control as scenario_ops
+from ..scenario.ops import register_control as scenario_ops
 from .server import Controller
 
 Registrar = Callable[[Controller], None]
@@ -21,7 +21,7 @@ Registrar = Callable[[Controller], None]
 #: (owner, the ops it registers, the function that registers them)
 EXTENSIONS: tuple[tuple[str, tuple[str, ...], Registrar], ...] = (
     ("fakemdev.faults", ("fault",), fault_ops),
-    ("fakemdev.play", ("scenario_driver", "scenario_migrate"), scenario_ops),
+    ("fakemdev.scenario.ops", ("scenario_driver", "scenario_migrate"), scenario_ops),
     ("fakemdev.migration.ops", ("migrate_check", "migrate_run"), migration_ops),
 )
 

@@ -36,8 +36,11 @@ class MountError(RuntimeError):
     """A mount or unmount could not be done; the message says what to do."""
 
 
-def runtime_dir() -> str:
-    d = os.environ.get("FAKEMDEV_RUNTIME_DIR")
+def runtime_dir(runtime: str | None = None) -> str:
+    """Where mounts keep their state, socket and log: ``runtime`` when given
+    (``fakemdev run`` keeps its mount private there), else
+    $FAKEMDEV_RUNTIME_DIR, else /run/fakemdev for root or the user's runtime dir."""
+    d = runtime or os.environ.get("FAKEMDEV_RUNTIME_DIR")
     if not d:
         d = "/run/fakemdev" if os.geteuid() == 0 else os.path.join(
             os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/fakemdev-{os.getuid()}", "fakemdev")
@@ -49,16 +52,16 @@ def _mount_id(mountpoint: str) -> str:
     return hashlib.sha1(mountpoint.encode()).hexdigest()[:12]
 
 
-def state_path(mountpoint: str) -> str:
-    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".json")
+def state_path(mountpoint: str, runtime: str | None = None) -> str:
+    return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".json")
 
 
-def socket_path(mountpoint: str) -> str:
-    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".sock")
+def socket_path(mountpoint: str, runtime: str | None = None) -> str:
+    return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".sock")
 
 
-def log_path(mountpoint: str) -> str:
-    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".log")
+def log_path(mountpoint: str, runtime: str | None = None) -> str:
+    return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".log")
 
 
 @dataclass
@@ -134,7 +137,7 @@ def fakemdev_mount_of(path: str) -> MountEntry | None:
     return best if best is not None and best.fstype == "fuse.fakemdev" else None
 
 
-def is_stale(mountpoint: str) -> bool:
+def is_stale(mountpoint: str, runtime: str | None = None) -> bool:
     """A FUSE mount whose daemon died (it answers ENOTCONN).
 
     Decided from the mount table and the daemon's state file, never by
@@ -144,7 +147,7 @@ def is_stale(mountpoint: str) -> bool:
     fstype = mounted_fuse_points().get(mountpoint)
     if fstype is None or not fstype.startswith("fuse"):
         return False
-    info = read_state(mountpoint)
+    info = read_state(mountpoint, runtime)
     if info is not None:
         return not info.alive
     return _probe_errno(mountpoint) in (errno.ENOTCONN, errno.ECONNABORTED)
@@ -200,7 +203,7 @@ def check_mountpoint(mountpoint: str) -> None:
 
 def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: bool | None = None,
           threads: bool = False, cache_timeout: float = 10.0, description: str = "",
-          ready_fd: int | None = None, on_ready: Callable[[], None] | None = None) -> int:
+          ready_fd: int | None = None, on_ready: Callable[[], None] | None = None, runtime: str | None = None) -> int:
     """Serve the hosts on mountpoint in this process until unmounted or
     signalled. Once the kernel routes the mount point here, ``ready_fd``
     gets a line (the forking parent waits for it) and ``on_ready`` is called."""
@@ -210,12 +213,13 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
 
     mountpoint = os.path.abspath(mountpoint)
     ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout, mountpoint=mountpoint, threads=threads)
-    info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint), log_path(mountpoint),
+    info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint, runtime),
+                     log_path(mountpoint, runtime),
                      time.time(), description)
     controller = build_controller(hosts, info.__dict__)
     server = ControlServer(info.socket, controller)
     server.start()
-    with open(state_path(mountpoint), "w") as f:
+    with open(state_path(mountpoint, runtime), "w") as f:
         json.dump(info.__dict__, f)
     if allow_other is None:
         allow_other = os.geteuid() == 0  # like sysfs: world-readable when root mounts it
@@ -233,7 +237,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     finally:
         server.shutdown()
         server.server_close()
-        for p in (state_path(mountpoint), info.socket):
+        for p in (state_path(mountpoint, runtime), info.socket):
             try:
                 os.unlink(p)
             except OSError:
@@ -266,14 +270,16 @@ def _signal_ready_when_mounted(mountpoint: str, ready_fd: int | None,
 
 def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, multi: bool = False,
           allow_other: bool | None = None, threads: bool = False, cache_timeout: float = 10.0,
-          description: str = "", on_ready: Callable[[], None] | None = None) -> int | None:
+          description: str = "", on_ready: Callable[[], None] | None = None,
+          runtime: str | None = None) -> int | None:
     """Mount and return the daemon's pid once the tree answers (or serve here
-    with ``foreground``, calling ``on_ready`` once it answers)."""
+    with ``foreground``, calling ``on_ready`` once it answers). ``runtime``:
+    where the mount's state, socket and log go (:func:`runtime_dir`)."""
     mountpoint = os.path.abspath(mountpoint)
     check_environment()
     check_mountpoint(mountpoint)
     kwargs = dict(multi=multi, allow_other=allow_other, threads=threads, cache_timeout=cache_timeout,
-                  description=description)
+                  description=description, runtime=runtime)
     if foreground:
         serve(hosts, mountpoint, on_ready=on_ready, **kwargs)  # type: ignore[arg-type]
         return None
@@ -284,7 +290,7 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
         code = 1
         try:
             os.setsid()
-            logfd = os.open(log_path(mountpoint), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            logfd = os.open(log_path(mountpoint, runtime), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(logfd, 1)
@@ -307,7 +313,7 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
     if answer == "ok":
         return pid
     os.waitpid(pid, 0)
-    detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint))
+    detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint, runtime))
     if "mount failed: Operation not permitted" in detail:  # libfuse's own words when mount(2) says EPERM
         raise MountError(f"{mountpoint}: mount(2) refused (Operation not permitted): mounting needs CAP_SYS_ADMIN; "
                          f"in a container, pass --device /dev/fuse --cap-add SYS_ADMIN (docker on AppArmor hosts "
@@ -323,9 +329,9 @@ def _tail(path: str, lines: int = 3) -> str:
         return ""
 
 
-def read_state(mountpoint: str) -> MountInfo | None:
+def read_state(mountpoint: str, runtime: str | None = None) -> MountInfo | None:
     try:
-        with open(state_path(os.path.abspath(mountpoint))) as f:
+        with open(state_path(os.path.abspath(mountpoint), runtime)) as f:
             return MountInfo(**json.load(f))
     except (OSError, ValueError, TypeError):
         return None
@@ -351,14 +357,14 @@ def _umount2(path: str, lazy: bool) -> None:
         raise OSError(err, os.strerror(err), path)
 
 
-def umount(mountpoint: str, timeout: float = 10.0) -> str:
+def umount(mountpoint: str, timeout: float = 10.0, runtime: str | None = None) -> str:
     """Unmount (live or stale) and wait for the daemon to exit. Returns what was done."""
     mountpoint = os.path.abspath(mountpoint)
-    info = read_state(mountpoint)
-    stale = is_stale(mountpoint)
+    info = read_state(mountpoint, runtime)
+    stale = is_stale(mountpoint, runtime)
     mounted = stale or mountpoint in mounted_fuse_points()
     if not mounted:
-        _forget(mountpoint, info)
+        _forget(mountpoint, info, runtime)
         raise MountError(f"{mountpoint}: not mounted")
     try:
         if os.geteuid() == 0:
@@ -377,14 +383,14 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
             time.sleep(0.005)
         if info.alive:
             os.kill(info.pid, signal.SIGTERM)
-    _forget(mountpoint, info)
+    _forget(mountpoint, info, runtime)
     return "cleared stale mount" if stale else "unmounted"
 
 
-def _forget(mountpoint: str, info: MountInfo | None) -> None:
+def _forget(mountpoint: str, info: MountInfo | None, runtime: str | None = None) -> None:
     if info is not None and info.alive:
         return
-    for p in (state_path(mountpoint), socket_path(mountpoint)):
+    for p in (state_path(mountpoint, runtime), socket_path(mountpoint, runtime)):
         try:
             os.unlink(p)
         except OSError:

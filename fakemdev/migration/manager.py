@@ -49,16 +49,6 @@ class Verdict:
     target_type: MdevType | None = field(default=None, repr=False, compare=False)
 
     @property
-    def ok(self) -> bool:
-        """Alias of ``compatible`` (what ``fakemdev play`` looks for)."""
-        return self.compatible
-
-    @property
-    def reasons(self) -> list[str]:
-        """The reason and notes as a list (what ``fakemdev play`` quotes on a refusal)."""
-        return [self.reason, *self.notes]
-
-    @property
     def errno_name(self) -> str:
         return errno_name(self.errno) if self.errno else "OK"
 
@@ -88,13 +78,12 @@ def _find_target_type(dst: Host, type_id: str, parent: str | None) -> tuple[Mdev
 
 
 def check(src: Host, uuid: str, dst: Host, type_id: str | None = None, *,
-          parent: str | None = None, new_uuid: str | None = None, dst_type: str | None = None) -> Verdict:
+          parent: str | None = None, new_uuid: str | None = None) -> Verdict:
     """Can the device ``uuid`` on ``src`` move to ``dst``? Decided before anything
     is created on the target, as a manager would: read the source device's
     ``migration_version`` and write it into the target type's, then make sure
     the target can hold one more device. Nothing changes on either host."""
     from ..sysfs import SysfsTree  # on first use: the CLI imports this package at start-up
-    type_id = type_id or dst_type  # dst_type: the keyword fakemdev.play passes
     first, second = sorted((src, dst), key=id)
     with first.lock, second.lock:
         dev = src.devices.get(uuid.lower())
@@ -171,13 +160,12 @@ class Moved:
 
 
 def run(src: Host, uuid: str, dst: Host, type_id: str | None = None, *, parent: str | None = None,
-        new_uuid: str | None = None, dst_type: str | None = None) -> Moved:
+        new_uuid: str | None = None) -> Moved:
     """Move the device: check, create on the target, hand over open VFIO fds,
     remove from the source. If any step fails, every earlier step is undone,
     so both hosts end exactly as they began (no lost device, no device on
     both hosts); the error names the step. Both hosts are locked throughout,
     so no other writer sees the half-way state."""
-    type_id = type_id or dst_type
     if new_uuid == "random":
         new_uuid = str(uuidlib.uuid4())
     first, second = sorted((src, dst), key=id)
