@@ -32,7 +32,8 @@ RUN: dict[str, list[tuple[str, str]]] = {
     "scenarios.md": [("printf 'scenario: 1", ""), ("fakemdev play mtty-port-exhaustion", "")],
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
-PLACEHOLDERS = {"UUID": "00000000-0000-4000-8000-000000000001", "FILE": str(REPO / "fakemdev/scenarios/default-host.yaml")}
+PLACEHOLDERS = {"UUID": "00000000-0000-4000-8000-000000000001",
+                "FILE": str(REPO / "fakemdev/scenarios/default-host.yaml")}
 
 
 def sh_blocks(doc: Path) -> list[Block]:

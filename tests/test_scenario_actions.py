@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import requires_fuse
 
+from conftest import requires_fuse
 from fakemdev.scenario import ACTIONS, Action, ScenarioError, action, loads
 from fakemdev.scenario.format import Validator
 from fakemdev.scenario.steps import ApiSide, MountSide
