@@ -12,7 +12,9 @@ from typing import Any
 
 from ..core import Host
 from ..faults import register_control as fault_ops
+from ..migration.ops import OPS as MIGRATION_OPS
 from ..migration.ops import register_control as migration_ops
+from ..scenario.ops import OPS as SCENARIO_OPS
 from ..scenario.ops import register_control as scenario_ops
 from .server import Controller
 
@@ -21,8 +23,8 @@ Registrar = Callable[[Controller], None]
 #: (owner, the ops it registers, the function that registers them)
 EXTENSIONS: tuple[tuple[str, tuple[str, ...], Registrar], ...] = (
     ("fakemdev.faults", ("fault",), fault_ops),
-    ("fakemdev.scenario.ops", ("scenario_driver", "scenario_migrate"), scenario_ops),
-    ("fakemdev.migration.ops", ("migrate_check", "migrate_run"), migration_ops),
+    ("fakemdev.scenario.ops", SCENARIO_OPS, scenario_ops),
+    ("fakemdev.migration.ops", MIGRATION_OPS, migration_ops),
 )
 
 
