@@ -8,15 +8,13 @@ or nothing (``clear``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .scenario.format import Validator
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):  # NamedTuple, not a dataclass: the CLI builds on this at start-up
     name: str
     kind: str                       # "string", "errno", "int", "number", "uuid", "choice"
     required: bool = False          # in a scenario step
@@ -27,8 +25,7 @@ class Field:
     hint: str = ""                  # what a scenario error calls the value
 
 
-@dataclass(frozen=True)
-class Knob:
+class Knob(NamedTuple):
     name: str
     fields: tuple[Field, ...] = ()  # a mapping of these, or
     single: Field | None = None     # one value, or neither: no arguments

@@ -27,31 +27,51 @@ See ``docs/migration.md`` for the string format and the rules, with examples.
 """
 from __future__ import annotations
 
-from .manager import MigrationError, Moved, Verdict, check, run
-from .versions import (
-                       ATTR,
-                       MAX_STRING,
-                       MODE,
-                       UNSUPPORTED,
-                       AcceptedSet,
-                       Identical,
-                       Minimum,
-                       Rule,
-                       StateVersion,
-                       TypeMigration,
-                       VendorFunction,
-                       VersionString,
-                       accept,
-                       declared,
-                       device_attributes,
-                       device_driver,
-                       driver_label,
-                       driver_saving,
-                       format_string,
-                       identity,
-                       parse_rule,
-                       type_attributes,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .manager import MigrationError, Moved, Verdict, check, run
+    from .versions import (
+        ATTR,
+        MAX_STRING,
+        MODE,
+        UNSUPPORTED,
+        AcceptedSet,
+        Identical,
+        Minimum,
+        Rule,
+        StateVersion,
+        TypeMigration,
+        VendorFunction,
+        VersionString,
+        accept,
+        declared,
+        device_attributes,
+        device_driver,
+        driver_label,
+        driver_saving,
+        format_string,
+        identity,
+        parse_rule,
+        type_attributes,
+    )
+
+_MANAGER = ("MigrationError", "Moved", "Verdict", "check", "run")
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, each from its level's module on first use: ``fakemdev``'s
+    CLI imports :mod:`.cli` at start-up and must not pay for the others."""
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _MANAGER:
+        from . import manager as home
+    else:
+        from . import versions as home  # type: ignore[no-redef]
+    value = getattr(home, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["ATTR", "MAX_STRING", "MODE", "UNSUPPORTED", "StateVersion", "Rule", "Identical", "Minimum",
            "AcceptedSet", "VendorFunction", "TypeMigration", "VersionString", "Verdict", "Moved", "MigrationError",
