@@ -81,6 +81,9 @@ case "${1:-}" in
         ;;
     test)
         shift
+        # static checks first: each failure says which check failed, and fails the run
+        .venv/bin/ruff check fakemdev tests benchmarks || { echo "setup.sh test: FAILED: ruff check fakemdev tests benchmarks" >&2; exit 1; }
+        .venv/bin/mypy --strict fakemdev || { echo "setup.sh test: FAILED: mypy --strict fakemdev" >&2; exit 1; }
         exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
         ;;
     bench)

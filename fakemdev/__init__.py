@@ -11,12 +11,12 @@ project that has it installed, costs no FUSE, YAML or pyfakefs import.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .core import Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
 from .hosts import default_host
 from .sysfs import SysfsTree
-
-from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers; at run time these load on first use
     from .api import mount
@@ -28,7 +28,7 @@ __all__ = ["Host", "MdevDevice", "MdevType", "Parent", "KernelError", "default_h
            "mount", "load_scenario", "FakeSysfs"]
 
 
-def load_scenario(path: str) -> "Scenario":
+def load_scenario(path: str) -> Scenario:
     """Parse, validate and dry-build a scenario file (``docs/scenarios.md``);
     ``.build_hosts()`` on the result gives fresh hosts. Raises
     ``fakemdev.scenario.ScenarioError`` (``FILE:LINE: FIELD: message``)."""
@@ -37,10 +37,13 @@ def load_scenario(path: str) -> "Scenario":
 
 
 def __getattr__(name: str) -> Any:
+    value: Any
     if name == "mount":
-        from .api import mount as value
+        from .api import mount
+        value = mount
     elif name == "FakeSysfs":
-        from .fakefs import FakeSysfs as value
+        from .fakefs import FakeSysfs
+        value = FakeSysfs
     else:
         raise AttributeError(f"module 'fakemdev' has no attribute {name!r}")
     globals()[name] = value

@@ -9,14 +9,15 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any
 
 from .core import Host
 
 
 @contextlib.contextmanager
-def mount(hosts: Union[Host, Mapping[str, Host]], mountpoint: Optional[Union[str, "os.PathLike[str]"]] = None,
+def mount(hosts: Host | Mapping[str, Host], mountpoint: str | os.PathLike[str] | None = None,
           **options: Any) -> Iterator[Path]:
     """Serve ``hosts`` over FUSE for the duration of the ``with`` block.
 
@@ -29,7 +30,8 @@ def mount(hosts: Union[Host, Mapping[str, Host]], mountpoint: Optional[Union[str
     ``cache_timeout``, ``allow_other``, ...). Raises
     :class:`fakemdev.fuse.daemon.MountError` when FUSE is unusable here.
     """
-    from .fuse.daemon import MountError, mount as _mount, umount
+    from .fuse.daemon import MountError, umount
+    from .fuse.daemon import mount as _mount
 
     host_map = {hosts.name: hosts} if isinstance(hosts, Host) else dict(hosts)
     scratch = mountpoint is None

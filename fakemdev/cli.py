@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from . import __version__
+from .fault_schema import KNOBS
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -84,10 +86,11 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
               help="Refuse unless the mount will reach other mount namespaces (a sidecar container's "
                    "rshared bind), instead of serving a tree nobody else sees.")
 @click.option("--mkdir", "make_dir", is_flag=True, help="Create MOUNTPOINT (and its parents) if it is missing.")
-def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: str, allow_other: Optional[bool],
-          threads: bool, cache_timeout: float, scenario_file: Optional[str], shared: bool, make_dir: bool) -> None:
+def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: str, allow_other: bool | None,
+          threads: bool, cache_timeout: float, scenario_file: str | None, shared: bool, make_dir: bool) -> None:
     """Mount a simulated host on MOUNTPOINT (which then plays /sys)."""
-    from .fuse.daemon import MountError, mount as do_mount
+    from .fuse.daemon import MountError
+    from .fuse.daemon import mount as do_mount
     mountpoint = os.path.abspath(mountpoint)
     if shared:
         from .propagation import shared_problem
@@ -129,7 +132,8 @@ def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: s
 @click.argument("mountpoint")
 def umount(mountpoint: str) -> None:
     """Unmount MOUNTPOINT (also clears a stale mount left by a killed daemon)."""
-    from .fuse.daemon import MountError, umount as do_umount
+    from .fuse.daemon import MountError
+    from .fuse.daemon import umount as do_umount
     try:
         what = do_umount(mountpoint)
     except MountError as e:
@@ -142,6 +146,7 @@ def umount(mountpoint: str) -> None:
 def status(as_json: bool) -> None:
     """What is mounted, by which process, with which hosts."""
     import json
+
     from .fuse.daemon import list_mounts, mount_state
     rows = []
     for info in list_mounts():
@@ -184,7 +189,7 @@ _host_option = click.option("--host", default=None, metavar="NAME",
 @_host_option
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="A driver option (repeatable); a value with commas is a list.")
-def driver_load(mountpoint: str, name: str, host: Optional[str], options: tuple[str, ...]) -> None:
+def driver_load(mountpoint: str, name: str, host: str | None, options: tuple[str, ...]) -> None:
     """Load driver NAME (built-in name or .py path): its parents appear."""
     opts = _options(options)
     parents = _control(mountpoint, "driver_load", name=os.path.abspath(name) if name.endswith(".py") else name,
@@ -196,7 +201,7 @@ def driver_load(mountpoint: str, name: str, host: Optional[str], options: tuple[
 @click.argument("mountpoint")
 @click.argument("name")
 @_host_option
-def driver_unload(mountpoint: str, name: str, host: Optional[str]) -> None:
+def driver_unload(mountpoint: str, name: str, host: str | None) -> None:
     """Unload driver NAME: its devices are removed, then its parents."""
     _control(mountpoint, "driver_unload", name=name, host=host)
     click.echo(f"unloaded {name}")
@@ -213,8 +218,8 @@ def driver_unload(mountpoint: str, name: str, host: Optional[str]) -> None:
 @click.option("--driver", "new_driver", default=None, metavar="NAME|PATH",
               help="Build the new version from this driver instead of the loaded one's class (it keeps the "
                    "loaded options it also takes).")
-def driver_upgrade(mountpoint: str, name: str, host: Optional[str], options: tuple[str, ...],
-                   version: Optional[str], new_driver: Optional[str]) -> None:
+def driver_upgrade(mountpoint: str, name: str, host: str | None, options: tuple[str, ...],
+                   version: str | None, new_driver: str | None) -> None:
     """Upgrade loaded driver NAME in place: devices are kept, or the upgrade is refused.
 
     The new version gets the options NAME was loaded with, except those -o
@@ -243,7 +248,9 @@ def play(scenario_file: str, as_json: bool, api_only: bool, mount_only: bool) ->
     """Run FILE's timeline (a file or a shipped scenario's name) on a real mount and through the
     library API; exit 1 at the first divergence."""
     import json
-    from .play import HEADER, format_divergence, format_row, play as do_play
+
+    from .play import HEADER, format_divergence, format_row
+    from .play import play as do_play
     from .scenario import ScenarioError, load
     try:
         scenario = load(scenario_file)
@@ -302,33 +309,38 @@ def fault() -> None:
     """Fault-injection knobs of a running mount (netdevsim-style)."""
 
 
-def _fault(mountpoint: str, knob: str, host: Optional[str], args: Any) -> Any:
+def _fault(mountpoint: str, knob: str, host: str | None, args: Any) -> Any:
     return _control(mountpoint, "fault", knob=knob, host=host, args=args)
 
 
-@fault.command("create-fail")
+# Each command's help, defaults, ranges and choices come from the one fault schema.
+_CREATE_FAIL = KNOBS["create_fail"]
+_DELAY = KNOBS["delay"]
+
+
+@fault.command("create-fail", help=_CREATE_FAIL.help)
 @click.argument("mountpoint")
 @click.argument("mdev_type", metavar="TYPE")
-@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
-              help="How many creates fail before creates work again.")
-@click.option("--errno", "err", default="EIO", show_default=True, help="errno name, e.g. ENOSPC")
-@click.option("--parent", default=None, help="Only creates on this parent (when several have TYPE).")
+@click.option("--count", default=_CREATE_FAIL.field("count").default, show_default=True,
+              type=click.IntRange(min=int(_CREATE_FAIL.field("count").minimum or 0)),
+              help=_CREATE_FAIL.field("count").help)
+@click.option("--errno", "err", default=_CREATE_FAIL.field("errno").default, show_default=True,
+              help=_CREATE_FAIL.field("errno").help)
+@click.option("--parent", default=None, help=_CREATE_FAIL.field("parent").help)
 @_host_option
-def fault_create_fail(mountpoint: str, mdev_type: str, count: int, err: str, parent: Optional[str],
-                      host: Optional[str]) -> None:
-    """The next COUNT creates on TYPE fail with ERRNO."""
+def fault_create_fail(mountpoint: str, mdev_type: str, count: int, err: str, parent: str | None,
+                      host: str | None) -> None:
     _fault(mountpoint, "create_fail", host, {"type": mdev_type, "count": count, "errno": err, "parent": parent})
     click.echo(f"next {count} create(s) on {mdev_type} fail with {err}")
 
 
-@fault.command("delay")
+@fault.command("delay", help=_DELAY.help)
 @click.argument("mountpoint")
-@click.argument("op", type=click.Choice(["create", "remove"]))
-@click.argument("seconds", type=click.FloatRange(min=0))
-@click.option("--type", "mdev_type", default=None, help="Only this type (default: every type).")
+@click.argument("op", type=click.Choice(list(_DELAY.field("op").choices)))
+@click.argument("seconds", type=click.FloatRange(min=_DELAY.field("seconds").minimum))
+@click.option("--type", "mdev_type", default=None, help=_DELAY.field("type").help)
 @_host_option
-def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: Optional[str], host: Optional[str]) -> None:
-    """Every OP takes SECONDS longer; 0 clears (without --type: every OP delay, per-type ones too)."""
+def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: str | None, host: str | None) -> None:
     _fault(mountpoint, "delay", host, {"op": op, "seconds": seconds, "type": mdev_type})
     if seconds:
         click.echo(f"{op} delay {seconds}s" + (f" on {mdev_type}" if mdev_type else ""))
@@ -336,41 +348,29 @@ def fault_delay(mountpoint: str, op: str, seconds: float, mdev_type: Optional[st
         click.echo(f"{op} delay cleared on " + (mdev_type or "every type"))
 
 
-@fault.command("hold")
-@click.argument("mountpoint")
-@click.argument("uuid")
-@_host_option
-def fault_hold(mountpoint: str, uuid: str, host: Optional[str]) -> None:
-    """Hold UUID open as a VFIO user: its remove blocks until release."""
-    _fault(mountpoint, "hold", host, uuid)
-    click.echo(f"holding {uuid}")
+def _single_value_knob(knob: str, done: str) -> None:
+    """``fakemdev fault KNOB MOUNTPOINT VALUE`` for a knob taking one value (hold, release, unplug)."""
+    value = KNOBS[knob].single
+    assert value is not None
+
+    @fault.command(knob, help=KNOBS[knob].help)
+    @click.argument("mountpoint")
+    @click.argument("value", metavar=value.name.upper())
+    @_host_option
+    def command(mountpoint: str, value: str, host: str | None) -> None:
+        _fault(mountpoint, knob, host, value)
+        click.echo(f"{done} {value}")
 
 
-@fault.command("release")
-@click.argument("mountpoint")
-@click.argument("uuid")
-@_host_option
-def fault_release(mountpoint: str, uuid: str, host: Optional[str]) -> None:
-    """Release a held UUID (a blocked remove then completes)."""
-    _fault(mountpoint, "release", host, uuid)
-    click.echo(f"released {uuid}")
+_single_value_knob("hold", "holding")
+_single_value_knob("release", "released")
+_single_value_knob("unplug", "unplugged")
 
 
-@fault.command("unplug")
-@click.argument("mountpoint")
-@click.argument("parent")
-@_host_option
-def fault_unplug(mountpoint: str, parent: str, host: Optional[str]) -> None:
-    """Surprise-remove PARENT with all its mdevs."""
-    _fault(mountpoint, "unplug", host, parent)
-    click.echo(f"unplugged {parent}")
-
-
-@fault.command("clear")
+@fault.command("clear", help=KNOBS["clear"].help)
 @click.argument("mountpoint")
 @_host_option
-def fault_clear(mountpoint: str, host: Optional[str]) -> None:
-    """Drop every create-fail and delay knob."""
+def fault_clear(mountpoint: str, host: str | None) -> None:
     _fault(mountpoint, "clear", host, {})
     click.echo("cleared")
 
@@ -378,14 +378,14 @@ def fault_clear(mountpoint: str, host: Optional[str]) -> None:
 @fault.command("list")
 @click.argument("mountpoint")
 @_host_option
-def fault_list(mountpoint: str, host: Optional[str]) -> None:
+def fault_list(mountpoint: str, host: str | None) -> None:
     """Show the knobs in force (JSON)."""
     import json
     click.echo(json.dumps(_fault(mountpoint, "list", host, {}), indent=2))
 
 
 def _run_in_namespace(command: Sequence[str], drivers: tuple[str, ...], kernel: str, mode: str, libvirt: bool,
-                      host: Optional[str], net: bool, scenario: Optional[str] = None) -> None:
+                      host: str | None, net: bool, scenario: str | None = None) -> None:
     from .run import RunError, run
     try:
         hosts = _hosts_for_run(kernel, drivers, scenario)
@@ -395,7 +395,7 @@ def _run_in_namespace(command: Sequence[str], drivers: tuple[str, ...], kernel: 
     sys.exit(code)
 
 
-def _hosts_for_run(kernel: str, drivers: tuple[str, ...], scenario: Optional[str]) -> dict[str, Any]:
+def _hosts_for_run(kernel: str, drivers: tuple[str, ...], scenario: str | None) -> dict[str, Any]:
     if scenario:
         from .scenario import load
         return load(scenario).build_hosts()
@@ -426,8 +426,8 @@ def _with_run_options(f: Any) -> Any:
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @_with_run_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(command: tuple[str, ...], drivers: tuple[str, ...], scenario: Optional[str], kernel: str,
-        host: Optional[str], mode: Any, libvirt: bool, share_net: bool) -> None:
+def run(command: tuple[str, ...], drivers: tuple[str, ...], scenario: str | None, kernel: str,
+        host: str | None, mode: Any, libvirt: bool, share_net: bool) -> None:
     """Run COMMAND with the simulated host on /sys, in private namespaces.
 
     Example: fakemdev run -- mdevctl types
@@ -437,19 +437,19 @@ def run(command: tuple[str, ...], drivers: tuple[str, ...], scenario: Optional[s
 
 @cli.command()
 @_with_run_options
-def shell(drivers: tuple[str, ...], scenario: Optional[str], kernel: str, host: Optional[str], mode: Any,
+def shell(drivers: tuple[str, ...], scenario: str | None, kernel: str, host: str | None, mode: Any,
           libvirt: bool, share_net: bool) -> None:
     """An interactive shell with the simulated host on /sys."""
     sh = os.environ.get("SHELL") or "/bin/bash"
     _run_in_namespace([sh], drivers, kernel, mode or "whole", libvirt, host, not share_net, scenario)
 
 
-from .migration_cli import migrate as _migrate  # noqa: E402 - the group lives beside fakemdev.migration
+from .migration.cli import migrate as _migrate  # noqa: E402 - the group lives beside fakemdev.migration
 
 cli.add_command(_migrate)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="fakemdev", standalone_mode=False)
     except click.exceptions.Abort:

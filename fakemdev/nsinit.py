@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 MS_BIND = 4096
 MS_REC = 16384
@@ -25,7 +25,7 @@ LIBVIRT_NODEDEV = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_d
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def sys_mount(source: str, target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
+def sys_mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
                    data.encode() if data else None) != 0:
         err = ctypes.get_errno()

@@ -13,18 +13,20 @@ expected, got); the run stops at the first divergence.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import json
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .core import Host
 from .errors import KernelError, errno_name
-from .scenario import ParentEntry, Scenario, Step, make_driver, upgrade_driver
+from .scenario import Scenario, Step
 
 BLOCKED_REMOVE_TIMEOUT = 10.0   # a remove expected to block must finish within this after the run
 
@@ -37,11 +39,7 @@ class Row:
     expected: str
     got: str
     ok: bool
-    note: Optional[str] = None
-
-
-class Outcome(Exception):
-    """Internal: a step's observable result ('ok', an errno name, a value)."""
+    note: str | None = None
 
 
 def _show(v: Any) -> str:
@@ -54,7 +52,7 @@ def expected_text(expect: dict[str, Any]) -> str:
     if "ok" in expect:
         return "ok"
     if "errno" in expect:
-        return expect["errno"]
+        return str(expect["errno"])
     if "blocks" in expect:
         return f"blocks >= {expect['blocks']}s"
     if "error" in expect:
@@ -62,55 +60,17 @@ def expected_text(expect: dict[str, Any]) -> str:
     return _show(expect["value"])
 
 
-# -- migration (defined by fakemdev.migration; adapted here for both backends) -------
-def run_migrate(hosts: dict[str, Host], args: dict[str, Any]) -> Any:
-    """``check`` (and with ``run: true`` also ``run``) from fakemdev.migration.
-
-    A KernelError propagates (its errno is the outcome); a refused Verdict
-    raises with its own errno and reason (EINVAL for an incompatible version,
-    ENODEV for a type that cannot migrate, ENOSPC/EEXIST for a full or taken
-    target), so ``expect:`` can name it and ``{error: ...}`` match the reason."""
-    from . import migration
-    src, dst = hosts[args["from"]], hosts[args["to"]]
-    kwargs = {"dst_type": args["type"]} if args.get("type") else {}
-    result = migration.check(src, args["uuid"], dst, **kwargs)
-    _raise_if_refused(result)
-    if args.get("run"):
-        result = migration.run(src, args["uuid"], dst, **kwargs)
-        _raise_if_refused(result)
-    return None
-
-
-def _raise_if_refused(result: Any) -> None:
-    raise_if = getattr(result, "raise_if_incompatible", None)
-    if raise_if is not None:  # a migration Verdict: keep its own errno (ENODEV, ENOSPC, EEXIST, ...)
-        raise_if()
-        return
-    ok = result.get("ok", True) if isinstance(result, dict) else getattr(result, "ok", result)
-    if ok is False:
-        reasons = (result.get("reasons") if isinstance(result, dict) else getattr(result, "reasons", None)) \
-            or str(result)
-        raise KernelError(_errno.EINVAL, "; ".join(reasons) if isinstance(reasons, list) else str(reasons))
-
-
 # -- backends ---------------------------------------------------------------------------
 class Backend:
+    """One pass of a timeline: :meth:`do` runs a step as its action says
+    (:mod:`fakemdev.scenario.steps`); the file-access helpers below each
+    backend are what the actions read and write through."""
+
     name = "?"
 
     def do(self, step: Step) -> Any:
         """Run one step on its host; return a value, or raise OSError/KernelError."""
-        host = step.host
-        a = step.args
-        if step.action == "create":
-            return self.create(host, a["type"], a["uuid"], a.get("parent"))
-        if step.action == "remove":
-            return self.remove(host, a)
-        if step.action in ("read", "list", "exists"):
-            return getattr(self, step.action)(host, a)
-        if step.action == "sleep":
-            time.sleep(a)
-            return None
-        return getattr(self, step.action)(host, a)
+        raise NotImplementedError
 
 
 class ApiBackend(Backend):
@@ -123,34 +83,20 @@ class ApiBackend(Backend):
         self.hosts = hosts
         self.trees = {n: SysfsTree(h) for n, h in hosts.items()}
 
-    def host(self, name: Optional[str]) -> Host:
+    def host(self, name: str | None) -> Host:
         return self.hosts[name] if name else next(iter(self.hosts.values()))
 
-    def _tree(self, name: Optional[str]) -> Any:
+    def _tree(self, name: str | None) -> Any:
         return self.trees[name] if name else next(iter(self.trees.values()))
 
-    def create(self, host: Optional[str], mdev_type: str, uuid: str, parent: Optional[str]) -> None:
-        h = self.host(host)
-        with h.lock:
-            names = [parent] if parent else sorted(h.parents)
-            owners = [h.parents[p] for p in names if p in h.parents and mdev_type in h.parents[p].types]
-            if not owners:  # the create file does not exist
-                raise KernelError(_errno.ENOENT, f"no type {mdev_type}")
-            t = owners[0].types[mdev_type]
-        h.create(t, uuid)
+    def do(self, step: Step) -> Any:
+        return step.kind.api(self, step.host, step.args)
 
-    def remove(self, host: Optional[str], uuid: str) -> None:
-        h = self.host(host)
-        with h.lock:
-            dev = h.devices.get(uuid)
-            if dev is None or dev.removing:  # bus/mdev/devices/<uuid> is gone
-                raise KernelError(_errno.ENOENT, f"no mdev {uuid}")
-        h.remove(dev)
-
-    def _resolve(self, host: Optional[str], path: str) -> Any:
+    # -- file access: what read/write/list/exists steps go through --------------------
+    def _resolve(self, host: str | None, path: str) -> Any:
         return self._tree(host).resolve(path)
 
-    def read(self, host: Optional[str], path: str) -> str:
+    def read(self, host: str | None, path: str) -> str:
         node = self._resolve(host, path)
         if node.kind == "dir":
             raise KernelError(_errno.EISDIR)
@@ -158,16 +104,16 @@ class ApiBackend(Backend):
             raise KernelError(_errno.EACCES)
         return _strip_nl(node.show())
 
-    def write(self, host: Optional[str], args: dict[str, str]) -> None:
-        self._tree(host).write(args["path"], f"{args['value']}\n".encode())
+    def write(self, host: str | None, path: str, data: bytes) -> None:
+        self._tree(host).write(path, data)
 
-    def list(self, host: Optional[str], path: str) -> list[str]:
+    def list(self, host: str | None, path: str) -> list[str]:
         node = self._resolve(host, path)
         if node.kind != "dir":
             raise KernelError(_errno.ENOTDIR)
         return sorted(node.names())
 
-    def exists(self, host: Optional[str], path: str) -> bool:
+    def exists(self, host: str | None, path: str) -> bool:
         try:
             self._resolve(host, path)
             return True
@@ -175,26 +121,6 @@ class ApiBackend(Backend):
             if e.errno == _errno.ENOENT:
                 return False
             raise
-
-    def driver_load(self, host: Optional[str], args: dict[str, Any]) -> None:
-        self.host(host).load_driver(make_driver(args["entry"]))
-
-    def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
-        upgrade_driver(self.host(host), args["entry"])
-
-    def driver_unload(self, host: Optional[str], name: str) -> None:
-        self.host(host).unload_driver(name)
-
-    def unplug(self, host: Optional[str], parent: str) -> None:
-        self.host(host).unregister_parent(parent)
-
-    def fault(self, host: Optional[str], knob: Any) -> None:
-        from . import faults
-        name, args = ("clear", {}) if knob == "clear" else next(iter(knob.items()))
-        faults.apply(self.host(host), name, args)
-
-    def migrate(self, host: Optional[str], args: dict[str, Any]) -> None:
-        run_migrate(self.hosts, args)
 
 
 def _strip_nl(data: bytes) -> str:
@@ -212,7 +138,7 @@ class MountBackend(Backend):
         self.multi = len(host_names) > 1
         self.socket = socket
 
-    def path(self, host: Optional[str], rel: str) -> str:
+    def path(self, host: str | None, rel: str) -> str:
         return os.path.join(self.root, host, rel) if self.multi and host else os.path.join(self.root, rel)
 
     def control(self, op: str, **args: Any) -> Any:
@@ -229,65 +155,25 @@ class MountBackend(Backend):
         finally:
             os.close(fd)
 
-    def create(self, host: Optional[str], mdev_type: str, uuid: str, parent: Optional[str]) -> None:
-        bus = self.path(host, "class/mdev_bus")
-        names = [parent] if parent else sorted(os.listdir(bus))
-        target = None
-        for p in names:
-            candidate = os.path.join(bus, p, "mdev_supported_types", mdev_type)
-            if os.path.isdir(candidate):
-                target = candidate
-                break
-        if target is None:
-            raise OSError(_errno.ENOENT, f"no type {mdev_type}")
-        self._write(os.path.join(target, "create"), f"{uuid}\n".encode())   # what `echo UUID >` writes
+    def do(self, step: Step) -> Any:
+        return step.kind.mount(self, step.host, step.args)
 
-    def remove(self, host: Optional[str], uuid: str) -> None:
-        self._write(self.path(host, f"bus/mdev/devices/{uuid}/remove"), b"1\n")
-
-    def read(self, host: Optional[str], path: str) -> str:
+    # -- file access: plain syscalls on the mount ----------------------------------------
+    def read(self, host: str | None, path: str) -> str:
         with open(self.path(host, path), "rb", buffering=0) as f:
             return _strip_nl(f.read())
 
-    def write(self, host: Optional[str], args: dict[str, str]) -> None:
-        self._write(self.path(host, args["path"]), f"{args['value']}\n".encode())   # what `echo VALUE >` writes
+    def write(self, host: str | None, path: str, data: bytes) -> None:
+        self._write(self.path(host, path), data)
 
-    def list(self, host: Optional[str], path: str) -> list[str]:
+    def list(self, host: str | None, path: str) -> list[str]:
         return sorted(os.listdir(self.path(host, path)))
 
-    def exists(self, host: Optional[str], path: str) -> bool:
+    def exists(self, host: str | None, path: str) -> bool:
         return os.path.exists(self.path(host, path))
 
-    def driver_load(self, host: Optional[str], args: dict[str, Any]) -> None:
-        self.control("scenario_driver", how="load", host=host, entry=asdict(args["entry"]))
-
-    def driver_upgrade(self, host: Optional[str], args: dict[str, Any]) -> None:
-        self.control("scenario_driver", how="upgrade", host=host, entry=asdict(args["entry"]))
-
-    def driver_unload(self, host: Optional[str], name: str) -> None:
-        self.control("driver_unload", name=name, host=host)
-
-    def unplug(self, host: Optional[str], parent: str) -> None:
-        self.control("fault", knob="unplug", host=host, args=parent)
-
-    def fault(self, host: Optional[str], knob: Any) -> None:
-        name, args = ("clear", {}) if knob == "clear" else next(iter(knob.items()))
-        self.control("fault", knob=name, host=host, args=args)
-
-    def migrate(self, host: Optional[str], args: dict[str, Any]) -> None:
-        self.control("scenario_migrate", args=args)
-
-
-def register_control(controller: Any) -> None:
-    """Control ops a mount needs to play every step kind (found by the daemon)."""
-    def driver(how: str, entry: dict[str, Any], host: Optional[str] = None) -> list[str]:
-        h = controller.host(host)
-        if how == "upgrade":
-            upgrade_driver(h, ParentEntry(**entry))
-            return []
-        return [p.name for p in h.load_driver(make_driver(ParentEntry(**entry)))]
-    controller.register("scenario_driver", driver)
-    controller.register("scenario_migrate", lambda args: run_migrate(controller.hosts, args))
+    def isdir(self, host: str | None, path: str) -> bool:
+        return os.path.isdir(self.path(host, path))
 
 
 # -- the runner ---------------------------------------------------------------------------
@@ -302,7 +188,7 @@ class _Pending:
 
     def __init__(self, row: Row, fn: Callable[[], Any]) -> None:
         self.row = row
-        self.result: Optional[str] = None
+        self.result: str | None = None
         self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
         self.thread.start()
 
@@ -331,7 +217,7 @@ def run_steps(backend: Backend, steps: list[Step], emit: Callable[[Row], None]) 
         want = expected_text(exp)
         if "blocks" in exp:
             row = Row(step.index, backend.name, step.describe(), want, "", False, step.note)
-            p = _Pending(row, lambda s=step: backend.do(s))
+            p = _Pending(row, functools.partial(backend.do, step))
             p.thread.join(exp["blocks"])
             if p.thread.is_alive():
                 row.got, row.ok = f"blocked {exp['blocks']}s", True
@@ -342,7 +228,7 @@ def run_steps(backend: Backend, steps: list[Step], emit: Callable[[Row], None]) 
             if not row.ok:
                 raise Divergence(row)
             continue
-        kind, what = outcome(lambda s=step: backend.do(s))
+        kind, what = outcome(functools.partial(backend.do, step))
         if kind == "errno":
             got, reason = what
         else:
@@ -376,7 +262,7 @@ def run_steps(backend: Backend, steps: list[Step], emit: Callable[[Row], None]) 
 class Result:
     ok: bool
     rows: list[Row]
-    divergence: Optional[Row]
+    divergence: Row | None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "steps": [asdict(r) for r in self.rows],
@@ -449,5 +335,5 @@ def format_divergence(scenario: Scenario, r: Row) -> str:
 
 
 HEADER = f"  {'step':>4s} {'where':5s} {'action':60s} {'expected':18s} got"
-__all__ = ["play", "Result", "Row", "ApiBackend", "MountBackend", "mounted_scenario", "run_migrate",
-           "register_control", "format_row", "format_divergence"]
+__all__ = ["play", "Result", "Row", "ApiBackend", "MountBackend", "mounted_scenario", "format_row",
+           "format_divergence"]

@@ -12,7 +12,6 @@ place ``findmnt -o PROPAGATION`` reads.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -21,7 +20,7 @@ def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def propagation(path: str, mountinfo: str = MOUNTINFO) -> Optional[str]:
+def propagation(path: str, mountinfo: str = MOUNTINFO) -> str | None:
     """The propagation of the mount holding ``path``: ``shared``, ``slave``,
     ``private`` or ``unbindable`` (None when mountinfo cannot be read)."""
     path = os.path.realpath(path)
@@ -46,7 +45,7 @@ def propagation(path: str, mountinfo: str = MOUNTINFO) -> Optional[str]:
     return "private"
 
 
-def shared_problem(path: str) -> Optional[str]:
+def shared_problem(path: str) -> str | None:
     """None when a mount on ``path`` would propagate to other namespaces,
     else one line that says why not and what to do."""
     kind = propagation(path)

@@ -31,8 +31,9 @@ import contextlib
 import errno as _errno
 import os
 import uuid as _uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import pytest
 
@@ -51,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------
-def mdev_create(type_dir: PathLike, uuid: Optional[str] = None) -> str:
+def mdev_create(type_dir: PathLike, uuid: str | None = None) -> str:
     """Create an mdev the way management software does (write its UUID to
     ``<type_dir>/create``) and return the UUID. Works on both backends."""
     uuid = uuid or str(_uuid.uuid4())
@@ -88,7 +89,7 @@ def mount_control(root: PathLike, op: str, **args: Any) -> Any:
     return call(socket_path(os.path.abspath(root)), op, **args)
 
 
-def fuse_unavailable() -> Optional[str]:
+def fuse_unavailable() -> str | None:
     """Why a FUSE mount cannot work here, or None."""
     from .fuse.daemon import MountError, check_environment
     try:
@@ -99,7 +100,7 @@ def fuse_unavailable() -> Optional[str]:
 
 
 # -- the host ------------------------------------------------------------------------------
-def host_for(request: pytest.FixtureRequest) -> "Host":
+def host_for(request: pytest.FixtureRequest) -> Host:
     """The host the closest ``mdev`` marker asks for (default_host without one)."""
     from .core import Host
     from .hosts import default_host
@@ -121,7 +122,7 @@ def host_for(request: pytest.FixtureRequest) -> "Host":
     return host
 
 
-def _scenario_host(request: pytest.FixtureRequest, file: str, name: Optional[str]) -> "Host":
+def _scenario_host(request: pytest.FixtureRequest, file: str, name: str | None) -> Host:
     from . import load_scenario
     path = Path(file) if os.path.isabs(file) else Path(request.path).parent / file
     hosts = load_scenario(str(path) if path.exists() else file).build_hosts()  # else a shipped name
@@ -129,17 +130,18 @@ def _scenario_host(request: pytest.FixtureRequest, file: str, name: Optional[str
         return next(iter(hosts.values()))
     if name not in hosts:
         raise pytest.UsageError(f"mdev marker: {file} has hosts {', '.join(hosts)}: pick one with host=...")
-    return hosts[name]  # type: ignore[index]
+    assert name is not None  # one host was returned above
+    return hosts[name]
 
 
 @pytest.fixture
-def mdev_host(request: pytest.FixtureRequest) -> "Host":
+def mdev_host(request: pytest.FixtureRequest) -> Host:
     """A fresh in-process simulated host (see the ``mdev`` marker)."""
     return host_for(request)
 
 
 @pytest.fixture
-def mdev_fakefs(request: pytest.FixtureRequest, mdev_host: "Host") -> Iterator[Path]:
+def mdev_fakefs(request: pytest.FixtureRequest, mdev_host: Host) -> Iterator[Path]:
     """``/sys`` of ``mdev_host`` in pyfakefs; the rest of the filesystem is
     pyfakefs's ``fs`` fixture (request ``fs`` too to add files)."""
     from .fakefs import FakeSysfs
@@ -149,7 +151,7 @@ def mdev_fakefs(request: pytest.FixtureRequest, mdev_host: "Host") -> Iterator[P
 
 
 @pytest.fixture
-def mdev_mount(mdev_host: "Host") -> Iterator[Path]:
+def mdev_mount(mdev_host: Host) -> Iterator[Path]:
     """A FUSE mount of a copy of ``mdev_host`` (taken now) in a temporary
     directory; the mount root plays ``/sys``."""
     reason = fuse_unavailable()
@@ -167,4 +169,5 @@ def mdev_sysfs(request: pytest.FixtureRequest) -> Path:
     backend = getattr(request, "param", "fakefs")
     if backend not in BACKENDS:
         raise pytest.UsageError(f"mdev_sysfs: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    return request.getfixturevalue("mdev_fakefs" if backend == "fakefs" else "mdev_mount")
+    root: Path = request.getfixturevalue("mdev_fakefs" if backend == "fakefs" else "mdev_mount")
+    return root

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .core import Host
 
@@ -44,7 +44,7 @@ def _unshare_args(as_root: bool, net: bool) -> list[str]:
     return args
 
 
-def check_user_namespaces() -> Optional[str]:
+def check_user_namespaces() -> str | None:
     """Why a normal user cannot use namespaces here, or None."""
     try:
         with open("/proc/sys/kernel/unprivileged_userns_clone") as f:
@@ -61,7 +61,7 @@ def check_user_namespaces() -> Optional[str]:
     return None
 
 
-def run(command: Sequence[str], hosts: dict[str, Host], *, host: Optional[str] = None, mode: str = "whole",
+def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = None, mode: str = "whole",
         libvirt: bool = False, net: bool = True, description: str = "", keep_etc: bool = False) -> int:
     """Mount ``hosts``, run ``command`` in the namespace, unmount; return its exit code."""
     from .fuse.daemon import MountError, mount, umount
@@ -82,20 +82,19 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: Optional[str] =
         raise RunError(f"no host {host!r}; hosts: {', '.join(hosts)}")
     work = tempfile.mkdtemp(prefix="fakemdev-run-")
     os.chmod(work, 0o755)
-    old_runtime = os.environ.get("FAKEMDEV_RUNTIME_DIR")
-    os.environ["FAKEMDEV_RUNTIME_DIR"] = os.path.join(work, "runtime")
+    runtime = os.path.join(work, "runtime")  # this mount's state stays private to this run
     mp = os.path.join(work, "mnt")
     os.mkdir(mp)
     multi = len(hosts) > 1
     try:
         try:
-            mount(hosts, mp, multi=multi, description=description or "fakemdev run")
+            mount(hosts, mp, multi=multi, description=description or "fakemdev run", runtime=runtime)
         except MountError as e:
             raise RunError(str(e)) from None
         from .fuse.daemon import socket_path
         config = {
             "sysfs": os.path.join(mp, host) if multi else mp,
-            "socket": socket_path(mp),
+            "socket": socket_path(mp, runtime),
             "host": host,
             "mode": mode,
             "work": work,
@@ -109,12 +108,8 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: Optional[str] =
             return 130
     finally:
         try:
-            umount(mp)
+            umount(mp, runtime=runtime)
         except MountError:
             pass
-        if old_runtime is None:
-            os.environ.pop("FAKEMDEV_RUNTIME_DIR", None)
-        else:
-            os.environ["FAKEMDEV_RUNTIME_DIR"] = old_runtime
         if not keep_etc:
             shutil.rmtree(work, ignore_errors=True)

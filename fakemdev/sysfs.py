@@ -584,7 +584,7 @@ class TypeDir(Directory):
         extra = getattr(t.parent.driver, "type_attributes", None)
         if extra is not None:
             out.update(extra(t))
-        from . import migration  # imported on first use: it costs start-up time
+        from .migration import versions as migration  # imported on first use: it costs start-up time
         out.update(migration.type_attributes(t))  # only for types whose driver declares migration
         return out
 
@@ -635,7 +635,7 @@ class DeviceDir(Directory):
         extra = getattr(dev.parent.driver, "device_attributes", None)
         if extra is not None:
             out.update(extra(dev))
-        from . import migration
+        from .migration import versions as migration
         out.update(migration.device_attributes(dev))  # only for types whose driver declares migration
         return out
 

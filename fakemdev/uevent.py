@@ -15,7 +15,8 @@ import logging
 import socket
 import struct
 import time
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 log = logging.getLogger("fakemdev.uevent")
 
@@ -70,8 +71,8 @@ class Broadcaster:
         self.sock.close()
 
 
-def forward(socket_path: str, host: Optional[str] = None, stop: Optional[Callable[[], bool]] = None,
-            since: Optional[int] = None) -> None:
+def forward(socket_path: str, host: str | None = None, stop: Callable[[], bool] | None = None,
+            since: int | None = None) -> None:
     """Relay a mount's uevents (from its control socket) onto netlink, in order,
     until ``stop()`` is true. Events already logged when we start are skipped
     unless ``since`` says otherwise: a monitor that starts later would not
@@ -96,7 +97,7 @@ def forward(socket_path: str, host: Optional[str] = None, stop: Optional[Callabl
         bc.close()
 
 
-def listen(timeout: float = 5.0, count: int = 1, ready: Optional[Any] = None) -> list[dict[str, str]]:
+def listen(timeout: float = 5.0, count: int = 1, ready: Any | None = None) -> list[dict[str, str]]:
     """Receive up to count udev-format uevents in this namespace (tests,
     debugging); ``ready.set()`` is called once the socket listens."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_KOBJECT_UEVENT)
@@ -105,11 +106,11 @@ def listen(timeout: float = 5.0, count: int = 1, ready: Optional[Any] = None) ->
         s.settimeout(timeout)
         if ready is not None:
             ready.set()
-        out = []
+        out: list[dict[str, str]] = []
         while len(out) < count:
             try:
                 out.append(decode(s.recv(65536)))
-            except socket.timeout:
+            except TimeoutError:
                 break
         return out
     finally:

@@ -14,8 +14,8 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import click
 import pytest
@@ -204,8 +204,8 @@ def test_driver_upgrade_keeps_load_options_unless_overridden(mp: Path) -> None:
 
 
 def test_a_scenario_upgrade_step_keeps_the_load_options_too() -> None:
-    from fakemdev.scenario import loads
     from fakemdev.play import play
+    from fakemdev.scenario import loads
     s = loads("scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: i915\n"
               "        options: {aperture_mb: 512}\ntimeline:\n"
               "  - driver_upgrade: {driver: i915, version: '2.0'}\n"

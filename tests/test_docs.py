@@ -35,7 +35,8 @@ NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
 # container recipes: run on real podman and docker, with their output compared, by tests/test_containers.py
 ENGINE_CHECKED = [("README.md", "sudo .venv/bin/fakemdev mount /tmp/fakesys\nsudo docker run"),
                   ("README.md", "sudo podman build -t fakemdev .")]
-PLACEHOLDERS = {"UUID": "00000000-0000-4000-8000-000000000001", "FILE": str(REPO / "fakemdev/scenarios/default-host.yaml")}
+PLACEHOLDERS = {"UUID": "00000000-0000-4000-8000-000000000001",
+                "FILE": str(REPO / "fakemdev/scenarios/default-host.yaml")}
 
 
 def sh_blocks(doc: Path) -> list[Block]:

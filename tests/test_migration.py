@@ -11,8 +11,7 @@ from fakemdev.core import Host
 from fakemdev.errors import KernelError
 from fakemdev.hosts import default_host
 from fakemdev.kernfs import walk
-from fakemdev.migration import (AcceptedSet, Identical, Minimum, StateVersion, VendorFunction, VersionString,
-                                parse_rule)
+from fakemdev.migration import AcceptedSet, Identical, Minimum, StateVersion, VendorFunction, VersionString, parse_rule
 from fakemdev.sysfs import SysfsTree
 from fakemdev.vendors import get_driver
 

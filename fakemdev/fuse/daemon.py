@@ -21,11 +21,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ..core import Host
 from ..errors import KernelError
+from .binding import libfuse3_path
 
 log = logging.getLogger("fakemdev.daemon")
 
@@ -34,8 +36,11 @@ class MountError(RuntimeError):
     """A mount or unmount could not be done; the message says what to do."""
 
 
-def runtime_dir() -> str:
-    d = os.environ.get("FAKEMDEV_RUNTIME_DIR")
+def runtime_dir(runtime: str | None = None) -> str:
+    """Where mounts keep their state, socket and log: ``runtime`` when given
+    (``fakemdev run`` keeps its mount private there), else
+    $FAKEMDEV_RUNTIME_DIR, else /run/fakemdev for root or the user's runtime dir."""
+    d = runtime or os.environ.get("FAKEMDEV_RUNTIME_DIR")
     if not d:
         d = "/run/fakemdev" if os.geteuid() == 0 else os.path.join(
             os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/fakemdev-{os.getuid()}", "fakemdev")
@@ -47,16 +52,16 @@ def _mount_id(mountpoint: str) -> str:
     return hashlib.sha1(mountpoint.encode()).hexdigest()[:12]
 
 
-def state_path(mountpoint: str) -> str:
-    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".json")
+def state_path(mountpoint: str, runtime: str | None = None) -> str:
+    return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".json")
 
 
-def socket_path(mountpoint: str) -> str:
-    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".sock")
+def socket_path(mountpoint: str, runtime: str | None = None) -> str:
+    return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".sock")
 
 
-def log_path(mountpoint: str) -> str:
-    return os.path.join(runtime_dir(), _mount_id(mountpoint) + ".log")
+def log_path(mountpoint: str, runtime: str | None = None) -> str:
+    return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".log")
 
 
 @dataclass
@@ -120,11 +125,11 @@ def mounted_fuse_points() -> dict[str, str]:
     return {m.point: m.fstype for m in mount_table()}
 
 
-def fakemdev_mount_of(path: str) -> Optional[MountEntry]:
+def fakemdev_mount_of(path: str) -> MountEntry | None:
     """The fakemdev mount ``path`` lies in (the last mount over its longest
     mounted prefix), or None, from the mount table alone."""
     real = os.path.realpath(path)
-    best: Optional[MountEntry] = None
+    best: MountEntry | None = None
     for m in mount_table():
         if real == m.point or real.startswith(m.point.rstrip("/") + "/"):
             if best is None or len(m.point) >= len(best.point):
@@ -132,7 +137,7 @@ def fakemdev_mount_of(path: str) -> Optional[MountEntry]:
     return best if best is not None and best.fstype == "fuse.fakemdev" else None
 
 
-def is_stale(mountpoint: str) -> bool:
+def is_stale(mountpoint: str, runtime: str | None = None) -> bool:
     """A FUSE mount whose daemon died (it answers ENOTCONN).
 
     Decided from the mount table and the daemon's state file, never by
@@ -142,7 +147,7 @@ def is_stale(mountpoint: str) -> bool:
     fstype = mounted_fuse_points().get(mountpoint)
     if fstype is None or not fstype.startswith("fuse"):
         return False
-    info = read_state(mountpoint)
+    info = read_state(mountpoint, runtime)
     if info is not None:
         return not info.alive
     return _probe_errno(mountpoint) in (errno.ENOTCONN, errno.ECONNABORTED)
@@ -151,7 +156,7 @@ def is_stale(mountpoint: str) -> bool:
 PROBE_TIMEOUT = 2.0
 
 
-def _probe_errno(mountpoint: str) -> Optional[int]:
+def _probe_errno(mountpoint: str) -> int | None:
     """The errno a listing of the mount gives (0 when it answers), or None
     when it does not answer within PROBE_TIMEOUT (the thread that asked is
     left waiting: a daemon thread, so it does not keep this process alive)."""
@@ -168,27 +173,6 @@ def _probe_errno(mountpoint: str) -> Optional[int]:
     t.start()
     t.join(PROBE_TIMEOUT)
     return result[0] if result else None
-
-
-def libfuse3_path() -> Optional[str]:
-    """Where libfuse3 is, probing the usual places before ctypes' find_library
-    (which runs ldconfig: tens of milliseconds on every mount). Exported as
-    FUSE_LIBRARY_PATH so mfusepy loads libfuse 3, never libfuse 2."""
-    found = os.environ.get("FUSE_LIBRARY_PATH")
-    if found and os.path.exists(found):
-        return found
-    import glob
-    for pattern in ("/usr/lib/*-linux-gnu/libfuse3.so.3", "/usr/lib64/libfuse3.so.3", "/usr/lib/libfuse3.so.3",
-                    "/lib/*-linux-gnu/libfuse3.so.3", "/usr/local/lib/libfuse3.so.3"):
-        hits = glob.glob(pattern)
-        if hits:
-            found = hits[0]
-            break
-    else:
-        found = ctypes.util.find_library("fuse3")
-    if found:
-        os.environ["FUSE_LIBRARY_PATH"] = found
-    return found
 
 
 def check_environment() -> None:
@@ -244,24 +228,25 @@ def check_mountpoint(mountpoint: str) -> None:
         raise MountError(f"{mountpoint}: directory is not empty: mount on an empty directory")
 
 
-def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: Optional[bool] = None,
+def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow_other: bool | None = None,
           threads: bool = False, cache_timeout: float = 10.0, description: str = "",
-          ready_fd: Optional[int] = None, on_ready: Optional[Callable[[], None]] = None) -> int:
+          ready_fd: int | None = None, on_ready: Callable[[], None] | None = None, runtime: str | None = None) -> int:
     """Serve the hosts on mountpoint in this process until unmounted or
     signalled. Once the kernel routes the mount point here, ``ready_fd``
     gets a line (the forking parent waits for it) and ``on_ready`` is called."""
-    from ..control import ControlServer, Controller
+    from ..control import ControlServer
+    from ..control.ops import build as build_controller
     from .operations import MdevOperations
 
     mountpoint = os.path.abspath(mountpoint)
     ops = MdevOperations(hosts, multi=multi, cache_timeout=cache_timeout, mountpoint=mountpoint, threads=threads)
-    info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint), log_path(mountpoint),
+    info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint, runtime),
+                     log_path(mountpoint, runtime),
                      time.time(), description)
-    controller = Controller(hosts, info.__dict__)
-    _extend_controller(controller)
+    controller = build_controller(hosts, info.__dict__)
     server = ControlServer(info.socket, controller)
     server.start()
-    with open(state_path(mountpoint), "w") as f:
+    with open(state_path(mountpoint, runtime), "w") as f:
         json.dump(info.__dict__, f)
     if allow_other is None:
         allow_other = os.geteuid() == 0  # like sysfs: world-readable when root mounts it
@@ -270,7 +255,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
         options["allow_other"] = True
     if ready_fd is not None or on_ready is not None:
         _signal_ready_when_mounted(mountpoint, ready_fd, on_ready)
-    import mfusepy
+    from .binding import mfusepy
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
     except RuntimeError as e:
@@ -284,7 +269,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     finally:
         server.shutdown()
         server.server_close()
-        for p in (state_path(mountpoint), info.socket):
+        for p in (state_path(mountpoint, runtime), info.socket):
             try:
                 os.unlink(p)
             except OSError:
@@ -292,20 +277,8 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     return 0
 
 
-def _extend_controller(controller: Any) -> None:
-    """Let optional modules (faults, scenario playback, migration) add control ops."""
-    for modname in ("fakemdev.faults", "fakemdev.play", "fakemdev.migration"):
-        try:
-            mod = __import__(modname, fromlist=["register_control"])
-        except ImportError:
-            continue
-        reg = getattr(mod, "register_control", None)
-        if reg is not None:
-            reg(controller)
-
-
-def _signal_ready_when_mounted(mountpoint: str, ready_fd: Optional[int],
-                              on_ready: Optional[Callable[[], None]]) -> None:
+def _signal_ready_when_mounted(mountpoint: str, ready_fd: int | None,
+                              on_ready: Callable[[], None] | None) -> None:
     """Tell the parent (and whoever waits in this process) once the kernel
     routes the mount point to us."""
     import threading
@@ -328,15 +301,17 @@ def _signal_ready_when_mounted(mountpoint: str, ready_fd: Optional[int],
 
 
 def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, multi: bool = False,
-          allow_other: Optional[bool] = None, threads: bool = False, cache_timeout: float = 10.0,
-          description: str = "", on_ready: Optional[Callable[[], None]] = None) -> Optional[int]:
+          allow_other: bool | None = None, threads: bool = False, cache_timeout: float = 10.0,
+          description: str = "", on_ready: Callable[[], None] | None = None,
+          runtime: str | None = None) -> int | None:
     """Mount and return the daemon's pid once the tree answers (or serve here
-    with ``foreground``, calling ``on_ready`` once it answers)."""
+    with ``foreground``, calling ``on_ready`` once it answers). ``runtime``:
+    where the mount's state, socket and log go (:func:`runtime_dir`)."""
     mountpoint = os.path.abspath(mountpoint)
     check_environment()
     check_mountpoint(mountpoint)
     kwargs = dict(multi=multi, allow_other=allow_other, threads=threads, cache_timeout=cache_timeout,
-                  description=description)
+                  description=description, runtime=runtime)
     if foreground:
         serve(hosts, mountpoint, on_ready=on_ready, **kwargs)  # type: ignore[arg-type]
         return None
@@ -347,7 +322,7 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
         code = 1
         try:
             os.setsid()
-            logfd = os.open(log_path(mountpoint), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            logfd = os.open(log_path(mountpoint, runtime), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(logfd, 1)
@@ -370,7 +345,7 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
     if answer == "ok":
         return pid
     os.waitpid(pid, 0)
-    detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint))
+    detail = answer[6:] if answer.startswith("error ") else _tail(log_path(mountpoint, runtime))
     if "mount failed: Operation not permitted" in detail:  # libfuse's own words when mount(2) says EPERM
         raise MountError(f"{mountpoint}: {NO_CAP_SYS_ADMIN}")
     raise MountError(f"{mountpoint}: the fakemdev daemon failed to mount: {detail or 'no reason given'}")
@@ -384,9 +359,9 @@ def _tail(path: str, lines: int = 3) -> str:
         return ""
 
 
-def read_state(mountpoint: str) -> Optional[MountInfo]:
+def read_state(mountpoint: str, runtime: str | None = None) -> MountInfo | None:
     try:
-        with open(state_path(os.path.abspath(mountpoint))) as f:
+        with open(state_path(os.path.abspath(mountpoint), runtime)) as f:
             return MountInfo(**json.load(f))
     except (OSError, ValueError, TypeError):
         return None
@@ -412,14 +387,14 @@ def _umount2(path: str, lazy: bool) -> None:
         raise OSError(err, os.strerror(err), path)
 
 
-def umount(mountpoint: str, timeout: float = 10.0) -> str:
+def umount(mountpoint: str, timeout: float = 10.0, runtime: str | None = None) -> str:
     """Unmount (live or stale) and wait for the daemon to exit. Returns what was done."""
     mountpoint = os.path.abspath(mountpoint)
-    info = read_state(mountpoint)
-    stale = is_stale(mountpoint)
+    info = read_state(mountpoint, runtime)
+    stale = is_stale(mountpoint, runtime)
     mounted = stale or mountpoint in mounted_fuse_points()
     if not mounted:
-        _forget(mountpoint, info)
+        _forget(mountpoint, info, runtime)
         raise MountError(f"{mountpoint}: not mounted")
     try:
         if os.geteuid() == 0:
@@ -429,7 +404,8 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
                            capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:
         if isinstance(e, OSError) and e.errno == errno.EBUSY:
-            raise MountError(f"{mountpoint}: busy (a process has a file or its cwd there): close it and retry")
+            raise MountError(f"{mountpoint}: busy (a process has a file or its cwd there): "
+                             "close it and retry") from None
         raise MountError(f"{mountpoint}: unmount failed: {e}") from None
     if info is not None and info.alive:
         deadline = time.monotonic() + timeout
@@ -437,14 +413,14 @@ def umount(mountpoint: str, timeout: float = 10.0) -> str:
             time.sleep(0.005)
         if info.alive:
             os.kill(info.pid, signal.SIGTERM)
-    _forget(mountpoint, info)
+    _forget(mountpoint, info, runtime)
     return "cleared stale mount" if stale else "unmounted"
 
 
-def _forget(mountpoint: str, info: Optional[MountInfo]) -> None:
+def _forget(mountpoint: str, info: MountInfo | None, runtime: str | None = None) -> None:
     if info is not None and info.alive:
         return
-    for p in (state_path(mountpoint), socket_path(mountpoint)):
+    for p in (state_path(mountpoint, runtime), socket_path(mountpoint, runtime)):
         try:
             os.unlink(p)
         except OSError:

@@ -113,7 +113,7 @@ def _errno_name(v: Any) -> str:
 
 def _migration_version(v: Any) -> Any:
     """A state version, ``unsupported``, or (from YAML) a mapping of type name to either."""
-    from ..migration import TypeMigration
+    from ..migration.versions import TypeMigration
     items = v.items() if isinstance(v, dict) else [(None, v)]
     for t, ver in items:
         where = "migration_version" + (f".{t}" if t is not None else "")
@@ -128,7 +128,7 @@ def _migration_version(v: Any) -> Any:
 
 
 def _migration_accepts(v: Any) -> Any:
-    from ..migration import parse_rule
+    from ..migration.versions import parse_rule
     if callable(v):
         return v
     try:

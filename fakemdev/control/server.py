@@ -18,10 +18,11 @@ import os
 import socket
 import socketserver
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
-from .core import Host
-from .errors import KernelError, errno_name
+from ..core import Host
+from ..errors import KernelError, errno_name
 
 Handler = Callable[..., Any]
 
@@ -29,7 +30,7 @@ Handler = Callable[..., Any]
 class ControlError(RuntimeError):
     """A control request failed; ``errno`` is the kernel-style errno name if any."""
 
-    def __init__(self, message: str, errno: Optional[str] = None) -> None:
+    def __init__(self, message: str, errno: str | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
@@ -58,7 +59,7 @@ class Controller:
     def register(self, name: str, handler: Handler) -> None:
         self.ops[name] = handler
 
-    def host(self, name: Optional[str]) -> Host:
+    def host(self, name: str | None) -> Host:
         if name is None:
             if len(self.hosts) == 1:
                 return next(iter(self.hosts.values()))
@@ -68,19 +69,19 @@ class Controller:
         except KeyError:
             raise KernelError(2, f"no host {name!r}; hosts: {', '.join(self.hosts)}") from None
 
-    def _driver_load(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None) -> list[str]:
-        from .vendors import make
+    def _driver_load(self, name: str, host: str | None = None, options: dict[str, Any] | None = None) -> list[str]:
+        from ..vendors import make
         h = self.host(host)
         parents = h.load_driver(make(name, options))
         return [p.name for p in parents]
 
-    def _driver_upgrade(self, name: str, host: Optional[str] = None, options: Optional[dict[str, Any]] = None,
-                        version: Optional[str] = None, driver: Optional[str] = None) -> dict[str, Any]:
+    def _driver_upgrade(self, name: str, host: str | None = None, options: dict[str, Any] | None = None,
+                        version: str | None = None, driver: str | None = None) -> dict[str, Any]:
         """Replace loaded module ``name`` by a new instance of its own class
         (or of ``driver``, a built-in name or .py path) built from the options
         it was loaded with, overridden by ``options``; ``version`` becomes
         /sys/module/<name>/version (and srcversion changes)."""
-        from .vendors import upgraded
+        from ..vendors import upgraded
         h = self.host(host)
         with h.lock:
             old = h.drivers.get(name)
@@ -91,13 +92,13 @@ class Controller:
             return {"name": name, "version": new.version, "options": dict(new.load_options),
                     "devices": sorted(d.uuid for d in h.devices.values() if d.parent.driver is new)}
 
-    def _uevents(self, host: Optional[str] = None, since: int = 0) -> list[dict[str, Any]]:
+    def _uevents(self, host: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         h = self.host(host)
         with h.lock:
             return [{"action": e.action, "devpath": e.devpath, "env": e.env, "seqnum": e.seqnum}
                     for e in h.uevent_log if e.seqnum > since]
 
-    def _uevents_wait(self, since: int = 0, wait: float = 10.0, host: Optional[str] = None
+    def _uevents_wait(self, since: int = 0, wait: float = 10.0, host: str | None = None
                       ) -> list[dict[str, Any]]:
         """Block up to ``wait`` seconds until uevents newer than ``since`` exist
         (the forwarder's feed)."""
@@ -106,7 +107,7 @@ class Controller:
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.pop("op", None)
-        fn = self.ops.get(op)  # type: ignore[arg-type]
+        fn = self.ops.get(op) if isinstance(op, str) else None
         if fn is None:
             return {"ok": False, "errno": "EINVAL", "error": f"unknown op {op!r}; known: {', '.join(sorted(self.ops))}"}
         try:
@@ -148,7 +149,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return t
 
 
-def call(socket_path: str, op: str, timeout: Optional[float] = 30.0, **args: Any) -> Any:
+def call(socket_path: str, op: str, timeout: float | None = 30.0, **args: Any) -> Any:
     """Send one request to a mount's control socket; raise ControlError on failure."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)

@@ -1,12 +1,7 @@
-"""Scenario files: hosts, their parents and devices, and a timeline with expectations.
-
-The format is documented in ``docs/scenarios.md``. Loading is strict: the
-YAML is composed (not just loaded) so every value keeps its line, each field
-is checked by hand, and then the hosts are built once in memory as a dry
-run, so that what only the model knows (a device on a type no parent has,
-a create that would fail, two drivers claiming one parent) is also reported
-as ``FILE:LINE: FIELD: what was expected``. Nothing is mounted or returned
-from an invalid file: :func:`load` raises :class:`ScenarioError` instead.
+"""The scenario format below the timeline: YAML with the line of every field,
+``FILE:LINE: FIELD: message`` errors, the field checks every section shares
+(:class:`Validator`), the host sections (kernel, parents, devices, writes),
+and building hosts from them. The timeline's steps are :mod:`.steps`.
 """
 from __future__ import annotations
 
@@ -14,19 +9,14 @@ import errno
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import yaml
 
-from .core import Host, canonical_uuid
-from .errors import KernelError, errno_name, errno_value
+from ..core import Host, canonical_uuid
+from ..errors import KernelError, errno_value
 
 FORMAT_VERSION = 1
-ACTIONS = ("create", "remove", "read", "write", "list", "exists", "driver_load", "driver_unload",
-           "driver_upgrade", "unplug", "fault", "migrate", "sleep")
-MUTATING = ("create", "remove", "write", "driver_load", "driver_unload", "driver_upgrade", "unplug", "fault",
-            "migrate", "sleep")
-STEP_KEYS = ("host", "expect", "note")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _KERNEL = re.compile(r"\d+\.\d+(\.\d+)?")
 
@@ -41,7 +31,7 @@ class ScenarioError(ValueError):
 
 
 # -- YAML with line numbers -------------------------------------------------------
-class _Doc:
+class Doc:
     """Plain Python values from a composed YAML document, plus the line of
     every field (``lines["hosts[0].name"]``, 1-based)."""
 
@@ -68,9 +58,9 @@ class _Doc:
                 if not isinstance(key, str):
                     self.fail(knode.start_mark.line + 1, path, f"keys must be strings, not {key!r}")
                 if key in out:
-                    self.fail(knode.start_mark.line + 1, _join(path, key), "duplicate key")
-                out[key] = self._convert(vnode, _join(path, key))
-                self.lines[_join(path, key)] = vnode.start_mark.line + 1
+                    self.fail(knode.start_mark.line + 1, join(path, key), "duplicate key")
+                out[key] = self._convert(vnode, join(path, key))
+                self.lines[join(path, key)] = vnode.start_mark.line + 1
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(v, f"{path}[{i}]") for i, v in enumerate(node.value)]
@@ -89,22 +79,22 @@ class _Doc:
         raise ScenarioError(self.file, line, where, message)
 
 
-def _join(path: str, key: str) -> str:
+def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _kind(v: Any) -> str:
+def kind_of(v: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
             bool: "a boolean", type(None): "nothing"}.get(type(v), type(v).__name__)
 
 
-# -- the parsed scenario --------------------------------------------------------------
+# -- the parsed hosts ---------------------------------------------------------------
 @dataclass
 class ParentEntry:
     driver: str          # built-in name, absolute .py path, or "declarative"
     options: dict[str, Any]
-    version: Optional[str]
-    declare: Optional[dict[str, Any]]
+    version: str | None
+    declare: dict[str, Any] | None
     where: str
 
 
@@ -112,11 +102,11 @@ class ParentEntry:
 class DeviceEntry:
     uuid: str
     mdev_type: str
-    parent: Optional[str]
+    parent: str | None
     bound: bool
     open: bool
     where: str
-    migration_version: Optional[str] = None  # state version the device saves, if not its type's
+    migration_version: str | None = None  # state version the device saves, if not its type's
 
 
 @dataclass
@@ -138,69 +128,21 @@ class HostEntry:
     writes: list[WriteEntry] = field(default_factory=list)
 
 
-@dataclass
-class Step:
-    index: int           # 1-based
-    action: str
-    args: Any
-    host: Optional[str]
-    expect: dict[str, Any]   # {"ok": True} | {"errno": "ENOSPC"} | {"value": ...} | {"blocks": s} | {"error": ..}
-    note: Optional[str]
-    line: int
-
-    def describe(self) -> str:
-        a = self.args
-        if self.action == "create":
-            return f"create {a.get('parent') + '/' if a.get('parent') else ''}{a['type']} {a['uuid']}"
-        if self.action == "write":
-            return f"write {a['value']} > {a['path']}"
-        if self.action == "fault":
-            if isinstance(a, str):
-                return f"fault {a}"
-            (knob, kargs), = a.items()
-            return f"fault {knob} {_short(kargs)}"
-        if self.action in ("driver_load", "driver_upgrade"):
-            e = a["entry"]
-            extra = {"version": e.version} if e.version is not None else {}
-            return f"{self.action} {' '.join([e.driver] + [_short(d) for d in (extra, e.options) if d])}"
-        if isinstance(a, dict):
-            return f"{self.action} {_short(a)}"
-        return f"{self.action} {a}"
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, dict):
-        return " ".join(f"{k}={v2}" for k, v2 in v.items())
-    return str(v)
-
-
-@dataclass
-class Scenario:
-    file: str
-    description: str
-    hosts: list[HostEntry]
-    timeline: list[Step] = field(default_factory=list)
-
-    def build_hosts(self) -> dict[str, Host]:
-        """Fresh hosts as the file describes them (the file was validated by a dry run)."""
-        return {h.name: _build_host(h, None) for h in self.hosts}
-
-
 # -- drivers -------------------------------------------------------------------------
 def known_driver_names() -> list[str]:
-    from .vendors import known_drivers
+    from ..vendors import known_drivers
     return sorted(set(known_drivers())) + ["declarative"]
 
 
 def make_driver(entry: ParentEntry) -> Any:
     """Instantiate the driver of one ``parents`` entry."""
     if entry.driver == "declarative":
-        from .vendors import declarative
+        from ..vendors import declarative
         return declarative.Driver(**(entry.declare or {}))
-    from .vendors import make
+    from ..vendors import make
     drv = make(entry.driver, entry.options)
     if entry.version is not None:  # version and srcversion, as `fakemdev driver upgrade --version` sets them
-        from .vendors.base import set_module_version
+        from ..vendors.base import set_module_version
         set_module_version(drv, entry.version)
     return drv
 
@@ -213,7 +155,7 @@ def upgrade_driver(host: Host, entry: ParentEntry) -> None:
         drv = make_driver(entry)
         host.upgrade_driver(drv.name, drv)
         return
-    from .vendors import get_driver, upgraded
+    from ..vendors import get_driver, upgraded
     name = get_driver(entry.driver).name
     old = host.drivers.get(name)
     if old is None:
@@ -221,7 +163,7 @@ def upgrade_driver(host: Host, entry: ParentEntry) -> None:
     host.upgrade_driver(name, upgraded(old, entry.options, driver=entry.driver, version=entry.version))
 
 
-def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
+def build_host(h: HostEntry, doc: Doc | None) -> Host:
     def fail(where: str, message: str) -> None:
         if doc is None:  # pragma: no cover - the dry run already passed
             raise RuntimeError(f"{where}: {message}")
@@ -253,7 +195,7 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
         try:
             dev = host.create(owners[0].types[d.mdev_type], d.uuid)
             if d.migration_version is not None:
-                from .migration import driver_saving
+                from ..migration.versions import driver_saving
                 dev.created_by = driver_saving(owners[0].driver, d.migration_version)
             if not d.bound:
                 host.unbind(owners[0].driver.driver_name, d.uuid)
@@ -264,7 +206,7 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
         except KernelError as e:
             fail(d.where, f"creating {d.uuid} fails with {e.errno_name}: {e.reason}")
     if h.writes:
-        from .sysfs import SysfsTree
+        from ..sysfs import SysfsTree
         tree = SysfsTree(host)
         for w in h.writes:
             try:
@@ -274,54 +216,33 @@ def _build_host(h: HostEntry, doc: Optional[_Doc]) -> Host:
     return host
 
 
-# -- validation ------------------------------------------------------------------------
-def load(path: str) -> Scenario:
-    """Parse, validate and dry-build a scenario file, or a shipped scenario
-    named without a path (``fakemdev scenarios`` lists them); raise
-    ScenarioError if anything is off."""
-    from . import scenarios
-    file = scenarios.resolve(path)
-    try:
-        with open(file, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        hint = f"; shipped scenarios: {', '.join(scenarios.names())}" if os.sep not in path else ""
-        raise ScenarioError(path, 0, "", f"cannot read: {e.strerror}{hint}") from None
-    return loads(text, file)
+# -- field checks ----------------------------------------------------------------------
+class Validator:
+    """Checks fields and builds entries; each failure is one ScenarioError."""
 
-
-def loads(text: str, file: str = "<scenario>") -> Scenario:
-    doc = _Doc(file, text)
-    v = _Validator(doc, os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else os.getcwd())
-    scenario = v.scenario()
-    for h in scenario.hosts:
-        _build_host(h, doc)  # dry run: what only the model can tell
-    return scenario
-
-
-class _Validator:
-    def __init__(self, doc: _Doc, base_dir: str) -> None:
+    def __init__(self, doc: Doc, base_dir: str) -> None:
         self.doc = doc
         self.base_dir = base_dir
 
     def fail(self, where: str, message: str) -> None:
         self.doc.fail(where, where, message)
 
-    def mapping(self, v: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    def mapping(self, v: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(v, dict):
-            self.fail(where, f"expected a mapping, got {_kind(v)}")
+            self.fail(where, f"expected a mapping, got {kind_of(v)}")
         for k in v:
             if k not in allowed:
-                self.fail(_join(where, k), f"unknown field; allowed here: {', '.join(allowed)}")
+                self.fail(join(where, k), f"unknown field; allowed here: {', '.join(allowed)}")
         for k in required:
             if k not in v:
                 self.fail(where, f"missing required field '{k}'")
-        return v
+        checked: dict[str, Any] = v
+        return checked
 
-    def string(self, v: Any, where: str, pattern: Optional[re.Pattern[str]] = None, hint: str = "") -> str:
+    def string(self, v: Any, where: str, pattern: re.Pattern[str] | None = None, hint: str = "") -> str:
         if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, int) and pattern is not None):
             extra = " (quote it)" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-            self.fail(where, f"expected a string{hint}, got {_kind(v)} {v!r}{extra}")
+            self.fail(where, f"expected a string{hint}, got {kind_of(v)} {v!r}{extra}")
         s = str(v)
         if pattern is not None and not pattern.fullmatch(s):
             self.fail(where, f"{s!r} is not valid{hint}")
@@ -330,10 +251,10 @@ class _Validator:
     def number(self, v: Any, where: str, integer: bool = False, minimum: float = 0) -> float:
         ok = isinstance(v, int) if integer else isinstance(v, (int, float))
         if isinstance(v, bool) or not ok:
-            self.fail(where, f"expected {'an integer' if integer else 'a number'}, got {_kind(v)} {v!r}")
+            self.fail(where, f"expected {'an integer' if integer else 'a number'}, got {kind_of(v)} {v!r}")
         if v < minimum:
             self.fail(where, f"must be >= {minimum}, got {v}")
-        return v
+        return float(v) if not integer else int(v)
 
     def errno(self, v: Any, where: str) -> str:
         s = self.string(v, where, hint=" errno name such as ENOSPC")
@@ -352,25 +273,6 @@ class _Validator:
         raise AssertionError  # unreachable
 
     # -- sections ---------------------------------------------------------------
-    def scenario(self) -> Scenario:
-        top = self.mapping(self.doc.value, "", ("scenario", "description", "hosts", "timeline"),
-                           ("scenario", "hosts"))
-        if top["scenario"] != FORMAT_VERSION:
-            self.fail("scenario", f"unsupported format version {top['scenario']!r}; expected {FORMAT_VERSION}")
-        hosts_v = top["hosts"]
-        if not isinstance(hosts_v, list) or not hosts_v:
-            self.fail("hosts", f"expected a non-empty list of hosts, got {_kind(hosts_v)}")
-        hosts = [self.host(h, f"hosts[{i}]") for i, h in enumerate(hosts_v)]
-        names = [h.name for h in hosts]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                self.fail(f"hosts[{i}].name", f"duplicate host name {n!r}")
-        timeline_v = top.get("timeline") or []
-        if not isinstance(timeline_v, list):
-            self.fail("timeline", f"expected a list of steps, got {_kind(timeline_v)}")
-        steps = [self.step(s, i, names) for i, s in enumerate(timeline_v)]
-        return Scenario(self.doc.file, str(top.get("description") or ""), hosts, steps)
-
     def host(self, v: Any, where: str) -> HostEntry:
         self.mapping(v, where, ("name", "kernel", "parents", "devices", "writes"), ("name",))
         name = self.string(v["name"], f"{where}.name", _HOST_NAME, " host name ([A-Za-z0-9_.-]+)")
@@ -380,7 +282,7 @@ class _Validator:
         kernel = self.string(kernel, f"{where}.kernel", _KERNEL, " kernel version such as \"6.12\"")
         parents_v = v.get("parents") or []
         if not isinstance(parents_v, list):
-            self.fail(f"{where}.parents", f"expected a list, got {_kind(parents_v)}")
+            self.fail(f"{where}.parents", f"expected a list, got {kind_of(parents_v)}")
         parents = [self.parent(p, f"{where}.parents[{i}]") for i, p in enumerate(parents_v)]
         seen: dict[str, str] = {}
         for p in parents:
@@ -391,7 +293,7 @@ class _Validator:
             seen[key] = p.where
         devices_v = v.get("devices") or []
         if not isinstance(devices_v, list):
-            self.fail(f"{where}.devices", f"expected a list, got {_kind(devices_v)}")
+            self.fail(f"{where}.devices", f"expected a list, got {kind_of(devices_v)}")
         devices = [self.device(d, f"{where}.devices[{i}]") for i, d in enumerate(devices_v)]
         uuids: dict[str, str] = {}
         for d in devices:
@@ -400,7 +302,7 @@ class _Validator:
             uuids[d.uuid] = d.where
         writes_v = v.get("writes") or []
         if not isinstance(writes_v, list):
-            self.fail(f"{where}.writes", f"expected a list of {{path, value}}, got {_kind(writes_v)}")
+            self.fail(f"{where}.writes", f"expected a list of {{path, value}}, got {kind_of(writes_v)}")
         writes = [self.write(w, f"{where}.writes[{i}]") for i, w in enumerate(writes_v)]
         return HostEntry(name, kernel, parents, devices, where, writes)
 
@@ -408,8 +310,8 @@ class _Validator:
         self.mapping(v, where, ("path", "value"), ("path", "value"))
         value = v["value"]
         if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
-            self.fail(f"{where}.value", f"expected the text to write, got {_kind(value)}")
-        return WriteEntry(self._path(v["path"], f"{where}.path"), str(value), where)
+            self.fail(f"{where}.value", f"expected the text to write, got {kind_of(value)}")
+        return WriteEntry(self.path(v["path"], f"{where}.path"), str(value), where)
 
     def parent(self, v: Any, where: str) -> ParentEntry:
         self.mapping(v, where, ("driver", "version", "options", "declare"), ("driver",))
@@ -424,7 +326,7 @@ class _Validator:
             self.fail(f"{where}.driver", f"unknown driver {driver!r}; known: {', '.join(known_driver_names())}")
         options = v.get("options") or {}
         if not isinstance(options, dict):
-            self.fail(f"{where}.options", f"expected a mapping of driver options, got {_kind(options)}")
+            self.fail(f"{where}.options", f"expected a mapping of driver options, got {kind_of(options)}")
         if options and driver != "declarative":
             options = self.check_options(driver, options, f"{where}.options")
         version = v.get("version")
@@ -443,31 +345,31 @@ class _Validator:
             self.fail(f"{where}.declare", f"only driver 'declarative' takes 'declare:' (driver is {driver!r})")
         return ParentEntry(driver, dict(options), version, declare, where)
 
-    def check_options(self, driver: str, options: dict[str, Any], where: str, cls: Optional[type] = None
+    def check_options(self, driver: str, options: dict[str, Any], where: str, cls: type | None = None
                       ) -> dict[str, Any]:
         """The options checked against the driver's schema, the very check
         ``--driver NAME:k=v`` gets (:func:`fakemdev.vendors.options.check`):
         drivers swallow ``**options``, so a misspelt one would be silently
         ignored, and a value out of range would make a tree no kernel shows."""
-        from .vendors import get_driver
-        from .vendors.options import OptionError, check
+        from ..vendors import get_driver
+        from ..vendors.options import OptionError, check
         try:
             return check(driver, cls or get_driver(driver), options)
         except LookupError as e:
             self.fail(where, str(e))
         except OptionError as e:
-            self.fail(_join(where, e.option), e.detail)
+            self.fail(join(where, e.option), e.detail)
         raise AssertionError  # unreachable
 
     def declare(self, v: Any, where: str) -> dict[str, Any]:
-        from .vendors.declarative import ACCOUNTING
+        from ..vendors.declarative import ACCOUNTING
         self.mapping(v, where, ("module", "mdev_driver", "version", "module_attrs", "module_params", "parent",
                                 "accounting", "max_instances", "pool", "types", "migration_version",
                                 "migration_accepts", "migration_types"), ("module", "parent", "types"))
         self.string(v["module"], f"{where}.module", re.compile(r"[A-Za-z0-9_]+"), " module name")
         for k in ("module_attrs", "module_params"):
             if k in v and not isinstance(v[k], dict):
-                self.fail(f"{where}.{k}", f"expected a mapping, got {_kind(v[k])}")
+                self.fail(f"{where}.{k}", f"expected a mapping, got {kind_of(v[k])}")
         p = self.mapping(v["parent"], f"{where}.parent",
                          ("name", "devpath", "driver_string", "bus", "class", "attrs", "uevent"), ("name", "devpath"))
         self.string(p["name"], f"{where}.parent.name")
@@ -490,7 +392,7 @@ class _Validator:
             self.number(v["pool"], f"{where}.pool", integer=True)
         types = v["types"]
         if not isinstance(types, list) or not types:
-            self.fail(f"{where}.types", f"expected a non-empty list of types, got {_kind(types)}")
+            self.fail(f"{where}.types", f"expected a non-empty list of types, got {kind_of(types)}")
         names: list[str] = []
         for i, t in enumerate(types):
             tw = f"{where}.types[{i}]"
@@ -504,8 +406,8 @@ class _Validator:
                 if "instances" not in t:
                     self.fail(tw, "accounting 'per_type' needs 'instances' on every type")
                 self.number(t["instances"], f"{tw}.instances", integer=True)
-        from .vendors.declarative import Driver
-        from .vendors.options import COMMON
+        from ..vendors.declarative import Driver
+        from ..vendors.options import COMMON
         self.check_options("declarative", {k: v[k] for k in COMMON if k in v}, where, Driver)
         return dict(v)
 
@@ -513,11 +415,11 @@ class _Validator:
         self.mapping(v, where, ("uuid", "type", "parent", "bound", "open", "migration_version"), ("uuid", "type"))
         for k in ("bound", "open"):
             if k in v and not isinstance(v[k], bool):
-                self.fail(f"{where}.{k}", f"expected true or false, got {_kind(v[k])} {v[k]!r}")
+                self.fail(f"{where}.{k}", f"expected true or false, got {kind_of(v[k])} {v[k]!r}")
         parent = self.string(v["parent"], f"{where}.parent") if v.get("parent") is not None else None
         version = None
         if v.get("migration_version") is not None:
-            from .migration import StateVersion
+            from ..migration.versions import StateVersion
             version = str(v["migration_version"])
             try:
                 if version != "unsupported":  # a device whose creator could not migrate it (reads give ENODEV)
@@ -527,77 +429,7 @@ class _Validator:
         return DeviceEntry(self.uuid(v["uuid"], f"{where}.uuid"), self.string(v["type"], f"{where}.type"),
                            parent, v.get("bound", True), v.get("open", False), where, version)
 
-    def step(self, v: Any, i: int, hosts: list[str]) -> Step:
-        where = f"timeline[{i}]"
-        if not isinstance(v, dict):
-            self.fail(where, f"expected a mapping with one action ({', '.join(ACTIONS)}), got {_kind(v)}")
-        actions = [k for k in v if k in ACTIONS]
-        for k in v:
-            if k not in ACTIONS and k not in STEP_KEYS:
-                self.fail(_join(where, k), f"unknown action or field; actions: {', '.join(ACTIONS)}; "
-                                           f"fields: {', '.join(STEP_KEYS)}")
-        if len(actions) != 1:
-            self.fail(where, f"expected exactly one action, got {len(actions)}"
-                             f"{' (' + ', '.join(actions) + ')' if actions else ''}")
-        action = actions[0]
-        host = v.get("host")
-        if host is not None:
-            host = self.string(host, f"{where}.host")
-            if host not in hosts:
-                self.fail(f"{where}.host", f"unknown host {host!r}; hosts: {', '.join(hosts)}")
-        elif len(hosts) > 1 and action not in ("migrate", "sleep"):
-            self.fail(where, f"several hosts ({', '.join(hosts)}): this step needs 'host:'")
-        args = getattr(self, f"args_{action}")(v[action], f"{where}.{action}", hosts)
-        expect = self.expect(v.get("expect"), f"{where}.expect", action)
-        note = v.get("note")
-        return Step(i + 1, action, args, host, expect, str(note) if note is not None else None, self.doc.line(where))
-
-    def expect(self, v: Any, where: str, action: str) -> dict[str, Any]:
-        if v is None:
-            if action in ("read", "list", "exists"):
-                self.fail(where.rsplit(".", 1)[0], f"a '{action}' step needs 'expect:' (the value it must see)")
-            return {"ok": True}
-        if isinstance(v, dict):
-            self.mapping(v, where, ("errno", "value", "blocks", "error"))
-            if len(v) != 1:
-                self.fail(where, "expected one of errno, value, blocks, error")
-            (k, val), = v.items()
-            if k == "errno":
-                return {"errno": self.errno(val, f"{where}.errno")}
-            if k == "blocks":
-                if action != "remove":
-                    self.fail(f"{where}.blocks", "only a 'remove' step can be expected to block")
-                return {"blocks": self.number(val, f"{where}.blocks")}
-            if k == "error":
-                return {"error": self.string(val, f"{where}.error")}
-            return self.expect_value(val, where, action)
-        if action in ("read", "list", "exists"):
-            return self.expect_value(v, where, action)
-        if v == "ok":
-            return {"ok": True}
-        if isinstance(v, str):
-            return {"errno": self.errno(v, where)}
-        self.fail(where, f"expected 'ok' or an errno name such as ENOSPC, got {_kind(v)} {v!r}")
-        raise AssertionError
-
-    def expect_value(self, v: Any, where: str, action: str) -> dict[str, Any]:
-        if action == "read":
-            if isinstance(v, (dict, list)) or v is None:
-                self.fail(where, f"a read expects a value (string), got {_kind(v)}")
-            return {"value": v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)}
-        if action == "list":
-            if not isinstance(v, list) or not all(isinstance(x, (str, int)) for x in v):
-                self.fail(where, f"a list expects a list of names, got {_kind(v)}")
-            return {"value": sorted(str(x) for x in v)}
-        if action == "exists":
-            if not isinstance(v, bool):
-                self.fail(where, f"an exists expects true or false, got {_kind(v)} {v!r}")
-            return {"value": v}
-        self.fail(where, f"a '{action}' step has no value to expect; use ok or an errno name")
-        raise AssertionError
-
-    # -- per-action arguments ------------------------------------------------------
-    def _path(self, v: Any, where: str) -> str:
+    def path(self, v: Any, where: str) -> str:
         s = self.string(v, where, hint=" sysfs-relative path")
         if s.startswith("/sys/"):
             s = s[5:]
@@ -605,115 +437,3 @@ class _Validator:
             self.fail(where, f"expected a sysfs-relative path such as class/mdev_bus, got {s!r}")
         return s
 
-    def args_read(self, v: Any, where: str, hosts: list[str]) -> str:
-        return self._path(v, where)
-
-    args_list = args_read
-    args_exists = args_read
-
-    def args_write(self, v: Any, where: str, hosts: list[str]) -> dict[str, str]:
-        """``write: {path, value}``: ``echo VALUE > PATH``, one write(2)."""
-        w = self.write(v, where)
-        return {"path": w.path, "value": w.value}
-
-    def args_create(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
-        self.mapping(v, where, ("type", "uuid", "parent"), ("type", "uuid"))
-        out = {"type": self.string(v["type"], f"{where}.type"), "uuid": self.uuid(v["uuid"], f"{where}.uuid")}
-        if v.get("parent") is not None:
-            out["parent"] = self.string(v["parent"], f"{where}.parent")
-        return out
-
-    def args_remove(self, v: Any, where: str, hosts: list[str]) -> str:
-        if isinstance(v, dict):
-            self.mapping(v, where, ("uuid",), ("uuid",))
-            v = v["uuid"]
-        return self.uuid(v, where)
-
-    def args_driver_load(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
-        if isinstance(v, str):
-            v = {"driver": v}
-        self.mapping(v, where, ("driver", "version", "options", "declare"), ("driver",))
-        entry = self.parent(v, where)
-        return {"entry": entry}
-
-    def args_driver_upgrade(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
-        if not hasattr(Host, "upgrade_driver"):
-            self.fail(where, "driver_upgrade needs Host.upgrade_driver, which this fakemdev does not have")
-        return self.args_driver_load(v, where, hosts)
-
-    def args_driver_unload(self, v: Any, where: str, hosts: list[str]) -> str:
-        if isinstance(v, dict):
-            self.mapping(v, where, ("driver",), ("driver",))
-            v = v["driver"]
-        return self.string(v, where, hint=" module name")
-
-    def args_unplug(self, v: Any, where: str, hosts: list[str]) -> str:
-        if isinstance(v, dict):
-            self.mapping(v, where, ("parent",), ("parent",))
-            v = v["parent"]
-        return self.string(v, where, hint=" parent device name")
-
-    def args_sleep(self, v: Any, where: str, hosts: list[str]) -> float:
-        return float(self.number(v, where))
-
-    def args_fault(self, v: Any, where: str, hosts: list[str]) -> Any:
-        from .faults import KNOBS
-        if v == "clear":
-            return "clear"
-        if not isinstance(v, dict) or len(v) != 1:
-            self.fail(where, f"expected one knob ({', '.join(k for k in KNOBS if k != 'list')}) or 'clear'")
-        (knob, args), = v.items()
-        kw = f"{where}.{knob}"
-        if knob == "create_fail":
-            self.mapping(args, kw, ("type", "count", "errno", "parent"), ("type", "errno"))
-            self.string(args["type"], f"{kw}.type")
-            self.errno(args["errno"], f"{kw}.errno")
-            if "count" in args:
-                self.number(args["count"], f"{kw}.count", integer=True, minimum=1)
-        elif knob == "delay":
-            self.mapping(args, kw, ("op", "seconds", "type"), ("op", "seconds"))
-            if args["op"] not in ("create", "remove"):
-                self.fail(f"{kw}.op", f"expected create or remove, got {args['op']!r}")
-            self.number(args["seconds"], f"{kw}.seconds")
-        elif knob in ("hold", "release"):
-            args = self.uuid(args if not isinstance(args, dict) else args.get("uuid"), kw)
-        elif knob == "unplug":
-            args = self.string(args, kw, hint=" parent device name")
-        elif knob == "clear":
-            return "clear"
-        else:
-            self.fail(kw, f"unknown fault knob {knob!r}; known: {', '.join(k for k in KNOBS if k != 'list')}")
-        return {knob: args}
-
-    def args_migrate(self, v: Any, where: str, hosts: list[str]) -> dict[str, Any]:
-        try:
-            from . import migration  # noqa: F401
-        except ImportError:
-            self.fail(where, "migrate steps need fakemdev.migration, which this fakemdev does not have")
-        self.mapping(v, where, ("uuid", "from", "to", "run", "type"), ("uuid", "from", "to"))
-        for k in ("from", "to"):
-            h = self.string(v[k], f"{where}.{k}")
-            if h not in hosts:
-                self.fail(f"{where}.{k}", f"unknown host {h!r}; hosts: {', '.join(hosts)}")
-        if "run" in v and not isinstance(v["run"], bool):
-            self.fail(f"{where}.run", f"expected true or false, got {_kind(v['run'])}")
-        out = {"uuid": self.uuid(v["uuid"], f"{where}.uuid"), "from": v["from"], "to": v["to"],
-               "run": v.get("run", False)}
-        if v.get("type") is not None:
-            out["type"] = self.string(v["type"], f"{where}.type")
-        return out
-
-
-def check_files(paths: list[str]) -> list[ScenarioError]:
-    """Validate several files; the errors (empty when all are fine)."""
-    errors = []
-    for p in paths:
-        try:
-            load(p)
-        except ScenarioError as e:
-            errors.append(e)
-    return errors
-
-
-Callback = Callable[..., Any]
-__all__ = ["Scenario", "ScenarioError", "Step", "load", "loads", "make_driver", "known_driver_names", "errno_name"]

@@ -1,6 +1,6 @@
 """``fakemdev migrate check|run SRC_HOST:UUID DST_HOST``: the manager's pre-migration check.
 
-Thin click wrappers over :mod:`fakemdev.migration`. The hosts live in a
+Thin click wrappers over :mod:`fakemdev.migration.manager`. The hosts live in a
 running mount (``--mountpoint``, or the one live mount holding both host
 names) and the decision is made by the daemon through its control socket,
 on the very attribute objects the mount serves, so the reason is the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -33,9 +33,9 @@ def _split_source(source: str) -> tuple[str, str]:
     return host, uuid
 
 
-def _find_mount(mountpoint: Optional[str], hosts: tuple[str, str]) -> str:
+def _find_mount(mountpoint: str | None, hosts: tuple[str, str]) -> str:
     """The control socket of the mount holding both hosts."""
-    from .fuse.daemon import list_mounts, mount_state, read_state
+    from ..fuse.daemon import list_mounts, mount_state, read_state
     if mountpoint is not None:
         info = read_state(mountpoint)
         if info is None:
@@ -48,16 +48,17 @@ def _find_mount(mountpoint: Optional[str], hosts: tuple[str, str]) -> str:
     return live[0].socket
 
 
-def _decide(op: str, source: str, dst: str, type_id: Optional[str], parent: Optional[str],
-            new_uuid: Optional[str], mountpoint: Optional[str], scenario: Optional[str]) -> dict[str, Any]:
+def _decide(op: str, source: str, dst: str, type_id: str | None, parent: str | None,
+            new_uuid: str | None, mountpoint: str | None, scenario: str | None) -> dict[str, Any]:
     src, uuid = _split_source(source)
-    args = dict(src=src, uuid=uuid, dst=dst, type=type_id, parent=parent, new_uuid=new_uuid)
+    args: dict[str, Any] = dict(src=src, uuid=uuid, dst=dst, type=type_id, parent=parent, new_uuid=new_uuid)
     if scenario is not None:
         return _decide_local(op, scenario, args)
-    from .control import ControlError, call
+    from ..control import ControlError, call
     sock = _find_mount(mountpoint, (src, dst))
     try:
-        return call(sock, op, **args)
+        verdict: dict[str, Any] = call(sock, op, **args)
+        return verdict
     except ControlError as e:
         if e.errno == "EINVAL" and "unknown op" in str(e):
             _fail("this mount's daemon has no migration support (restart it with this fakemdev)")
@@ -66,10 +67,10 @@ def _decide(op: str, source: str, dst: str, type_id: Optional[str], parent: Opti
 
 
 def _decide_local(op: str, scenario: str, args: dict[str, Any]) -> dict[str, Any]:
-    from .control import Controller
-    from .errors import KernelError
-    from .migration import register_control
-    from .scenario import ScenarioError, load
+    from ..control import Controller
+    from ..errors import KernelError
+    from ..scenario import ScenarioError, load
+    from .ops import register_control
     try:
         hosts = load(scenario).build_hosts()
     except (ScenarioError, OSError) as e:
@@ -77,7 +78,8 @@ def _decide_local(op: str, scenario: str, args: dict[str, Any]) -> dict[str, Any
     controller = Controller(hosts, {})
     register_control(controller)
     try:
-        return controller.ops[op](**args)
+        verdict: dict[str, Any] = controller.ops[op](**args)
+        return verdict
     except KernelError as e:
         _fail(f"{e.errno_name}: {e.reason}")
     raise AssertionError("unreachable")
@@ -105,7 +107,8 @@ def _print(verdict: dict[str, Any], as_json: bool, ran: bool) -> None:
 _common = [
     click.argument("source", metavar="SRC_HOST:UUID"),
     click.argument("dst", metavar="DST_HOST"),
-    click.option("--type", "type_id", default=None, metavar="TYPE", help="Target type dir name (default: the source's)."),
+    click.option("--type", "type_id", default=None, metavar="TYPE",
+                 help="Target type dir name (default: the source's)."),
     click.option("--parent", default=None, help="Target parent device (default: the first with that type)."),
     click.option("--new-uuid", default=None, metavar="UUID|random", help="UUID on the target (default: the same)."),
     click.option("--mountpoint", "-m", default=None, help="The mount holding both hosts."),
@@ -128,8 +131,8 @@ def migrate() -> None:
 
 @migrate.command("check")
 @_with_common
-def migrate_check(source: str, dst: str, type_id: Optional[str], parent: Optional[str], new_uuid: Optional[str],
-                  mountpoint: Optional[str], scenario: Optional[str], as_json: bool) -> None:
+def migrate_check(source: str, dst: str, type_id: str | None, parent: str | None, new_uuid: str | None,
+                  mountpoint: str | None, scenario: str | None, as_json: bool) -> None:
     """Could SRC_HOST's device UUID move to DST_HOST? Changes nothing.
 
     Reads the source device's migration_version and writes it into the
@@ -142,8 +145,8 @@ def migrate_check(source: str, dst: str, type_id: Optional[str], parent: Optiona
 
 @migrate.command("run")
 @_with_common
-def migrate_run(source: str, dst: str, type_id: Optional[str], parent: Optional[str], new_uuid: Optional[str],
-                mountpoint: Optional[str], scenario: Optional[str], as_json: bool) -> None:
+def migrate_run(source: str, dst: str, type_id: str | None, parent: str | None, new_uuid: str | None,
+                mountpoint: str | None, scenario: str | None, as_json: bool) -> None:
     """Check, then create the device on DST_HOST and remove it from SRC_HOST.
 
     Any failing step undoes the earlier ones: both hosts end as they were.
