@@ -4,8 +4,10 @@ Pure model, no I/O and no FUSE: it mirrors ``drivers/vfio/mdev`` of a 6.x
 kernel (checked against the golden capture in ``shared/reference/golden``).
 Every mutation happens under ``Host.lock`` and is complete when the call
 returns, as ``create``/``remove`` are synchronous in the kernel. Each one is
-announced to listeners as a :class:`Change`: the sysfs paths that vanished
-or changed (for cache invalidation) and the uevents the kernel would send.
+announced to listeners as a :class:`Change`: typed events saying what
+happened (:mod:`fakemdev.events`; the sysfs projection alone knows where
+they show) and the uevents the kernel would send. Uevents are built here:
+their kobject paths are ABI, not projection.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterable, Optional
 
-from .errors import KernelError
+from . import events as ev
 from . import kernels
+from .errors import KernelError
 from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 
 UUID_LEN = 36
@@ -109,10 +112,10 @@ class Uevent:
 
 @dataclass
 class Change:
-    """What one mutation did, for listeners (cache invalidation, uevents)."""
+    """What one mutation did, for listeners: what happened (for cache
+    invalidation, through :func:`fakemdev.sysfs.invalidation`) and the uevents."""
 
-    gone: list[str] = field(default_factory=list)      # sysfs paths (no leading /) whose subtree vanished
-    changed: list[str] = field(default_factory=list)   # dirs whose entries or nlink changed
+    events: list[ev.Event] = field(default_factory=list)
     uevents: list[Uevent] = field(default_factory=list)
 
 
@@ -230,9 +233,6 @@ class Host:
         self._vfio_ids = LowestFreeIds()
         self.mdev_loaded = True
         self.drivers_autoprobe = True
-        self.mode_overrides: dict[str, int] = {}     # chmod by root, as kernfs keeps it
-        # what was written to a device's power/control and power/async (device path -> file -> value)
-        self.power_settings: dict[str, dict[str, bytes]] = {}
         self.listeners: list[Callable[[Change], None]] = []
         self.uevent_log: list[Uevent] = []
         self.uevent_log_max = 10_000
@@ -250,18 +250,28 @@ class Host:
             del self.uevent_log[: len(self.uevent_log) - self.uevent_log_max]
         if change.uevents:
             self._uevent_posted.notify_all()
-        for prefix in change.gone:
-            self._forget(prefix)
         for listener in list(self.listeners):
             listener(change)
 
-    def _forget(self, prefix: str) -> None:
-        """A vanished subtree's chmods and power settings: a device made again
-        at the same path is a new struct device, with the defaults."""
-        for table in (self.mode_overrides, self.power_settings):
-            if table:
-                for p in [p for p in table if p == prefix or p.startswith(prefix + "/")]:
-                    del table[p]
+    # -- services for drivers (fakemdev.vendors.base.HostServices) ------
+    def alloc_vfio_id(self) -> int:
+        """The lowest free vfio-dev index (``vfioN``), for a driver's own VFIO devices."""
+        return self._vfio_ids.get()
+
+    def free_vfio_id(self, index: int) -> None:
+        self._vfio_ids.put(index)
+
+    def alloc_group_id(self) -> int:
+        """The lowest free iommu group id, for a driver's own (hardware) groups."""
+        return self._group_ids.get()
+
+    def free_group_id(self, group: int) -> None:
+        self._group_ids.put(group)
+
+    def post(self, events: Iterable[ev.Event], uevents: Iterable[Uevent] = ()) -> None:
+        """Announce what a driver changed on its own, as one mutation."""
+        with self.lock:
+            self._commit(Change(list(events), list(uevents)))
 
     # -- drivers and parents -------------------------------------------
     def load_driver(self, driver: VendorDriver) -> list[Parent]:
@@ -278,7 +288,7 @@ class Host:
                     raise KernelError(errno.EEXIST, f"parent {spec.name} already registered")
             shared = self._driver_name_shared(driver)  # vfio_mdev (< 5.19) is registered once
             self.drivers[driver.name] = driver
-            change = Change(changed=["bus/mdev/drivers", "class/mdev_bus", "module"])
+            change = Change(events=[ev.DriverLoaded(driver)])
             if not shared:
                 change.uevents.append(Uevent("add", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
             added = [self._add_parent(driver, spec, change) for spec in specs]
@@ -293,9 +303,7 @@ class Host:
         subsystem = spec.class_name or spec.bus or ""
         if spec.class_name:
             change.uevents.append(Uevent("add", f"/class/{spec.class_name}", ["SUBSYSTEM=class"]))
-            change.changed.append("class")
-        change.changed += [parent.devpath.rsplit("/", 1)[0], parent.devpath]
-        change.gone.append(parent.devpath)  # a previous incarnation may be cached
+        change.events.append(ev.ParentAdded(parent))
         change.uevents.append(Uevent("add", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
         change.uevents.append(Uevent("change", "/" + parent.devpath,
                                      [f"SUBSYSTEM={subsystem}", "MDEV_STATE=registered"]))
@@ -336,8 +344,7 @@ class Host:
                 spec = specs.get(parent.name)
                 if spec is None or spec.devpath.strip("/") != parent.devpath:
                     self.unregister_parent(parent.name)
-            change = Change(gone=[f"module/{name}", f"bus/mdev/drivers/{old.driver_name}"],
-                            changed=["bus/mdev/drivers", "class/mdev_bus", "class", "module"])
+            change = Change(events=[ev.DriverUpgraded(old, new_driver)])
             self.drivers[name] = new_driver
             for spec in specs.values():
                 parent = self.parents.get(spec.name)
@@ -346,10 +353,9 @@ class Host:
                 else:
                     self._reregister_parent(parent, new_driver, spec, change)
             for dev in devices:
+                old_groups = list(old.device_groups(dev))
                 new_driver.adopt(dev)
-                for group in {*old.device_groups(dev), *new_driver.device_groups(dev)}:
-                    change.gone.append(f"{dev.path}/{group}")
-                change.changed.append(dev.path)
+                change.events.append(ev.DeviceDriverChanged(dev, tuple(old_groups)))
             new_driver.upgrade_from(old)
             old.on_unload()
             change.uevents.append(Uevent("change", f"/module/{name}", ["SUBSYSTEM=module"]))
@@ -395,8 +401,7 @@ class Host:
         if not driver.has_get_available:
             probing = sum(1 for d in self._creating.values() if d.parent is parent)
             parent.available_instances = (driver.max_instances or 0) - len(parent.devices) - probing
-        change.gone.append(f"{parent.devpath}/mdev_supported_types")
-        change.changed.append(parent.devpath)
+        change.events.append(ev.ParentTypesChanged(parent))
 
     def unload_driver(self, name: str) -> None:
         """rmmod: remove the driver's devices, then its parents and class entries."""
@@ -415,12 +420,12 @@ class Host:
                     self._remove_now(dev, change)
             for parent in parents:
                 self._drop_parent(parent, change)
-                if parent.spec.class_name:  # the driver's class goes with the module
-                    change.gone.append(f"class/{parent.spec.class_name}")
             del self.drivers[name]
+            groups, vfio_devs = tuple(driver.iommu_groups()), tuple(driver.vfio_devs())
             driver.on_unload()
-            change.gone += [f"bus/mdev/drivers/{driver.driver_name}", f"module/{name}"]
-            change.changed += ["bus/mdev/drivers", "class/mdev_bus", "class", "module"]
+            # the driver's classes go with the module
+            classes = tuple(dict.fromkeys(p.spec.class_name for p in parents if p.spec.class_name))
+            change.events.append(ev.DriverUnloaded(driver, classes, groups, vfio_devs))
             if not self._driver_name_shared(driver):
                 change.uevents.append(Uevent("remove", f"/bus/mdev/drivers/{driver.driver_name}",
                                              ["SUBSYSTEM=drivers"]))
@@ -458,12 +463,7 @@ class Host:
         for t in parent.types.values():
             t.alive = False
         del self.parents[parent.name]
-        change.gone += [parent.devpath, f"class/mdev_bus/{parent.name}"]
-        change.changed += [parent.devpath.rsplit("/", 1)[0], "class/mdev_bus"]
-        if parent.spec.class_name:
-            change.gone.append(f"class/{parent.spec.class_name}/{parent.name}")
-        if parent.spec.bus:
-            change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
+        change.events.append(ev.ParentRemoved(parent))
 
     def _unload_core(self, name: str) -> None:
         if self.drivers or name != "mdev":
@@ -471,7 +471,7 @@ class Host:
         if not self.mdev_loaded:
             raise KernelError(errno.ENOENT, "mdev is not loaded")
         self.mdev_loaded = False
-        self._commit(Change(gone=["bus/mdev", "class/mdev_bus", "module/mdev"], changed=["bus", "class", "module"],
+        self._commit(Change(events=[ev.CoreUnloaded()],
                             uevents=[Uevent("remove", "/bus/mdev", ["SUBSYSTEM=bus"]),
                                      Uevent("remove", "/module/mdev", ["SUBSYSTEM=module"])]))
 
@@ -481,7 +481,7 @@ class Host:
             if self.mdev_loaded:
                 raise KernelError(errno.EEXIST, "mdev is already loaded")
             self.mdev_loaded = True
-            self._commit(Change(gone=["bus/mdev", "class/mdev_bus"], changed=["bus", "class", "module"],
+            self._commit(Change(events=[ev.CoreLoaded()],
                                 uevents=[Uevent("add", "/bus/mdev", ["SUBSYSTEM=bus"]),
                                          Uevent("add", "/module/mdev", ["SUBSYSTEM=module"])]))
 
@@ -554,8 +554,7 @@ class Host:
             self.devices[uuid] = dev
             parent.devices[uuid] = dev
             mdev_type.devices[uuid] = dev
-            change = Change(changed=[parent.devpath, f"{mdev_type.path}/devices", "bus/mdev/devices"])
-            change.gone.append(dev.path)  # a dentry of an earlier device with this name may be cached
+            change = Change(events=[ev.DeviceAdded(dev)])
             change.uevents.append(Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]))
             self._bind(dev, change)
             self._commit(change)
@@ -593,11 +592,8 @@ class Host:
         dev.vfio_index = self._vfio_ids.get() if kernels.has_vfio_dev(self.kernel) else None
         self.groups[dev.iommu_group] = dev
         drv = dev.parent.driver.driver_name
-        change.changed += ["kernel/iommu_groups", "devices/virtual/vfio", "class/vfio", "class/vfio-dev",
-                           f"bus/mdev/drivers/{drv}", "devices/virtual"]
-        change.gone += [f"kernel/iommu_groups/{dev.iommu_group}", f"devices/virtual/vfio/{dev.iommu_group}",
-                        f"class/vfio/{dev.iommu_group}", f"class/vfio-dev/vfio{dev.vfio_index}"]
         g = dev.iommu_group
+        change.events.append(ev.DeviceBound(dev, g, dev.vfio_index, drv))
         change.uevents.append(Uevent("add", f"/devices/virtual/vfio/{g}",
                                      ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
         if dev.vfio_index is not None:
@@ -618,17 +614,10 @@ class Host:
         if g is not None:
             self.groups.pop(g, None)
             self._group_ids.put(g)
-            change.gone += [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
         if v is not None:
             self._vfio_ids.put(v)
-            change.gone.append(f"class/vfio-dev/vfio{v}")
         dev.iommu_group = dev.vfio_index = None
-        change.gone += [f"bus/mdev/drivers/{drv}/{dev.uuid}", f"{dev.path}/driver", f"{dev.path}/iommu_group",
-                        f"{dev.path}/vfio-dev", f"{dev.path}/vendor"]
-        for group in dev.parent.driver.device_groups(dev):
-            change.gone.append(f"{dev.path}/{group}")
-        change.changed += [dev.path, "kernel/iommu_groups", "devices/virtual/vfio", "class/vfio",
-                           "class/vfio-dev", f"bus/mdev/drivers/{drv}"]
+        change.events.append(ev.DeviceUnbound(dev, g, v, drv))
 
     # -- remove -------------------------------------------------------------
     def remove_store(self, dev: MdevDevice, buf: bytes) -> int:
@@ -680,22 +669,21 @@ class Host:
         t = dev.mdev_type
         t.devices.pop(dev.uuid, None)
         drv = dev.parent.driver.driver_name
-        change = Change(gone=[f"{t.path}/devices/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}",
-                              f"bus/mdev/drivers/{drv}/{dev.uuid}", dev.path],
-                        changed=[f"{t.path}/devices", "bus/mdev/devices", f"bus/mdev/drivers/{drv}", dev.path])
+        change = Change(events=[ev.DeviceHidden(dev, dev.vfio_index, drv)])
         if dev.vfio_index is not None:
             # the vfio-dev device goes now, but its index is only freed at release
-            change.gone.append(f"class/vfio-dev/vfio{dev.vfio_index}")
             change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
         self._commit(change)
 
     def _finish_remove(self, dev: MdevDevice, change: Change) -> None:
         drv = dev.parent.driver
-        if dev.vfio_index is not None:
-            self._vfio_ids.put(dev.vfio_index)
+        v = dev.vfio_index
+        if v is not None:
+            self._vfio_ids.put(v)
             dev.vfio_index = None
         if dev.bound:
             g = dev.iommu_group
+            change.events.append(ev.DeviceUnbound(dev, g, v, drv.driver_name))
             change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
                                          ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
             change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
@@ -703,7 +691,6 @@ class Host:
             if g is not None:
                 self.groups.pop(g, None)
                 self._group_ids.put(g)
-                change.gone += [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
             dev.bound = False
         self._drop(dev, change)
 
@@ -726,9 +713,7 @@ class Host:
         parent.devices.pop(dev.uuid, None)
         t.devices.pop(dev.uuid, None)
         change.uevents.append(Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"]))
-        change.gone += [dev.path, f"{t.path}/devices/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}"]
-        change.changed += [parent.devpath, f"{t.path}/devices", "bus/mdev/devices", "kernel/iommu_groups",
-                           "devices/virtual/vfio"]
+        change.events.append(ev.DeviceRemoved(dev))
 
     # -- bus/driver attributes ----------------------------------------------
     def unbind(self, driver_name: str, name: bytes | str) -> None:

@@ -279,7 +279,7 @@ class FakeSysfs:
 
     # -- model -> files -------------------------------------------------------------
     def mode_of(self, rel: str, node: Node) -> int:
-        return self.host.mode_overrides.get(rel, node.mode)
+        return self.tree.mode_of(rel, node)
 
     def store(self, node: Attribute, data: bytes, path: str) -> int:
         """A write as kernfs delivers it: ENODEV once the owner died, one
@@ -305,7 +305,8 @@ class FakeSysfs:
             self._with_sync(lambda: self._sync(list(gone), [""] if paths is None else list(paths), paths is None))
 
     def _on_change(self, change: Change) -> None:
-        self.sync(change.changed, change.gone)
+        inv = self.tree.invalidation(change)
+        self.sync(inv.changed, inv.gone)
 
     def _with_sync(self, fn: Callable[[], None]) -> None:
         was, self.syncing = self.syncing, True

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from ..core import Change, Host
 from ..errors import KernelError
 from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node
-from ..sysfs import SysfsTree
+from ..sysfs import SysfsTree, state_of
 from . import readdirplus
 from .binding import mfusepy
 from .workers import OnDemandWorkers
@@ -128,7 +128,8 @@ class MdevOperations(mfusepy.Operations):
         self._chmods = 0
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
-            host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
+            tree = self.trees[name]
+            host.listeners.append(lambda change, prefix=prefix, tree=tree: self._on_change(prefix, tree, change))
 
     # -- plumbing -----------------------------------------------------------
     def init_with_config(self, conn: Any, config: Any) -> None:
@@ -224,19 +225,20 @@ class MdevOperations(mfusepy.Operations):
                 s = self._seen[head or "/"] = set()
             s.add(name)
 
-    def _on_change(self, prefix: str, change: Change) -> None:
+    def _on_change(self, prefix: str, tree: SysfsTree, change: Change) -> None:
         """Invalidate what a mutation made stale, before the syscall returns.
 
         Only paths the kernel has looked up (``_seen``, filled by getattr, which
         libfuse calls for every LOOKUP) can be cached, so only those cost a
         notification; each path is notified once per change."""
+        inv = tree.invalidation(change)  # always: the tree follows its mount points
         if self._fuse_ptr is None or _invalidate is None:
             return
         todo: dict[str, None] = {}
         with self._seen_lock:
-            for rel in change.gone:
+            for rel in inv.gone:
                 self._collect_tree(f"{prefix}/{rel}", todo)
-            for rel in change.changed:
+            for rel in inv.changed:
                 path = f"{prefix}/{rel}"
                 if self._was_seen(path):
                     todo[path] = None
@@ -293,7 +295,7 @@ class MdevOperations(mfusepy.Operations):
         return uid == 0 or uid == self.OWNER[0]
 
     def _mode(self, host: Host, rel: str, node: Node) -> int:
-        return host.mode_overrides.get(rel, node.mode)
+        return state_of(host).mode_overrides.get(rel, node.mode)
 
     # -- metadata -------------------------------------------------------------
     @syscall
@@ -487,7 +489,7 @@ class MdevOperations(mfusepy.Operations):
             raise FuseOSError(errno.EPERM)
         if node.kind != "link":
             with host.lock:
-                host.mode_overrides[rel] = stat.S_IMODE(mode)
+                state_of(host).mode_overrides[rel] = stat.S_IMODE(mode)
                 self._chmods += 1  # listings handed out the old mode
             self._invalidate_one(path)
         return 0

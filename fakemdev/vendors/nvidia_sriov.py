@@ -22,7 +22,8 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..core import Change, Uevent, kstrtoul
+from ..core import Uevent, kstrtoul
+from ..events import DriverNodesChanged, VfioIdsChanged
 from ..errors import KernelError
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
@@ -114,15 +115,15 @@ class Driver(VendorDriver):
             return
         for vf in self.vfs:
             if vf.iommu_group is None:
-                vf.iommu_group = self.host._group_ids.get()
+                vf.iommu_group = self.host.alloc_group_id()
 
     def on_unload(self) -> None:
         for vf in self.vfs:
             if vf.vfio_index is not None:
-                self.host._vfio_ids.put(vf.vfio_index)
+                self.host.free_vfio_id(vf.vfio_index)
                 vf.vfio_index = None
             if vf.iommu_group is not None:
-                self.host._group_ids.put(vf.iommu_group)
+                self.host.free_group_id(vf.iommu_group)
                 vf.iommu_group = None
 
     def upgrade_from(self, old: VendorDriver) -> None:
@@ -200,17 +201,20 @@ class Driver(VendorDriver):
         """current_vgpu_type store: create (id) or destroy (0) the VF's vGPU."""
         host = self.host
         with host.lock:
-            change = Change(changed=[vf.devpath, f"{vf.devpath}/nvidia"])
+            gone: list[str] = []
+            changed = [vf.devpath, f"{vf.devpath}/nvidia"]
+            uevents: list[Uevent] = []
+            vfio_events: list[VfioIdsChanged] = []
             if type_id == 0:
                 if not vf.vgpu_type:
                     return
                 vf.vgpu_type, vf.vgpu_params = 0, ""
                 if vf.vfio_index is not None:
                     v, vf.vfio_index = vf.vfio_index, None
-                    host._vfio_ids.put(v)
-                    change.gone += [f"{vf.devpath}/vfio-dev", f"class/vfio-dev/vfio{v}"]
-                    change.changed.append("class/vfio-dev")
-                    change.uevents.append(Uevent("remove", f"/{vf.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
+                    host.free_vfio_id(v)
+                    gone.append(f"{vf.devpath}/vfio-dev")
+                    vfio_events.append(VfioIdsChanged(v))
+                    uevents.append(Uevent("remove", f"/{vf.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
             else:
                 if vf.vgpu_type:
                     raise KernelError(errno.EBUSY, f"VF {vf.bdf} already has vGPU type {vf.vgpu_type}")
@@ -220,14 +224,14 @@ class Driver(VendorDriver):
                                                     f"(homogeneous placement or no room left)")
                 vf.vgpu_type = type_id
                 if has_vfio_dev(self.kernel):
-                    vf.vfio_index = host._vfio_ids.get()
-                    change.gone += [f"{vf.devpath}/vfio-dev", f"class/vfio-dev/vfio{vf.vfio_index}"]
-                    change.changed.append("class/vfio-dev")
-                    change.uevents.append(Uevent("add", f"/{vf.devpath}/vfio-dev/vfio{vf.vfio_index}",
+                    vf.vfio_index = host.alloc_vfio_id()
+                    gone.append(f"{vf.devpath}/vfio-dev")
+                    vfio_events.append(VfioIdsChanged(vf.vfio_index))
+                    uevents.append(Uevent("add", f"/{vf.devpath}/vfio-dev/vfio{vf.vfio_index}",
                                                  ["SUBSYSTEM=vfio-dev"]))
             for sibling in self.vfs:  # their creatable lists changed
-                change.changed.append(f"{sibling.devpath}/nvidia")
-            host._commit(change)
+                changed.append(f"{sibling.devpath}/nvidia")
+            host.post([DriverNodesChanged(self, tuple(gone), tuple(changed)), *vfio_events], uevents)
 
     # -- sysfs -------------------------------------------------------------------
     def sysfs_mounts(self, tree: "SysfsTree") -> dict[str, Callable[[], Optional[Node]]]:
