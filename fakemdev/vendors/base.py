@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 
 from ..errors import KernelError
-from ..kernfs import Attribute
+from ..kernfs import Attribute, Node
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType, Parent
+    from ..sysfs import SysfsTree
 
 
 @dataclass
@@ -141,6 +142,52 @@ class VendorDriver:
         """Attribute groups in the device dir, e.g. {"vendor": {...}}."""
         return {}
 
+    def type_attributes(self, mdev_type: "MdevType") -> dict[str, Node]:
+        """Extra files in a type directory. Default: migration's
+        ``migration_version`` for types that declare migration support.
+        An override adds to ``super().type_attributes(mdev_type)``."""
+        from ..migration import type_attributes  # imported on first use: it costs start-up time
+        return dict(type_attributes(mdev_type))
+
+    def device_attributes(self, mdev: "MdevDevice") -> dict[str, Node]:
+        """Extra files (or directories) in a device directory, beside
+        :meth:`device_groups`. Default: migration's ``migration_version``.
+        An override adds to ``super().device_attributes(mdev)``."""
+        from ..migration import device_attributes
+        return dict(device_attributes(mdev))
+
+    # -- devices outside the mdev core (SR-IOV VFs, PCI functions) -------------
+    def sysfs_mounts(self, tree: "SysfsTree") -> dict[str, Callable[[], Optional[Node]]]:
+        """Nodes the driver projects itself, by sysfs-relative path (its PCI
+        functions, say). Announce a change of them with an
+        :class:`fakemdev.events.DriverNodesChanged`. Default: none."""
+        return {}
+
+    def iommu_groups(self) -> dict[int, tuple[str, str]]:
+        """Hardware IOMMU groups of devices outside the mdev core:
+        group -> (device name, sysfs path). Default: none."""
+        return {}
+
+    def vfio_devs(self) -> dict[str, str]:
+        """VFIO devices outside the mdev core: ``vfioN`` -> sysfs path of its
+        vfio-dev directory entry. Default: none."""
+        return {}
+
+    def migration_for(self, mdev_type: "MdevType") -> Any:
+        """The type's migration support (a ``fakemdev.migration.TypeMigration``)
+        or None. Default: from :attr:`migration` and the migration options;
+        override for vendor logic."""
+        from ..migration import declared
+        return declared(self, mdev_type)
+
+    def migration_identity(self, parent: "Parent") -> tuple[str, str]:
+        """(vendor, device) naming the parent's hardware model in a migration
+        string. Default: a PCI parent's ids, else driver and type prefix."""
+        attrs = parent.spec.attrs
+        if "vendor" in attrs and "device" in attrs:
+            return _pci_id(attrs["vendor"]), _pci_id(attrs["device"])
+        return self.name, parent.spec.driver_string
+
     def on_parent_registered(self, parent: "Parent") -> None:
         """Hook after the core has registered a parent."""
 
@@ -177,6 +224,11 @@ class VendorDriver:
         class/mdev_bus): what ``fakemdev record`` finds of them under the
         sysfs root. Default: nothing."""
         return []
+
+
+def _pci_id(raw: bytes) -> str:
+    text = raw.decode("ascii", "replace").strip().lower()
+    return (text[2:] if text.startswith("0x") else text).zfill(4)
 
 
 class SysfsReader(Protocol):

@@ -153,10 +153,10 @@ class Driver(VendorDriver):
         return store
 
     def device_attributes(self, mdev: "MdevDevice") -> dict[str, Node]:
+        out = super().device_attributes(mdev)
         if not mdev.bound:
-            return {}
+            return out
         d = mdev.driver_data
-        out: dict[str, Node] = {}
         for key, word, limit in (("adapters", "adapter", self.apm_max), ("domains", "domain", self.aqm_max),
                                  ("control_domains", "control_domain", self.adm_max)):
             out[f"assign_{word}"] = Attribute(0o200, store=self._assign(mdev, key, limit, True), owner=mdev)
