@@ -36,7 +36,8 @@ from pyfakefs import fake_open
 
 from .core import Change, Host
 from .errors import KernelError
-from .kernfs import ATTR_SIZE, MAX_STORE, Attribute, Directory, Node, readdir_order
+from .kernfs import ATTR_SIZE, Attribute, Directory, Node, readdir_order
+from . import vfs
 from .sysfs import SysfsTree
 
 __all__ = ["FakeSysfs", "SysfsFile", "SysfsDir", "DIFFERENCES"]
@@ -77,7 +78,7 @@ class SysfsFile(FakeFile):
     one ``store()`` per flush of written bytes."""
 
     def __init__(self, name: str, sysfs: "FakeSysfs", rel: str, node: Attribute) -> None:
-        super().__init__(name, st_mode=stat.S_IFREG | sysfs.mode_of(rel, node), contents=b"",
+        super().__init__(name, st_mode=stat.S_IFREG | sysfs.mode_of(rel, node), contents=None,
                          filesystem=sysfs.fs)
         self._sysfs = sysfs
         self._rel = rel
@@ -119,11 +120,11 @@ class SysfsFile(FakeFile):
         with sysfs.host.lock:
             node = sysfs.tree.lookup(self._rel)
             if node is None or node.kind != "file":
-                _raise(errno.ENOENT, self.path)
-            assert isinstance(node, Attribute)
-            mode = sysfs.mode_of(self._rel, node)
-            if (can_read and not mode & 0o444) or (can_write and not mode & 0o222):
-                _raise(errno.EACCES, self.path)
+                _raise(errno.ENOENT, str(self.path))
+            try:
+                node = vfs.check_open(sysfs.tree, self._rel, node, can_read, can_write)
+            except KernelError as e:
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
             self._node = node
             self._written = b""
             if can_write or node.show is None:
@@ -143,7 +144,7 @@ class SysfsFile(FakeFile):
         self._written = data
         if not delta:
             return False
-        self._sysfs.store(self._node, delta, self.path)
+        self._sysfs.store(self._node, delta, str(self.path))
         return True
 
 
@@ -170,7 +171,7 @@ class SysfsDir(FakeDirectory):
     def add_entry(self, path_object: FakeFile) -> None:
         if not self._sysfs.syncing:
             _raise(errno.EACCES if stat.S_ISREG(path_object.st_mode) else errno.EPERM,
-                   posixpath.join(self.path, str(path_object.name)))
+                   posixpath.join(str(self.path), str(path_object.name)))
         # pyfakefs's own bookkeeping (nlink per entry, disk usage) is not sysfs's: link directly.
         self._entries[str(path_object.name)] = path_object
         path_object.parent_dir = weakref.ref(self)
@@ -183,7 +184,7 @@ class SysfsDir(FakeDirectory):
 
     def remove_entry(self, pathname_name: str, recursive: bool = True) -> None:
         if not self._sysfs.syncing:
-            _raise(errno.EPERM, posixpath.join(self.path, pathname_name))
+            _raise(errno.EPERM, posixpath.join(str(self.path), pathname_name))
         del self._entries[pathname_name]
 
 
@@ -281,18 +282,15 @@ class FakeSysfs:
     def mode_of(self, rel: str, node: Node) -> int:
         return self.tree.mode_of(rel, node)
 
+    def _count_store(self) -> None:
+        self.stats["stores"] += 1
+
     def store(self, node: Attribute, data: bytes, path: str) -> int:
         """A write as kernfs delivers it: ENODEV once the owner died, one
         store() of at most a page."""
         with self.host.lock:
-            owner = node.owner
-            if owner is not None and (not getattr(owner, "alive", True) or getattr(owner, "removing", False)):
-                _raise(errno.ENODEV, path)
-            if node.store is None:
-                _raise(errno.EIO, path)
-            self.stats["stores"] += 1
             try:
-                return node.store(data[:MAX_STORE])  # type: ignore[misc]
+                return vfs.store(node, data, on_store=self._count_store)
             except KernelError as e:
                 raise OSError(e.errno, e.strerror, path) from None
 

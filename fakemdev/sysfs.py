@@ -11,6 +11,7 @@ common ancestor), so they match the captured kernel byte for byte.
 from __future__ import annotations
 
 import errno
+import functools
 import weakref
 from typing import Callable, Iterable, Mapping, Optional
 
@@ -18,7 +19,7 @@ from . import events as ev
 from . import kernels
 from .core import VFIO_GROUP_MAJOR, Change, Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
-from .kernfs import MAX_STORE, Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
+from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 
 RO, WO, RW = 0o444, 0o200, 0o644
 VFIO_MISC = (10, 196)
@@ -58,6 +59,11 @@ def kernfs_link(link_dir: str, target: str) -> str:
     while i < len(ld) and i < len(tparent) and ld[i] == tparent[i]:
         i += 1
     return "../" * (len(ld) - i) + "/".join(tp[i:])
+
+
+def link_to(link_dir: str, target: str) -> Link:
+    """A link in ``link_dir`` to ``target`` (both sysfs-relative), as kernfs writes it."""
+    return Link(kernfs_link(link_dir, target))
 
 
 def const(value: bytes) -> Callable[[], bytes]:
@@ -232,7 +238,7 @@ class ProjectionState:
         for prefix in invalidation(change.events).gone:
             for table in (self.mode_overrides, self.power_settings):
                 for p in [p for p in table if p == prefix or p.startswith(prefix + "/")]:
-                    del table[p]  # type: ignore[attr-defined]
+                    del table[p]
 
 
 _STATES: "weakref.WeakKeyDictionary[Host, ProjectionState]" = weakref.WeakKeyDictionary()
@@ -324,13 +330,13 @@ class SysfsTree:
             m["bus/mdev"] = lambda: BusMdevDir(self)
             m["class/mdev_bus"] = lambda: LazyDir(self._class_mdev_bus)
         for parent in host.parents.values():
-            m[parent.devpath] = (lambda p=parent: ParentDir(self, p))
+            m[parent.devpath] = functools.partial(ParentDir, self, parent)
             if parent.spec.class_name:
-                path = f"class/{parent.spec.class_name}/{parent.name}"
-                m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
+                m[f"class/{parent.spec.class_name}/{parent.name}"] = functools.partial(
+                    link_to, f"class/{parent.spec.class_name}", parent.devpath)
             if parent.spec.bus:
-                path = f"bus/{parent.spec.bus}/devices/{parent.name}"
-                m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
+                m[f"bus/{parent.spec.bus}/devices/{parent.name}"] = functools.partial(
+                    link_to, f"bus/{parent.spec.bus}/devices", parent.devpath)
         m["class/vfio"] = lambda: GroupLinksDir(self)
         if kernels.has_vfio_dev(host.kernel):
             m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
@@ -342,7 +348,7 @@ class SysfsTree:
         if any(d.driver_module == kernels.VFIO_MDEV for d in host.drivers.values()):
             modules.append(kernels.VFIO_MDEV)
         for name in modules:
-            m[f"module/{name}"] = (lambda n=name: ModuleDir(self, n))
+            m[f"module/{name}"] = functools.partial(ModuleDir, self, name)
         for drv in host.drivers.values():  # devices outside the mdev core (SR-IOV VFs, ...)
             m.update(drv.sysfs_mounts(self))
         for path in SYSFS_SKELETON:  # an empty one, unless something lives below it
@@ -423,14 +429,9 @@ class SysfsTree:
         """One write(2) to an attribute, as a client's ``echo VALUE > PATH``:
         EISDIR for a directory, EACCES for a file not open for writing (as
         kernfs refuses it at open, root included), else what store() gives."""
+        from . import vfs
         with self.host.lock:
-            node = self.resolve(path)
-            if node.kind == "dir":
-                raise KernelError(errno.EISDIR)
-            store = getattr(node, "store", None)
-            if store is None or not node.mode & 0o222:
-                raise KernelError(errno.EACCES, f"{path} is not writable")
-            return int(store(data[:MAX_STORE]))
+            return vfs.write_path(self, path, data)
 
     def _entries_of(self, path: str, d: Directory) -> Mapping[str, Node]:
         e = self._entries.get(path)

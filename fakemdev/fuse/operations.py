@@ -28,7 +28,8 @@ from typing import Any, Callable, Optional
 
 from ..core import Change, Host
 from ..errors import KernelError
-from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node
+from ..kernfs import ATTR_SIZE, Node
+from .. import vfs
 from ..sysfs import SysfsTree, state_of
 from . import readdirplus
 from .binding import mfusepy
@@ -40,7 +41,7 @@ log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
 
 _libfuse = mfusepy._libfuse
-_invalidate = getattr(_libfuse, "fuse_invalidate_path", None)
+_invalidate: Any = getattr(_libfuse, "fuse_invalidate_path", None)
 if _invalidate is not None:
     _invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     _invalidate.restype = ctypes.c_int
@@ -51,8 +52,8 @@ if _invalidate is not None:
 # would keep every removed device's dentries until memory pressure. The
 # low-level entry notification drops them; it needs the parent's node id,
 # which the high-level library reports as st_ino (no use_ino option here).
-_get_session = getattr(_libfuse, "fuse_get_session", None)
-_inval_entry = getattr(_libfuse, "fuse_lowlevel_notify_inval_entry", None)
+_get_session: Any = getattr(_libfuse, "fuse_get_session", None)
+_inval_entry: Any = getattr(_libfuse, "fuse_lowlevel_notify_inval_entry", None)
 if _get_session is not None and _inval_entry is not None:
     _get_session.argtypes = [ctypes.c_void_p]
     _get_session.restype = ctypes.c_void_p
@@ -63,10 +64,6 @@ FUSE_ROOT_ID = 1
 # Directories whose READDIRPLUS listing is kept (per model generation); a
 # walk needs the few on its path, a client polling one directory needs one.
 LISTING_CACHE_MAX = 1024
-
-
-def fuse_major() -> int:
-    return mfusepy.fuse_version_major
 
 
 def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,16 +83,7 @@ def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class Handle:
-    __slots__ = ("node", "path", "buf")
-
-    def __init__(self, node: Attribute, path: str) -> None:
-        self.node = node
-        self.path = path
-        self.buf: Optional[bytes] = None
-
-
-class MdevOperations(mfusepy.Operations):
+class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     """The filesystem. ``hosts`` maps a name to a Host; with one host the
     mount root is its ``/sys``, with several each is ``/<name>/``."""
 
@@ -110,7 +98,7 @@ class MdevOperations(mfusepy.Operations):
         # one host: every path resolves in it (the common case, so no per-request dict work)
         self._only = None if self.multi else next((h, t) for h, t in zip(hosts.values(), self.trees.values()))
         self.cache_timeout = cache_timeout
-        self._handles: dict[int, Handle] = {}
+        self._handles: dict[int, vfs.OpenFile] = {}
         self._fh_ids = itertools.count(1)  # next() is atomic: one lock per host, not per mount
         self._fuse_ptr: Optional[int] = None
         self._seen: dict[str, set[str]] = {}     # dir path -> child names the kernel looked up
@@ -128,8 +116,7 @@ class MdevOperations(mfusepy.Operations):
         self._chmods = 0
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
-            tree = self.trees[name]
-            host.listeners.append(lambda change, prefix=prefix, tree=tree: self._on_change(prefix, tree, change))
+            host.listeners.append(functools.partial(self._on_change, prefix, self.trees[name]))
 
     # -- plumbing -----------------------------------------------------------
     def init_with_config(self, conn: Any, config: Any) -> None:
@@ -421,60 +408,48 @@ class MdevOperations(mfusepy.Operations):
 
     def _open(self, path: str, fi: Any) -> int:
         host, node, rel = self._resolve(path)
+        _, tree, _ = self._split(path)
+        assert tree is not None
         if node.kind != "file":
             raise FuseOSError(errno.EISDIR if node.kind == "dir" else errno.ELOOP)
         acc = fi.flags & os.O_ACCMODE
         want_read = acc in (os.O_RDONLY, os.O_RDWR)
         want_write = acc in (os.O_WRONLY, os.O_RDWR)
-        mode = self._mode(host, rel, node)
         uid, gid = self._caller()
         if uid != 0:  # the VFS permission check sysfs gets for free
-            bits = self._dac_bits(mode, uid, gid)
+            bits = self._dac_bits(self._mode(host, rel, node), uid, gid)
             if (want_read and not bits & 4) or (want_write and not bits & 2):
                 raise FuseOSError(errno.EACCES)
-        # kernfs_fop_open: EACCES for the wrong direction, root included
-        if (want_read and not mode & 0o444) or (want_write and not mode & 0o222):
-            raise FuseOSError(errno.EACCES)
+        f = vfs.open_file(tree, rel, want_read, want_write, node)  # kernfs_fop_open's rules
+        f.path = path
         fh = next(self._fh_ids)
-        self._handles[fh] = Handle(node, path)  # type: ignore[arg-type]
+        self._handles[fh] = f
         fi.fh = fh
         fi.direct_io = 1
         return 0
 
-    def _handle(self, fh: Any) -> Handle:
+    def _handle(self, fh: Any) -> vfs.OpenFile:
         h = self._handles.get(fh.fh if hasattr(fh, "fh") else fh)
         if h is None:
             raise FuseOSError(errno.EBADF)
-        owner = h.node.owner
-        if owner is not None and not getattr(owner, "alive", True):
-            raise FuseOSError(errno.ENODEV)
-        removing = getattr(owner, "removing", False)
-        if removing:
-            raise FuseOSError(errno.ENODEV)
         return h
 
     @syscall
     def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
         host, _, _ = self._split(path)
         with host.lock:  # type: ignore[union-attr]
-            h = self._handle(fh)
-            if h.buf is None or offset == 0:
-                if h.node.show is None:
-                    raise FuseOSError(errno.EIO)
-                h.buf = h.node.show()
-            return h.buf[offset:offset + size]
+            return vfs.read(self._handle(fh), size, offset)
 
     @syscall
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         host, _, _ = self._split(path)
         with host.lock:  # type: ignore[union-attr]
-            h = self._handle(fh)
-            if h.node.store is None:
-                raise FuseOSError(errno.EIO)
-            return h.node.store(data[:MAX_STORE])
+            return vfs.write(self._handle(fh), data)
 
     def release(self, path: str, fh: Any) -> int:
-        self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
+        f = self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
+        if f is not None:
+            vfs.release(f)
         return 0
 
     @syscall
