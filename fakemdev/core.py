@@ -201,6 +201,9 @@ class MdevDevice:
         return f"<MdevDevice {self.uuid} {self.mdev_type.id}>"
 
 
+FaultHook = Callable[[str, MdevType], None]
+
+
 class Host:
     """One simulated machine: the mdev core plus its loaded vendor drivers.
 
@@ -214,7 +217,7 @@ class Host:
     stand-in loop thread, :mod:`fakemdev.fuse.workers`).
     """
 
-    def __init__(self, name: str = "default", kernel: str = "6.12") -> None:
+    def __init__(self, name: str = "default", kernel: str = kernels.DEFAULT_KERNEL) -> None:
         self.name = name
         kernels.parse_kernel(kernel)  # a bad profile fails here, not on first use
         self.kernel = kernel
@@ -234,6 +237,9 @@ class Host:
         self.mdev_loaded = True
         self.drivers_autoprobe = True
         self.listeners: list[Callable[[Change], None]] = []
+        # Fault injection (fakemdev.faults.Faults, or any callable): asked before
+        # each create's probe and each remove; it may raise or sleep().
+        self.fault_hook: Optional[FaultHook] = None
         self.uevent_log: list[Uevent] = []
         self.uevent_log_max = 10_000
         self._seqnum = itertools.count(1)
@@ -243,9 +249,9 @@ class Host:
     # -- events -------------------------------------------------------
     def _commit(self, change: Change) -> None:
         self.generation += 1
-        for ev in change.uevents:
-            ev.seqnum = next(self._seqnum)
-            self.uevent_log.append(ev)
+        for uevent in change.uevents:
+            uevent.seqnum = next(self._seqnum)
+            self.uevent_log.append(uevent)
         if len(self.uevent_log) > self.uevent_log_max:
             del self.uevent_log[: len(self.uevent_log) - self.uevent_log_max]
         if change.uevents:
@@ -347,11 +353,11 @@ class Host:
             change = Change(events=[ev.DriverUpgraded(old, new_driver)])
             self.drivers[name] = new_driver
             for spec in specs.values():
-                parent = self.parents.get(spec.name)
-                if parent is None:
+                kept = self.parents.get(spec.name)
+                if kept is None:
                     self._add_parent(new_driver, spec, change)
                 else:
-                    self._reregister_parent(parent, new_driver, spec, change)
+                    self._reregister_parent(kept, new_driver, spec, change)
             for dev in devices:
                 old_groups = list(old.device_groups(dev))
                 new_driver.adopt(dev)
@@ -377,9 +383,9 @@ class Host:
             raise KernelError(errno.EBUSY, f"{new.name}: bound devices would change mdev driver "
                                            f"({old.driver_name} -> {new.driver_name})")
         for dev in devices:
-            spec = specs.get(dev.parent.name)
-            ids = {f"{spec.driver_string}-{t.sysfs_name}" for t in spec.types} if spec else set()
-            if spec is None or spec.devpath.strip("/") != dev.parent.devpath or dev.mdev_type.id not in ids:
+            new_spec = specs.get(dev.parent.name)
+            ids = {f"{new_spec.driver_string}-{t.sysfs_name}" for t in new_spec.types} if new_spec else set()
+            if new_spec is None or new_spec.devpath.strip("/") != dev.parent.devpath or dev.mdev_type.id not in ids:
                 raise KernelError(errno.EBUSY, f"{new.name}: the new version has no {dev.mdev_type.id} on "
                                                f"{dev.parent.name}, used by {dev.uuid}")
 
@@ -563,9 +569,8 @@ class Host:
     def _fault_check(self, op: str, mdev_type: MdevType) -> None:
         """Hook for fault injection (:mod:`fakemdev.faults`); no-op in the plain
         core. It may raise (a failing probe) or :meth:`sleep` (a slow one)."""
-        hook = getattr(self, "fault_hook", None)
-        if hook is not None:
-            hook(op, mdev_type)
+        if self.fault_hook is not None:
+            self.fault_hook(op, mdev_type)
 
     def sleep(self, seconds: float) -> None:
         """A slow step (a fault-injected delay): wait with the host lock
@@ -744,7 +749,7 @@ class Host:
         dev = self.devices.get(name)
         return dev if dev is not None and dev.alive and not dev.removing else None
 
-    def synth_uevent(self, devpath: str, buf: bytes, env: list[str], extra: list[str] = ()) -> int:
+    def synth_uevent(self, devpath: str, buf: bytes, env: list[str], extra: Iterable[str] = ()) -> int:
         """Writing an action to a ``uevent`` file (kobject_synth_uevent):
         ``env`` leads (SUBSYSTEM=...), then SYNTH_UUID, then ``extra``."""
         text = buf.decode("utf-8", "replace")

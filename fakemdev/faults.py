@@ -160,10 +160,10 @@ class Faults:
 def of(host: "Host") -> Faults:
     """The host's knobs, installing them as its ``fault_hook`` on first use."""
     with host.lock:
-        hook = getattr(host, "fault_hook", None)
+        hook = host.fault_hook
         if not isinstance(hook, Faults):
             hook = Faults(host)
-            host.fault_hook = hook  # type: ignore[attr-defined]
+            host.fault_hook = hook
         return hook
 
 

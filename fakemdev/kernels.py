@@ -12,7 +12,7 @@ import errno
 import re
 from functools import lru_cache
 
-DEFAULT_KERNEL = "6.12"
+DEFAULT_KERNEL = "6.12"  # the captured kernel (shared/reference/golden); the one default everywhere
 PROFILES = ("6.12", "6.1", "5.15", "4.19")  # the ones the tests exercise; any X.Y is accepted
 Version = tuple[int, int]
 

@@ -7,7 +7,6 @@ optional ``show``/``store`` callables.
 """
 from __future__ import annotations
 
-import stat
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Union
 
 ShowFn = Callable[[], bytes]
@@ -142,14 +141,6 @@ class LazyDir(Directory):
 
 
 Node = Union[Attribute, Link, Directory]
-
-
-def file_type(node: Node) -> int:
-    if node.kind == "dir":
-        return stat.S_IFDIR
-    if node.kind == "link":
-        return stat.S_IFLNK
-    return stat.S_IFREG
 
 
 def walk(root: Directory, prefix: str = "") -> Iterator[tuple[str, Node]]:

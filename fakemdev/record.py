@@ -30,6 +30,7 @@ import yaml
 
 from .core import Host
 from .errors import KernelError
+from .kernels import DEFAULT_KERNEL
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PARENT_SKIP = {"uevent", "power", "subsystem", "mdev_supported_types", "driver", "driver_override"}
@@ -392,7 +393,7 @@ def _migration_options(rec: RecParent) -> dict[str, Any]:
 
 
 def _declare(rec: RecParent) -> dict[str, Any]:
-    bound = {}
+    bound: dict[str, Any] = {}
     for d in rec.devices:
         if d.bound:
             bound[d.type_id] = bound.get(d.type_id, 0) + 1
@@ -442,14 +443,16 @@ def kernel_of(root: str, notes: list[str]) -> str:
         kernel = _profile_of(root, mount)
         if kernel is not None:
             return kernel
-        notes.append(f"{root} is a fakemdev mount whose daemon did not tell its kernel profile: recorded 6.12")
-        return "6.12"
+        notes.append(f"{root} is a fakemdev mount whose daemon did not tell its kernel profile: "
+                     f"recorded {DEFAULT_KERNEL}")
+        return DEFAULT_KERNEL
     if os.path.realpath(root) == "/sys":
         m = re.match(r"(\d+\.\d+)", os.uname().release)
         if m:
             return m.group(1)
-    notes.append(f"{root} is not a live /sys, so its kernel version is unknown: recorded 6.12 (edit 'kernel:')")
-    return "6.12"
+    notes.append(f"{root} is not a live /sys, so its kernel version is unknown: "
+                 f"recorded {DEFAULT_KERNEL} (edit 'kernel:')")
+    return DEFAULT_KERNEL
 
 
 def _profile_of(root: str, mount: Any) -> Optional[str]:
@@ -622,7 +625,7 @@ def _replay_fact(tree: Any, path: str, kind: str) -> Optional[str]:
         node = tree.resolve(path)
         if node.kind != "file" or node.show is None:
             return None
-        text = node.show().decode("utf-8", "replace")
+        text: str = node.show().decode("utf-8", "replace")
         return text[:-1] if text.endswith("\n") else text
     except KernelError:
         return None

@@ -11,14 +11,40 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Mapping, Optional, Protocol
 
 from ..errors import KernelError
 from ..kernfs import Attribute, Node
 
+from ..kernels import DEFAULT_KERNEL
+
 if TYPE_CHECKING:
-    from ..core import MdevDevice, MdevType, Parent
+    from ..core import MdevDevice, MdevType, Parent, Uevent
+    from ..events import Event
     from ..sysfs import SysfsTree
+
+
+class HostServices(Protocol):
+    """What a driver may use of the host it is loaded on (``driver.host``):
+    the lock every mutation holds, the kernel profile, id allocators for
+    devices outside the mdev core, and a way to announce what it changed.
+    Nothing else: the host's tables are the mdev core's."""
+
+    @property
+    def lock(self) -> ContextManager[Any]: ...
+
+    @property
+    def kernel(self) -> str: ...
+
+    def alloc_vfio_id(self) -> int: ...
+
+    def free_vfio_id(self, index: int) -> None: ...
+
+    def alloc_group_id(self) -> int: ...
+
+    def free_group_id(self, group: int) -> None: ...
+
+    def post(self, events: Iterable["Event"], uevents: Iterable["Uevent"] = ()) -> None: ...
 
 
 @dataclass
@@ -75,11 +101,18 @@ class VendorDriver:
     load_options: Mapping[str, Any] = {}
     option_schema: Optional[Mapping[str, Any]] = None
     # Set by Host.load_driver: the kernel profile and the host it runs on.
-    kernel: str = "6.12"
-    host: Any = None
+    kernel: str = DEFAULT_KERNEL
+    host: Optional[HostServices] = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+    @property
+    def services(self) -> HostServices:
+        """The host this driver is loaded on (RuntimeError before load_driver)."""
+        if self.host is None:
+            raise RuntimeError(f"{self.name} is not loaded on a host")
+        return self.host
 
     # -- registration -------------------------------------------------
     def parents(self) -> list[ParentSpec]:

@@ -84,8 +84,8 @@ class PoolDriver(Driver):
     def get_available(self, mdev_type: "MdevType") -> int:
         params = mdev_type.spec.params
         if self.accounting == "per_type":
-            return params["instances"] - self.used.get(mdev_type.spec.sysfs_name, 0)
-        return self.pool_free // max(1, params["cost"])
+            return int(params["instances"]) - self.used.get(mdev_type.spec.sysfs_name, 0)
+        return int(self.pool_free // max(1, params["cost"]))
 
     def probe(self, mdev: "MdevDevice") -> None:
         super().probe(mdev)

@@ -122,9 +122,9 @@ class Driver(VendorDriver):
     # -- accounting --------------------------------------------------------
     def get_available(self, mdev_type: "MdevType") -> int:
         p = mdev_type.spec.params
-        counts = [self.low_free // p["low"], self.high_free // p["high"]]
+        counts: list[int] = [self.low_free // int(p["low"]), self.high_free // int(p["high"])]
         if self.recomputed or at_least(self.kernel, (6, 1)):
-            counts.append(self.fence_free // p["fence"])
+            counts.append(self.fence_free // int(p["fence"]))
         return max(0, min(counts))
 
     def probe(self, mdev: "MdevDevice") -> None:

@@ -36,7 +36,7 @@ class Driver(VendorDriver):
                            class_name="mbochs", types=types)]
 
     def get_available(self, mdev_type: "MdevType") -> int:
-        return self.free_mb // mdev_type.spec.params["mb"]
+        return self.free_mb // int(mdev_type.spec.params["mb"])
 
     def probe(self, mdev: "MdevDevice") -> None:
         super().probe(mdev)

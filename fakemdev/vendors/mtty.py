@@ -35,7 +35,7 @@ class Driver(VendorDriver):
                    MdevTypeSpec("2", "Dual port serial", params={"ports": 2})])]
 
     def get_available(self, mdev_type: "MdevType") -> int:
-        return self.ports_free // mdev_type.spec.params["ports"]
+        return self.ports_free // int(mdev_type.spec.params["ports"])
 
     def probe(self, mdev: "MdevDevice") -> None:
         super().probe(mdev)

@@ -111,13 +111,13 @@ class Driver(VendorDriver):
     def _compatible(self, mdev_type: "MdevType", other: "MdevType") -> bool:
         if self.placement == "type":
             return other is mdev_type
-        return other.spec.params["fb"] == mdev_type.spec.params["fb"]
+        return bool(other.spec.params["fb"] == mdev_type.spec.params["fb"])
 
     def get_available(self, mdev_type: "MdevType") -> int:
         on_gpu = list(mdev_type.parent.devices.values())
         if any(not self._compatible(mdev_type, d.mdev_type) for d in on_gpu):
             return 0
-        return max(0, mdev_type.spec.params["max_instance"] - len(on_gpu))
+        return max(0, int(mdev_type.spec.params["max_instance"]) - len(on_gpu))
 
     def probe(self, mdev: "MdevDevice") -> None:
         t = mdev.mdev_type

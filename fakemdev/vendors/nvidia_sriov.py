@@ -19,6 +19,7 @@ for a type not creatable on that VF, EBUSY for a VF that already has one.
 from __future__ import annotations
 
 import errno
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -120,10 +121,10 @@ class Driver(VendorDriver):
     def on_unload(self) -> None:
         for vf in self.vfs:
             if vf.vfio_index is not None:
-                self.host.free_vfio_id(vf.vfio_index)
+                self.services.free_vfio_id(vf.vfio_index)
                 vf.vfio_index = None
             if vf.iommu_group is not None:
-                self.host.free_group_id(vf.iommu_group)
+                self.services.free_group_id(vf.iommu_group)
                 vf.iommu_group = None
 
     def upgrade_from(self, old: VendorDriver) -> None:
@@ -199,7 +200,7 @@ class Driver(VendorDriver):
 
     def set_vgpu_type(self, vf: VirtualFunction, type_id: int) -> None:
         """current_vgpu_type store: create (id) or destroy (0) the VF's vGPU."""
-        host = self.host
+        host = self.services
         with host.lock:
             gone: list[str] = []
             changed = [vf.devpath, f"{vf.devpath}/nvidia"]
@@ -235,13 +236,13 @@ class Driver(VendorDriver):
 
     # -- sysfs -------------------------------------------------------------------
     def sysfs_mounts(self, tree: "SysfsTree") -> dict[str, Callable[[], Optional[Node]]]:
-        from ..sysfs import kernfs_link
+        from ..sysfs import link_to
         self._ensure_groups()
         m: dict[str, Callable[[], Optional[Node]]] = {self.pf_devpath: lambda: self._pf_dir(tree)}
-        m[f"bus/pci/devices/{self.bdf}"] = lambda: Link(kernfs_link("bus/pci/devices", self.pf_devpath))
+        m[f"bus/pci/devices/{self.bdf}"] = functools.partial(link_to, "bus/pci/devices", self.pf_devpath)
         for vf in self.vfs:
-            m[vf.devpath] = (lambda vf=vf: self._vf_dir(tree, vf))
-            m[f"bus/pci/devices/{vf.bdf}"] = (lambda vf=vf: Link(kernfs_link("bus/pci/devices", vf.devpath)))
+            m[vf.devpath] = functools.partial(self._vf_dir, tree, vf)
+            m[f"bus/pci/devices/{vf.bdf}"] = functools.partial(link_to, "bus/pci/devices", vf.devpath)
         return m
 
     def _pci_common(self, tree: "SysfsTree", devpath: str, device: str, owner: object) -> dict[str, Node]:
@@ -288,7 +289,7 @@ class Driver(VendorDriver):
 
     def _nvidia_attrs(self, vf: VirtualFunction) -> dict[str, Node]:
         def creatable() -> bytes:
-            with self.host.lock:
+            with self.services.lock:
                 return "".join(f"{tid} : {name}\n" for tid, name, _ in self.creatable(vf)).encode()
 
         def current_store(buf: bytes) -> int:

@@ -190,9 +190,9 @@ def check(driver: str, cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in options.items():
         who = label(driver)
         if name not in schema:
-            options = f"options: {', '.join(schema) or 'none'}"
-            raise OptionError(name, f"no option {name!r}; {options}", f"driver {who!r} has no option {name!r}; "
-                                                                      f"{options}", who)
+            known = f"options: {', '.join(schema) or 'none'}"
+            raise OptionError(name, f"no option {name!r}; {known}", f"driver {who!r} has no option {name!r}; "
+                                                                    f"{known}", who)
         opt = schema[name]
         if opt is None:
             out[name] = value
