@@ -17,8 +17,9 @@ import itertools
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterable, Optional
+from typing import Any
 
 from . import events as ev
 from . import kernels
@@ -122,7 +123,7 @@ class Change:
 class MdevType:
     """``struct mdev_type``: a type directory under ``mdev_supported_types``."""
 
-    def __init__(self, parent: "Parent", spec: MdevTypeSpec) -> None:
+    def __init__(self, parent: Parent, spec: MdevTypeSpec) -> None:
         self.parent = parent
         self.spec = spec
         self.id = f"{parent.driver_string}-{spec.sysfs_name}"
@@ -150,7 +151,7 @@ class MdevType:
 class Parent:
     """A parent device registered with the mdev core (``struct mdev_parent``)."""
 
-    def __init__(self, host: "Host", driver: VendorDriver, spec: ParentSpec) -> None:
+    def __init__(self, host: Host, driver: VendorDriver, spec: ParentSpec) -> None:
         self.host = host
         self.driver = driver
         self.spec = spec
@@ -178,8 +179,8 @@ class MdevDevice:
         self.mdev_type = mdev_type
         self.parent = mdev_type.parent
         self.bound = False
-        self.iommu_group: Optional[int] = None
-        self.vfio_index: Optional[int] = None
+        self.iommu_group: int | None = None
+        self.vfio_index: int | None = None
         self.open_count = 0        # VFIO device fds held (fault knob / library API)
         self.removing = False      # remove blocked on an open fd
         self.alive = True
@@ -204,6 +205,11 @@ class MdevDevice:
 FaultHook = Callable[[str, MdevType], None]
 
 
+def _group_env(g: int | None) -> list[str]:
+    """A VFIO group device's uevent keys (the group char device)."""
+    return ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]
+
+
 class Host:
     """One simulated machine: the mdev core plus its loaded vendor drivers.
 
@@ -225,7 +231,7 @@ class Host:
         self._released = threading.Condition(self.lock)
         self._timer = threading.Condition(self.lock)   # what sleep() waits on
         self._wait_epoch = 0                            # abort_waits() moves it
-        self.wait_guard: Callable[[], ContextManager[None]] = contextlib.nullcontext
+        self.wait_guard: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
         self._creating: dict[str, MdevDevice] = {}      # UUIDs taken by a create still probing
         self._uevent_posted = threading.Condition(self.lock)
         self.drivers: dict[str, VendorDriver] = {}
@@ -239,7 +245,7 @@ class Host:
         self.listeners: list[Callable[[Change], None]] = []
         # Fault injection (fakemdev.faults.Faults, or any callable): asked before
         # each create's probe and each remove; it may raise or sleep().
-        self.fault_hook: Optional[FaultHook] = None
+        self.fault_hook: FaultHook | None = None
         self.uevent_log: list[Uevent] = []
         self.uevent_log_max = 10_000
         self._seqnum = itertools.count(1)
@@ -290,7 +296,8 @@ class Host:
             driver.kernel, driver.host = self.kernel, self
             specs = driver.parents()
             for spec in specs:
-                if spec.name in self.parents or any(p.devpath == spec.devpath.strip("/") for p in self.parents.values()):
+                taken = any(p.devpath == spec.devpath.strip("/") for p in self.parents.values())
+                if spec.name in self.parents or taken:
                     raise KernelError(errno.EEXIST, f"parent {spec.name} already registered")
             shared = self._driver_name_shared(driver)  # vfio_mdev (< 5.19) is registered once
             self.drivers[driver.name] = driver
@@ -368,7 +375,7 @@ class Host:
             self._commit(change)
 
     def _check_upgrade(self, old: VendorDriver, new: VendorDriver, specs: dict[str, ParentSpec],
-                       devices: list["MdevDevice"]) -> None:
+                       devices: list[MdevDevice]) -> None:
         """Refuse an upgrade that would strand a device or steal a parent."""
         for spec in specs.values():
             other = self.parents.get(spec.name)
@@ -600,7 +607,7 @@ class Host:
         g = dev.iommu_group
         change.events.append(ev.DeviceBound(dev, g, dev.vfio_index, drv))
         change.uevents.append(Uevent("add", f"/devices/virtual/vfio/{g}",
-                                     ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+                                     _group_env(g)))
         if dev.vfio_index is not None:
             change.uevents.append(Uevent("add", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
         change.uevents.append(Uevent("bind", dev.devpath, ["SUBSYSTEM=mdev", f"DRIVER={drv}"]))
@@ -612,7 +619,7 @@ class Host:
         if v is not None:
             change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
         change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
-                                     ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+                                     _group_env(g)))
         change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
         dev.parent.driver.release(dev)
         dev.bound = False
@@ -677,7 +684,8 @@ class Host:
         change = Change(events=[ev.DeviceHidden(dev, dev.vfio_index, drv)])
         if dev.vfio_index is not None:
             # the vfio-dev device goes now, but its index is only freed at release
-            change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
+            change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}",
+                                         ["SUBSYSTEM=vfio-dev"]))
         self._commit(change)
 
     def _finish_remove(self, dev: MdevDevice, change: Change) -> None:
@@ -690,7 +698,7 @@ class Host:
             g = dev.iommu_group
             change.events.append(ev.DeviceUnbound(dev, g, v, drv.driver_name))
             change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
-                                         ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+                                         _group_env(g)))
             change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
             drv.release(dev)
             if g is not None:
@@ -740,7 +748,7 @@ class Host:
             if self._device_by_name(name) is None:
                 raise KernelError(errno.ENODEV, "no such device on bus mdev")
 
-    def _device_by_name(self, name: bytes | str) -> Optional[MdevDevice]:
+    def _device_by_name(self, name: bytes | str) -> MdevDevice | None:
         """bus_find_device_by_name(): sysfs_streq, so one trailing newline is fine."""
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")

@@ -9,7 +9,7 @@ projection needs that the model no longer holds once the mutation is done
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .core import MdevDevice, Parent
@@ -124,9 +124,9 @@ class VfioIdsChanged:
     index: int
 
 
-Event = Union[DriverLoaded, DriverUnloaded, DriverUpgraded, ParentAdded, ParentRemoved, ParentTypesChanged,
-              DeviceAdded, DeviceBound, DeviceUnbound, DeviceHidden, DeviceRemoved, DeviceDriverChanged,
-              CoreLoaded, CoreUnloaded, DriverNodesChanged, VfioIdsChanged]
+Event = (DriverLoaded | DriverUnloaded | DriverUpgraded | ParentAdded | ParentRemoved | ParentTypesChanged
+         | DeviceAdded | DeviceBound | DeviceUnbound | DeviceHidden | DeviceRemoved | DeviceDriverChanged
+         | CoreLoaded | CoreUnloaded | DriverNodesChanged | VfioIdsChanged)
 
 
 @dataclass

@@ -28,16 +28,17 @@ import stat
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from pyfakefs import fake_open
 from pyfakefs.fake_file import FakeDirectory, FakeFile, FakeFileWrapper
 from pyfakefs.fake_filesystem import FakeFilesystem
-from pyfakefs import fake_open
 
+from . import vfs
 from .core import Change, Host
 from .errors import KernelError
 from .kernfs import ATTR_SIZE, Attribute, Directory, Node, readdir_order
-from . import vfs
 from .sysfs import SysfsTree
 
 __all__ = ["FakeSysfs", "SysfsFile", "SysfsDir", "DIFFERENCES"]
@@ -77,7 +78,7 @@ class SysfsFile(FakeFile):
     """A sysfs attribute: a snapshot of ``show()`` taken at each open, and
     one ``store()`` per flush of written bytes."""
 
-    def __init__(self, name: str, sysfs: "FakeSysfs", rel: str, node: Attribute) -> None:
+    def __init__(self, name: str, sysfs: FakeSysfs, rel: str, node: Attribute) -> None:
         super().__init__(name, st_mode=stat.S_IFREG | sysfs.mode_of(rel, node), contents=None,
                          filesystem=sysfs.fs)
         self._sysfs = sysfs
@@ -132,7 +133,7 @@ class SysfsFile(FakeFile):
             else:
                 self._snapshot = node.show()
 
-    def set_contents(self, contents: Any, encoding: Optional[str] = None) -> bool:
+    def set_contents(self, contents: Any, encoding: str | None = None) -> bool:
         """One flush: store() what was written since the last flush."""
         data = contents.encode(encoding or "utf-8") if isinstance(contents, str) else bytes(contents)
         if not data:  # O_TRUNC at open, or a flush with nothing written
@@ -148,7 +149,7 @@ class SysfsFile(FakeFile):
         return True
 
 
-def _flush_start() -> Optional[int]:
+def _flush_start() -> int | None:
     """Where the handle being flushed stood at its previous flush: the bytes
     after it are this write. pyfakefs hands set_contents() the handle's whole
     buffer, so the handle (the caller's ``self``) is asked."""
@@ -164,7 +165,7 @@ class SysfsDir(FakeDirectory):
     """A sysfs directory: only the syncer adds or removes entries; anyone
     else gets what sysfs answers (EACCES for a new file, EPERM otherwise)."""
 
-    def __init__(self, name: str, sysfs: "FakeSysfs") -> None:
+    def __init__(self, name: str, sysfs: FakeSysfs) -> None:
         super().__init__(name, perm_bits=0o755, filesystem=sysfs.fs)
         self._sysfs = sysfs
 
@@ -191,7 +192,7 @@ class SysfsDir(FakeDirectory):
 # -- the open hook ----------------------------------------------------------------
 _hook_lock = threading.Lock()
 _hook_users = 0
-_original_init_file_object: Optional[Callable[..., Any]] = None
+_original_init_file_object: Callable[..., Any] | None = None
 
 
 def _init_file_object(self: Any, file_object: Any, file_path: Any, open_modes: Any, *args: Any, **kw: Any) -> Any:
@@ -239,7 +240,7 @@ class FakeSysfs:
         self._started = False
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> "FakeSysfs":
+    def start(self) -> FakeSysfs:
         """Materialise the tree and follow the model."""
         if self._started:
             return self
@@ -272,7 +273,7 @@ class FakeSysfs:
         self.fs.shuffle_listdir_results = self._shuffle
         self._started = False
 
-    def __enter__(self) -> "FakeSysfs":
+    def __enter__(self) -> FakeSysfs:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -294,7 +295,7 @@ class FakeSysfs:
             except KernelError as e:
                 raise OSError(e.errno, e.strerror, path) from None
 
-    def sync(self, paths: Optional[Iterable[str]] = None, gone: Iterable[str] = ()) -> None:
+    def sync(self, paths: Iterable[str] | None = None, gone: Iterable[str] = ()) -> None:
         """Bring the model's view of ``paths`` (sysfs-relative directories;
         default: everything) into the fake tree, and rebuild the subtrees
         in ``gone`` from scratch. Called after every Change; call it yourself
@@ -352,7 +353,7 @@ class FakeSysfs:
         elif rel:
             self._rebuild(rel)
 
-    def _fake_at(self, rel: str) -> Optional[FakeFile]:
+    def _fake_at(self, rel: str) -> FakeFile | None:
         obj: FakeFile = self.fs.resolve(self.root)
         for part in rel.split("/") if rel else []:
             if not isinstance(obj, FakeDirectory) or part not in obj.entries:
@@ -402,7 +403,7 @@ class FakeSysfs:
             return stat.S_ISLNK(have.st_mode) and have.byte_contents == node.target.encode()  # type: ignore[union-attr]
         return isinstance(have, SysfsFile)
 
-    def _order(self, d: FakeDirectory, rel: str, names: Optional[list[str]] = None) -> None:
+    def _order(self, d: FakeDirectory, rel: str, names: list[str] | None = None) -> None:
         """The projection's readdir order, and sysfs nlink (2 + subdirectories)."""
         if names is None:
             node = self.tree.lookup(rel)

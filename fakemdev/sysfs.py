@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import weakref
-from typing import Callable, Iterable, Mapping, Optional
+from collections.abc import Callable, Iterable, Mapping
 
 from . import events as ev
 from . import kernels
@@ -32,7 +32,7 @@ CORE_MODULE_ATTRS: dict[str, dict[str, str]] = {
     "mdev": {"coresize": "20480", "srcversion": "0D6D9D46D0E87F28A663BBF", "taint": "", "version": "0.1"},
 }
 VFIO_TYPE1_PARAMS = {"allow_unsafe_interrupts": b"N\n", "disable_hugepages": b"N\n", "dma_entry_limit": b"65535\n"}
-POWER_FILES: dict[str, tuple[int, Optional[bytes]]] = {
+POWER_FILES: dict[str, tuple[int, bytes | None]] = {
     "async": (RW, b"disabled\n"),
     "autosuspend_delay_ms": (RW, None),  # read gives EIO: no autosuspend on these devices
     "control": (RW, b"auto\n"),
@@ -136,7 +136,7 @@ def _device_paths(dev: MdevDevice) -> tuple[str, str]:
     return f"{_type_devices(dev.mdev_type)}/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}"
 
 
-def _group_paths(g: Optional[int], v: Optional[int]) -> list[str]:
+def _group_paths(g: int | None, v: int | None) -> list[str]:
     out = [] if g is None else [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
     return out + ([] if v is None else [f"class/vfio-dev/vfio{v}"])
 
@@ -241,7 +241,7 @@ class ProjectionState:
                     del table[p]
 
 
-_STATES: "weakref.WeakKeyDictionary[Host, ProjectionState]" = weakref.WeakKeyDictionary()
+_STATES: weakref.WeakKeyDictionary[Host, ProjectionState] = weakref.WeakKeyDictionary()
 
 
 def state_of(host: Host) -> ProjectionState:
@@ -271,7 +271,7 @@ class SysfsTree:
         self._entries: dict[str, Mapping[str, Node]] = {}
         self._mounts_gen = -1
         self._mounts_key: object = None
-        self._mounts: dict[str, Callable[[], Optional[Node]]] = {}
+        self._mounts: dict[str, Callable[[], Node | None]] = {}
         self._junctions: dict[str, set[str]] = {}
         self.root: Directory = Junction(self, "")
         self.state = state_of(host)
@@ -302,7 +302,7 @@ class SysfsTree:
         return inv
 
     # -- mount-point index ------------------------------------------------
-    def mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
+    def mounts(self) -> dict[str, Callable[[], Node | None]]:
         host = self.host
         if host.generation == self._mounts_gen:
             return self._mounts
@@ -323,9 +323,9 @@ class SysfsTree:
         self.mounts()
         return self._junctions.get(prefix, set())
 
-    def _build_mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
+    def _build_mounts(self) -> dict[str, Callable[[], Node | None]]:
         host = self.host
-        m: dict[str, Callable[[], Optional[Node]]] = {}
+        m: dict[str, Callable[[], Node | None]] = {}
         if host.mdev_loaded:
             m["bus/mdev"] = lambda: BusMdevDir(self)
             m["class/mdev_bus"] = lambda: LazyDir(self._class_mdev_bus)
@@ -364,7 +364,7 @@ class SysfsTree:
             self._entries.clear()
             self._gen = gen
 
-    def lookup(self, path: str) -> Optional[Node]:
+    def lookup(self, path: str) -> Node | None:
         """Resolve a sysfs-relative or absolute path (no symlink following)."""
         path = path.strip("/")
         if "//" in path:
@@ -372,7 +372,7 @@ class SysfsTree:
         self._sync()
         return self._lookup(path)
 
-    def _lookup(self, path: str) -> Optional[Node]:
+    def _lookup(self, path: str) -> Node | None:
         node = self._dirs.get(path)
         if node is not None:
             return node
@@ -457,7 +457,7 @@ class SysfsTree:
         self._sync()
         return sum(1 for n in self._entries_of(path.strip("/"), d).values() if n.kind == "dir")
 
-    def power_dir(self, owner: object, devpath: str) -> "PowerDir":
+    def power_dir(self, owner: object, devpath: str) -> PowerDir:
         """Generic runtime-PM group of the device at ``devpath``."""
         return PowerDir(owner, self.host, devpath)
 
@@ -516,7 +516,7 @@ class GroupLinksDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
         if g is None or g not in self.tree.host.groups:
             return None
@@ -538,7 +538,7 @@ class VfioGroupsDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
         if g is None or g not in self.tree.host.groups:
             return None
@@ -551,7 +551,7 @@ class VfioGroupsDir(Directory):
         return len(self.tree.host.groups)
 
 
-def _group_number(name: str) -> Optional[int]:
+def _group_number(name: str) -> int | None:
     if not name.isdigit() or (len(name) > 1 and name[0] == "0") or not name.isascii():
         return None
     return int(name)
@@ -574,7 +574,7 @@ class PowerDir(Directory):
         self.host = host
         self.devpath = devpath
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         spec = POWER_FILES.get(name)
         if spec is None:
             return None
@@ -587,7 +587,7 @@ class PowerDir(Directory):
                              owner=self.owner)
         return Attribute(mode, const(value) if value is not None else eio, owner=self.owner)
 
-    def _setting(self, name: str, default: Optional[bytes]) -> bytes:
+    def _setting(self, name: str, default: bytes | None) -> bytes:
         return state_of(self.host).power_settings.get(self.devpath, {}).get(name, default or b"")
 
     def _store(self, name: str, buf: bytes) -> int:
@@ -625,7 +625,7 @@ class Junction(Directory):
     def _child_path(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         path = self._child_path(name)
         factory = self.tree.mounts().get(path)
         if factory is not None:
@@ -676,7 +676,7 @@ class ParentDir(Directory):
             out["config"] = Attribute(RW, const(pci_config_space(spec.attrs)), owner=p)
         return out
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         dev = self.parent.devices.get(name)
         if dev is not None:
             return DeviceDir(self.tree, dev)
@@ -703,7 +703,7 @@ class SupportedTypesDir(Directory):
         self.tree = tree
         self.parent = parent
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         t = self.parent.types.get(name)
         return TypeDir(self.tree, t) if t is not None else None
 
@@ -755,7 +755,7 @@ class TypeDevicesDir(Directory):
     def __init__(self, mdev_type: MdevType) -> None:
         self.mdev_type = mdev_type
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         return Link(f"../../../{name}") if name in self.mdev_type.devices else None
 
     def entries(self) -> Mapping[str, Node]:
@@ -830,7 +830,7 @@ class DeviceDir(Directory):
         table = self._table()
         return list(table) + [n for n in self._driver_entries() if n not in table]
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         """One entry, built alone: path walks through a device dir need one name."""
         entry = self._table().get(name)
         if entry is not None:
@@ -869,7 +869,7 @@ class IommuGroupsDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         if not name.isdigit() or (len(name) > 1 and name[0] == "0"):
             return None
         dev = self.tree.host.groups.get(int(name))
@@ -966,7 +966,7 @@ class BusDevicesDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         d = self.tree.host.devices.get(name)
         if d is None or d.removing:
             return None
@@ -1004,7 +1004,7 @@ class DriverDir(Directory):
             "module": Link(kernfs_link(here, f"module/{self.module}")),
         }
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         dev = self.tree.host.devices.get(name)
         if dev is not None:
             if dev.bound and not dev.removing and dev.parent.driver.driver_name == self.driver_name:
@@ -1077,7 +1077,7 @@ class ModuleDir(Directory):
             if key in info:
                 out[key] = ro(f"{info[key]}\n".encode())
         if name == kernels.VFIO_MDEV:
-            out["drivers"] = StaticDir({f"mdev:{name}": Link(kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{name}"))})
+            out["drivers"] = StaticDir({f"mdev:{name}": link_to(f"{here}/drivers", f"bus/mdev/drivers/{name}")})
         elif driver is not None and driver.driver_module == name and driver.registers_mdev_driver:
             out["drivers"] = StaticDir({f"mdev:{driver.driver_name}": Link(
                 kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{driver.driver_name}"))})

@@ -21,8 +21,9 @@ reference spans one show()/store().
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING
 
 from .errors import KernelError
 from .kernfs import MAX_STORE, Attribute, Node
@@ -37,10 +38,10 @@ class OpenFile:
 
     node: Attribute
     path: str
-    buf: Optional[bytes] = None
+    buf: bytes | None = None
 
 
-def check_open(tree: SysfsTree, rel: str, node: Optional[Node], read: bool, write: bool) -> Attribute:
+def check_open(tree: SysfsTree, rel: str, node: Node | None, read: bool, write: bool) -> Attribute:
     """kernfs_fop_open's checks for ``node`` at ``rel`` (looked up, links already followed)."""
     if node is None:
         raise KernelError(errno.ENOENT, rel)
@@ -55,7 +56,7 @@ def check_open(tree: SysfsTree, rel: str, node: Optional[Node], read: bool, writ
     return node
 
 
-def open_file(tree: SysfsTree, rel: str, read: bool, write: bool, node: Optional[Node] = None) -> OpenFile:
+def open_file(tree: SysfsTree, rel: str, read: bool, write: bool, node: Node | None = None) -> OpenFile:
     """Open the attribute at ``rel`` (sysfs-relative, no symlink following)."""
     rel = rel.strip("/")
     attr = check_open(tree, rel, node if node is not None else tree.lookup(rel), read, write)
@@ -98,7 +99,7 @@ def check_store(node: Attribute) -> None:
         raise KernelError(errno.EIO)
 
 
-def store(node: Attribute, data: bytes, on_store: Optional[Callable[[], None]] = None) -> int:
+def store(node: Attribute, data: bytes, on_store: Callable[[], None] | None = None) -> int:
     """One store() of at most a page; ``on_store`` runs once store() is about to run."""
     check_store(node)
     assert node.store is not None

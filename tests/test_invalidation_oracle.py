@@ -16,7 +16,7 @@ stale dentry, fails here.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 from fakemdev import vendors
 from fakemdev.core import Change, Host
 from fakemdev.errors import KernelError
-from fakemdev.kernfs import Directory, Node
+from fakemdev.kernfs import Directory
 from fakemdev.sysfs import SysfsTree
 
 DRIVERS = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "vfio_ap", "nvidia_sriov")
@@ -106,7 +106,7 @@ class Oracle(RuleBasedStateMachine):
             pass
         check_covered(before, snapshot(self.host), self.gone, self.changed)
 
-    def _type(self, i: int) -> Optional[Any]:
+    def _type(self, i: int) -> Any | None:
         types = [t for p in self.host.parents.values() for t in p.types.values()]
         return types[i % len(types)] if types else None
 

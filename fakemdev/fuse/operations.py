@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import queue
 import errno
 import functools
 import itertools
 import logging
 import os
+import queue
 import stat
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
+from .. import vfs
 from ..core import Change, Host
 from ..errors import KernelError
 from ..kernfs import ATTR_SIZE, Node
-from .. import vfs
 from ..sysfs import SysfsTree, state_of
 from . import readdirplus
 from .binding import mfusepy
@@ -70,7 +71,7 @@ def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
     """Map model errors to errno; any other exception is EIO plus a log line,
     never a dead mount."""
     @functools.wraps(func)
-    def wrapper(self: "MdevOperations", *args: Any) -> Any:
+    def wrapper(self: MdevOperations, *args: Any) -> Any:
         try:
             return func(self, *args)
         except KernelError as e:
@@ -91,25 +92,25 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
     use_readdirplus = True  # entries carry their attributes (False: mfusepy's plain readdir, a LOOKUP each)
 
     def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0,
-                 mountpoint: Optional[str] = None, threads: bool = False) -> None:
+                 mountpoint: str | None = None, threads: bool = False) -> None:
         self.hosts = hosts
         self.multi = multi or len(hosts) != 1
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
         # one host: every path resolves in it (the common case, so no per-request dict work)
-        self._only = None if self.multi else next((h, t) for h, t in zip(hosts.values(), self.trees.values()))
+        self._only = None if self.multi else next(iter(zip(hosts.values(), self.trees.values(), strict=True)))
         self.cache_timeout = cache_timeout
         self._handles: dict[int, vfs.OpenFile] = {}
         self._fh_ids = itertools.count(1)  # next() is atomic: one lock per host, not per mount
-        self._fuse_ptr: Optional[int] = None
+        self._fuse_ptr: int | None = None
         self._seen: dict[str, set[str]] = {}     # dir path -> child names the kernel looked up
         self._seen_lock = threading.Lock()
         self._uid = os.getuid()
         self.stats = {"invalidations": 0, "entries_dropped": 0}
         self.mountpoint = mountpoint
-        self._session: Optional[int] = None
-        self._reap: "queue.SimpleQueue[tuple[str, str]]" = queue.SimpleQueue()
+        self._session: int | None = None
+        self._reap: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self.threads = threads
-        self.workers: Optional[OnDemandWorkers] = None
+        self.workers: OnDemandWorkers | None = None
         # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
         self._listings: dict[str, tuple[readdirplus.Listing, tuple[str, ...]]] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
@@ -173,7 +174,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             except Exception:  # never let memory housekeeping take the daemon down
                 log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
-    def _split(self, path: str) -> tuple[Optional[Host], Optional[SysfsTree], str]:
+    def _split(self, path: str) -> tuple[Host | None, SysfsTree | None, str]:
         if self._only is not None:
             return self._only[0], self._only[1], path.lstrip("/")
         parts = path.lstrip("/").split("/", 1)
@@ -314,7 +315,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         key = (st_mode, nlink, host.boot_time)
         return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
 
-    def _stat_dict(self, st_mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
+    def _stat_dict(self, st_mode: int, nlink: int, host: Host | None) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
         st = {"st_mode": st_mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
               "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
@@ -337,10 +338,11 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
         listing, _ = self._cached_listing(path)
-        return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0) for n, st in zip(listing.names, listing.stats)]
+        return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0)
+                for n, st in zip(listing.names, listing.stats, strict=True)]
 
     @syscall
-    def readdir_plus(self, path: str, fh: Any) -> Optional[readdirplus.Listing]:
+    def readdir_plus(self, path: str, fh: Any) -> readdirplus.Listing | None:
         """A directory's entries in kernfs order with their attributes, for
         READDIRPLUS (``None``: the multi-host root, left to mfusepy). Built
         once per model generation; every call marks the entries as seen,

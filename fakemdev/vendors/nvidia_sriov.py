@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import errno
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..core import Uevent, kstrtoul
-from ..events import DriverNodesChanged, VfioIdsChanged
 from ..errors import KernelError
+from ..events import DriverNodesChanged, VfioIdsChanged
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
 from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
-from .options import PCI_ADDRESS, choice, integer
 from .nvidia import parse_vgpu_params, pci_devpath
+from .options import PCI_ADDRESS, choice, integer
 
 if TYPE_CHECKING:
     from ..sysfs import SysfsTree
@@ -65,9 +66,9 @@ class VirtualFunction:
     index: int
     bdf: str
     devpath: str
-    iommu_group: Optional[int] = None
+    iommu_group: int | None = None
     vgpu_type: int = 0
-    vfio_index: Optional[int] = None
+    vfio_index: int | None = None
     vgpu_params: str = ""
 
 
@@ -235,17 +236,17 @@ class Driver(VendorDriver):
             host.post([DriverNodesChanged(self, tuple(gone), tuple(changed)), *vfio_events], uevents)
 
     # -- sysfs -------------------------------------------------------------------
-    def sysfs_mounts(self, tree: "SysfsTree") -> dict[str, Callable[[], Optional[Node]]]:
+    def sysfs_mounts(self, tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
         from ..sysfs import link_to
         self._ensure_groups()
-        m: dict[str, Callable[[], Optional[Node]]] = {self.pf_devpath: lambda: self._pf_dir(tree)}
+        m: dict[str, Callable[[], Node | None]] = {self.pf_devpath: lambda: self._pf_dir(tree)}
         m[f"bus/pci/devices/{self.bdf}"] = functools.partial(link_to, "bus/pci/devices", self.pf_devpath)
         for vf in self.vfs:
             m[vf.devpath] = functools.partial(self._vf_dir, tree, vf)
             m[f"bus/pci/devices/{vf.bdf}"] = functools.partial(link_to, "bus/pci/devices", vf.devpath)
         return m
 
-    def _pci_common(self, tree: "SysfsTree", devpath: str, device: str, owner: object) -> dict[str, Node]:
+    def _pci_common(self, tree: SysfsTree, devpath: str, device: str, owner: object) -> dict[str, Node]:
         from ..sysfs import const, kernfs_link
         bdf = devpath.rsplit("/", 1)[1]
         dev = device[2:].upper()
@@ -261,7 +262,7 @@ class Driver(VendorDriver):
             "class": Attribute(RO, const(b"0x030200\n"), owner=owner),
         }
 
-    def _pf_dir(self, tree: "SysfsTree") -> StaticDir:
+    def _pf_dir(self, tree: SysfsTree) -> StaticDir:
         from ..sysfs import const, kernfs_link
         out = self._pci_common(tree, self.pf_devpath, self.pf_device, self)
         out["sriov_totalvfs"] = Attribute(RO, const(f"{self.total_vfs}\n".encode()), owner=self)
@@ -270,7 +271,7 @@ class Driver(VendorDriver):
             out[f"virtfn{vf.index}"] = Link(kernfs_link(self.pf_devpath, vf.devpath))
         return StaticDir(out)
 
-    def _vf_dir(self, tree: "SysfsTree", vf: VirtualFunction) -> StaticDir:
+    def _vf_dir(self, tree: SysfsTree, vf: VirtualFunction) -> StaticDir:
         from ..sysfs import kernfs_link
         out = self._pci_common(tree, vf.devpath, self.vf_device, vf)
         out["physfn"] = Link(kernfs_link(vf.devpath, self.pf_devpath))
