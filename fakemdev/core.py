@@ -142,7 +142,7 @@ class MdevType:
         drv = self.parent.driver
         if drv.has_get_available:
             return max(0, int(drv.get_available(self)))
-        return self.parent.available_instances
+        return self.parent.instances_left
 
     def __repr__(self) -> str:
         return f"<MdevType {self.id} on {self.parent.name}>"
@@ -163,7 +163,8 @@ class Parent:
             t = MdevType(self, tspec)
             self.types[t.id] = t
         self.devices: dict[str, MdevDevice] = {}  # children present in the parent dir
-        self.available_instances = driver.max_instances or 0
+        # core accounting (max_instances): what is left; the type's available_instances() reads it
+        self.instances_left = driver.max_instances or 0
         self.alive = True
         self.ctime = time.time()
 
@@ -413,7 +414,7 @@ class Host:
         parent.types = types
         if not driver.has_get_available:
             probing = sum(1 for d in self._creating.values() if d.parent is parent)
-            parent.available_instances = (driver.max_instances or 0) - len(parent.devices) - probing
+            parent.instances_left = (driver.max_instances or 0) - len(parent.devices) - probing
         change.events.append(ev.ParentTypesChanged(parent))
 
     def unload_driver(self, name: str) -> None:
@@ -543,10 +544,10 @@ class Host:
             drv = parent.driver
             core_accounting = not drv.has_get_available
             if core_accounting:
-                if parent.available_instances <= 0:
+                if parent.instances_left <= 0:
                     raise KernelError(drv.no_capacity_errno(errno.EUSERS),
                                       f"{parent.name}: all {drv.max_instances} instances in use")
-                parent.available_instances -= 1
+                parent.instances_left -= 1
             dev = MdevDevice(uuid, mdev_type)
             self._creating[uuid] = dev
             try:
@@ -556,7 +557,7 @@ class Host:
                 drv.probe(dev)
             except BaseException as e:
                 if core_accounting:
-                    parent.available_instances += 1
+                    parent.instances_left += 1
                 if isinstance(e, KernelError) and mdev_type.alive:
                     # device_add() already ran, so listeners saw it come and go
                     self._commit(Change(uevents=[Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]),
@@ -719,7 +720,7 @@ class Host:
     def _drop(self, dev: MdevDevice, change: Change) -> None:
         parent, t = dev.parent, dev.mdev_type
         if not parent.driver.has_get_available:
-            parent.available_instances += 1
+            parent.instances_left += 1
         dev.alive = False
         dev.removing = False
         self.devices.pop(dev.uuid, None)

@@ -65,7 +65,7 @@ def test_vfio_ap_capacity_errno_by_kernel(mount_tree: Any, tmp_path: Path) -> No
     for kernel, err in (("6.12", errno.EUSERS), ("5.15", errno.EPERM)):
         host = _host(kernel, vfio_ap={})
         t = host.find_type("matrix", "vfio_ap-passthrough")
-        host.parents["matrix"].available_instances = 1
+        host.parents["matrix"].instances_left = 1
         host.create(t, str(uuid.uuid4()))
         with pytest.raises(OSError) as e:
             host.create(t, str(uuid.uuid4()))
