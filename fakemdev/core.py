@@ -136,6 +136,7 @@ class MdevType:
 
     @property
     def path(self) -> str:
+        # the type's kobject path (mdev_type_add() names it so): ABI, like a uevent's DEVPATH
         return f"{self.parent.devpath}/mdev_supported_types/{self.id}"
 
     def available_instances(self) -> int:
@@ -193,6 +194,7 @@ class MdevDevice:
 
     @property
     def path(self) -> str:
+        # the device's kobject path (child of its parent device): the DEVPATH of its uevents
         return f"{self.parent.devpath}/{self.uuid}"
 
     @property
