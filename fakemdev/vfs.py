@@ -23,13 +23,22 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import KernelError
 from .kernfs import MAX_STORE, Attribute, Node
 
-if TYPE_CHECKING:
-    from .sysfs import SysfsTree
+
+class Tree(Protocol):
+    """What the rules need of a projection (:class:`fakemdev.sysfs.SysfsTree`)."""
+
+    def lookup(self, path: str) -> Node | None: ...
+
+    def resolve(self, path: str) -> Node: ...
+
+    def real_path(self, path: str) -> str: ...
+
+    def mode_of(self, rel: str, node: Node) -> int: ...
 
 
 @dataclass
@@ -41,7 +50,7 @@ class OpenFile:
     buf: bytes | None = None
 
 
-def check_open(tree: SysfsTree, rel: str, node: Node | None, read: bool, write: bool) -> Attribute:
+def check_open(tree: Tree, rel: str, node: Node | None, read: bool, write: bool) -> Attribute:
     """kernfs_fop_open's checks for ``node`` at ``rel`` (looked up, links already followed)."""
     if node is None:
         raise KernelError(errno.ENOENT, rel)
@@ -56,7 +65,7 @@ def check_open(tree: SysfsTree, rel: str, node: Node | None, read: bool, write: 
     return node
 
 
-def open_file(tree: SysfsTree, rel: str, read: bool, write: bool, node: Node | None = None) -> OpenFile:
+def open_file(tree: Tree, rel: str, read: bool, write: bool, node: Node | None = None) -> OpenFile:
     """Open the attribute at ``rel`` (sysfs-relative, no symlink following)."""
     rel = rel.strip("/")
     attr = check_open(tree, rel, node if node is not None else tree.lookup(rel), read, write)
@@ -113,7 +122,7 @@ def release(f: OpenFile) -> None:
     f.buf = None
 
 
-def write_path(tree: SysfsTree, path: str, data: bytes) -> int:
+def write_path(tree: Tree, path: str, data: bytes) -> int:
     """``echo VALUE > PATH`` in one call (links followed): open for writing, one write, release."""
     node = tree.resolve(path)
     f = open_file(tree, tree.real_path(path), read=False, write=True, node=node)
@@ -123,7 +132,7 @@ def write_path(tree: SysfsTree, path: str, data: bytes) -> int:
         release(f)
 
 
-def read_path(tree: SysfsTree, path: str) -> bytes:
+def read_path(tree: Tree, path: str) -> bytes:
     """``cat PATH`` in one call (links followed)."""
     node = tree.resolve(path)
     f = open_file(tree, tree.real_path(path), read=True, write=False, node=node)
