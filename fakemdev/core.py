@@ -4,8 +4,10 @@ Pure model, no I/O and no FUSE: it mirrors ``drivers/vfio/mdev`` of a 6.x
 kernel (checked against the golden capture in ``shared/reference/golden``).
 Every mutation happens under ``Host.lock`` and is complete when the call
 returns, as ``create``/``remove`` are synchronous in the kernel. Each one is
-announced to listeners as a :class:`Change`: the sysfs paths that vanished
-or changed (for cache invalidation) and the uevents the kernel would send.
+announced to listeners as a :class:`Change`: typed events saying what
+happened (:mod:`fakemdev.events`; the sysfs projection alone knows where
+they show) and the uevents the kernel would send. Uevents are built here:
+their kobject paths are ABI, not projection.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import itertools
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterable, Optional
+from typing import Any
 
-from .errors import KernelError
+from . import events as ev
 from . import kernels
+from .errors import KernelError
 from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 
 UUID_LEN = 36
@@ -109,17 +113,17 @@ class Uevent:
 
 @dataclass
 class Change:
-    """What one mutation did, for listeners (cache invalidation, uevents)."""
+    """What one mutation did, for listeners: what happened (for cache
+    invalidation, through :func:`fakemdev.sysfs.invalidation`) and the uevents."""
 
-    gone: list[str] = field(default_factory=list)      # sysfs paths (no leading /) whose subtree vanished
-    changed: list[str] = field(default_factory=list)   # dirs whose entries or nlink changed
+    events: list[ev.Event] = field(default_factory=list)
     uevents: list[Uevent] = field(default_factory=list)
 
 
 class MdevType:
     """``struct mdev_type``: a type directory under ``mdev_supported_types``."""
 
-    def __init__(self, parent: "Parent", spec: MdevTypeSpec) -> None:
+    def __init__(self, parent: Parent, spec: MdevTypeSpec) -> None:
         self.parent = parent
         self.spec = spec
         self.id = f"{parent.driver_string}-{spec.sysfs_name}"
@@ -132,13 +136,14 @@ class MdevType:
 
     @property
     def path(self) -> str:
+        # the type's kobject path (mdev_type_add() names it so): ABI, like a uevent's DEVPATH
         return f"{self.parent.devpath}/mdev_supported_types/{self.id}"
 
     def available_instances(self) -> int:
         drv = self.parent.driver
         if drv.has_get_available:
             return max(0, int(drv.get_available(self)))
-        return self.parent.available_instances
+        return self.parent.instances_left
 
     def __repr__(self) -> str:
         return f"<MdevType {self.id} on {self.parent.name}>"
@@ -147,7 +152,7 @@ class MdevType:
 class Parent:
     """A parent device registered with the mdev core (``struct mdev_parent``)."""
 
-    def __init__(self, host: "Host", driver: VendorDriver, spec: ParentSpec) -> None:
+    def __init__(self, host: Host, driver: VendorDriver, spec: ParentSpec) -> None:
         self.host = host
         self.driver = driver
         self.spec = spec
@@ -159,7 +164,8 @@ class Parent:
             t = MdevType(self, tspec)
             self.types[t.id] = t
         self.devices: dict[str, MdevDevice] = {}  # children present in the parent dir
-        self.available_instances = driver.max_instances or 0
+        # core accounting (max_instances): what is left; the type's available_instances() reads it
+        self.instances_left = driver.max_instances or 0
         self.alive = True
         self.ctime = time.time()
 
@@ -175,8 +181,8 @@ class MdevDevice:
         self.mdev_type = mdev_type
         self.parent = mdev_type.parent
         self.bound = False
-        self.iommu_group: Optional[int] = None
-        self.vfio_index: Optional[int] = None
+        self.iommu_group: int | None = None
+        self.vfio_index: int | None = None
         self.open_count = 0        # VFIO device fds held (fault knob / library API)
         self.removing = False      # remove blocked on an open fd
         self.alive = True
@@ -188,6 +194,7 @@ class MdevDevice:
 
     @property
     def path(self) -> str:
+        # the device's kobject path (child of its parent device): the DEVPATH of its uevents
         return f"{self.parent.devpath}/{self.uuid}"
 
     @property
@@ -196,6 +203,14 @@ class MdevDevice:
 
     def __repr__(self) -> str:
         return f"<MdevDevice {self.uuid} {self.mdev_type.id}>"
+
+
+FaultHook = Callable[[str, MdevType], None]
+
+
+def _group_env(g: int | None) -> list[str]:
+    """A VFIO group device's uevent keys (the group char device)."""
+    return ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]
 
 
 class Host:
@@ -211,7 +226,7 @@ class Host:
     stand-in loop thread, :mod:`fakemdev.fuse.workers`).
     """
 
-    def __init__(self, name: str = "default", kernel: str = "6.12") -> None:
+    def __init__(self, name: str = "default", kernel: str = kernels.DEFAULT_KERNEL) -> None:
         self.name = name
         kernels.parse_kernel(kernel)  # a bad profile fails here, not on first use
         self.kernel = kernel
@@ -219,7 +234,7 @@ class Host:
         self._released = threading.Condition(self.lock)
         self._timer = threading.Condition(self.lock)   # what sleep() waits on
         self._wait_epoch = 0                            # abort_waits() moves it
-        self.wait_guard: Callable[[], ContextManager[None]] = contextlib.nullcontext
+        self.wait_guard: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
         self._creating: dict[str, MdevDevice] = {}      # UUIDs taken by a create still probing
         self._uevent_posted = threading.Condition(self.lock)
         self.drivers: dict[str, VendorDriver] = {}
@@ -230,10 +245,10 @@ class Host:
         self._vfio_ids = LowestFreeIds()
         self.mdev_loaded = True
         self.drivers_autoprobe = True
-        self.mode_overrides: dict[str, int] = {}     # chmod by root, as kernfs keeps it
-        # what was written to a device's power/control and power/async (device path -> file -> value)
-        self.power_settings: dict[str, dict[str, bytes]] = {}
         self.listeners: list[Callable[[Change], None]] = []
+        # Fault injection (fakemdev.faults.Faults, or any callable): asked before
+        # each create's probe and each remove; it may raise or sleep().
+        self.fault_hook: FaultHook | None = None
         self.uevent_log: list[Uevent] = []
         self.uevent_log_max = 10_000
         self._seqnum = itertools.count(1)
@@ -243,25 +258,35 @@ class Host:
     # -- events -------------------------------------------------------
     def _commit(self, change: Change) -> None:
         self.generation += 1
-        for ev in change.uevents:
-            ev.seqnum = next(self._seqnum)
-            self.uevent_log.append(ev)
+        for uevent in change.uevents:
+            uevent.seqnum = next(self._seqnum)
+            self.uevent_log.append(uevent)
         if len(self.uevent_log) > self.uevent_log_max:
             del self.uevent_log[: len(self.uevent_log) - self.uevent_log_max]
         if change.uevents:
             self._uevent_posted.notify_all()
-        for prefix in change.gone:
-            self._forget(prefix)
         for listener in list(self.listeners):
             listener(change)
 
-    def _forget(self, prefix: str) -> None:
-        """A vanished subtree's chmods and power settings: a device made again
-        at the same path is a new struct device, with the defaults."""
-        for table in (self.mode_overrides, self.power_settings):
-            if table:
-                for p in [p for p in table if p == prefix or p.startswith(prefix + "/")]:
-                    del table[p]
+    # -- services for drivers (fakemdev.vendors.base.HostServices) ------
+    def alloc_vfio_id(self) -> int:
+        """The lowest free vfio-dev index (``vfioN``), for a driver's own VFIO devices."""
+        return self._vfio_ids.get()
+
+    def free_vfio_id(self, index: int) -> None:
+        self._vfio_ids.put(index)
+
+    def alloc_group_id(self) -> int:
+        """The lowest free iommu group id, for a driver's own (hardware) groups."""
+        return self._group_ids.get()
+
+    def free_group_id(self, group: int) -> None:
+        self._group_ids.put(group)
+
+    def post(self, events: Iterable[ev.Event], uevents: Iterable[Uevent] = ()) -> None:
+        """Announce what a driver changed on its own, as one mutation."""
+        with self.lock:
+            self._commit(Change(list(events), list(uevents)))
 
     # -- drivers and parents -------------------------------------------
     def load_driver(self, driver: VendorDriver) -> list[Parent]:
@@ -274,11 +299,12 @@ class Host:
             driver.kernel, driver.host = self.kernel, self
             specs = driver.parents()
             for spec in specs:
-                if spec.name in self.parents or any(p.devpath == spec.devpath.strip("/") for p in self.parents.values()):
+                taken = any(p.devpath == spec.devpath.strip("/") for p in self.parents.values())
+                if spec.name in self.parents or taken:
                     raise KernelError(errno.EEXIST, f"parent {spec.name} already registered")
             shared = self._driver_name_shared(driver)  # vfio_mdev (< 5.19) is registered once
             self.drivers[driver.name] = driver
-            change = Change(changed=["bus/mdev/drivers", "class/mdev_bus", "module"])
+            change = Change(events=[ev.DriverLoaded(driver)])
             if not shared:
                 change.uevents.append(Uevent("add", f"/bus/mdev/drivers/{driver.driver_name}", ["SUBSYSTEM=drivers"]))
             added = [self._add_parent(driver, spec, change) for spec in specs]
@@ -293,9 +319,7 @@ class Host:
         subsystem = spec.class_name or spec.bus or ""
         if spec.class_name:
             change.uevents.append(Uevent("add", f"/class/{spec.class_name}", ["SUBSYSTEM=class"]))
-            change.changed.append("class")
-        change.changed += [parent.devpath.rsplit("/", 1)[0], parent.devpath]
-        change.gone.append(parent.devpath)  # a previous incarnation may be cached
+        change.events.append(ev.ParentAdded(parent))
         change.uevents.append(Uevent("add", "/" + parent.devpath, [f"SUBSYSTEM={subsystem}"]))
         change.uevents.append(Uevent("change", "/" + parent.devpath,
                                      [f"SUBSYSTEM={subsystem}", "MDEV_STATE=registered"]))
@@ -336,27 +360,25 @@ class Host:
                 spec = specs.get(parent.name)
                 if spec is None or spec.devpath.strip("/") != parent.devpath:
                     self.unregister_parent(parent.name)
-            change = Change(gone=[f"module/{name}", f"bus/mdev/drivers/{old.driver_name}"],
-                            changed=["bus/mdev/drivers", "class/mdev_bus", "class", "module"])
+            change = Change(events=[ev.DriverUpgraded(old, new_driver)])
             self.drivers[name] = new_driver
             for spec in specs.values():
-                parent = self.parents.get(spec.name)
-                if parent is None:
+                kept = self.parents.get(spec.name)
+                if kept is None:
                     self._add_parent(new_driver, spec, change)
                 else:
-                    self._reregister_parent(parent, new_driver, spec, change)
+                    self._reregister_parent(kept, new_driver, spec, change)
             for dev in devices:
+                old_groups = list(old.device_groups(dev))
                 new_driver.adopt(dev)
-                for group in {*old.device_groups(dev), *new_driver.device_groups(dev)}:
-                    change.gone.append(f"{dev.path}/{group}")
-                change.changed.append(dev.path)
+                change.events.append(ev.DeviceDriverChanged(dev, tuple(old_groups)))
             new_driver.upgrade_from(old)
             old.on_unload()
             change.uevents.append(Uevent("change", f"/module/{name}", ["SUBSYSTEM=module"]))
             self._commit(change)
 
     def _check_upgrade(self, old: VendorDriver, new: VendorDriver, specs: dict[str, ParentSpec],
-                       devices: list["MdevDevice"]) -> None:
+                       devices: list[MdevDevice]) -> None:
         """Refuse an upgrade that would strand a device or steal a parent."""
         for spec in specs.values():
             other = self.parents.get(spec.name)
@@ -371,9 +393,9 @@ class Host:
             raise KernelError(errno.EBUSY, f"{new.name}: bound devices would change mdev driver "
                                            f"({old.driver_name} -> {new.driver_name})")
         for dev in devices:
-            spec = specs.get(dev.parent.name)
-            ids = {f"{spec.driver_string}-{t.sysfs_name}" for t in spec.types} if spec else set()
-            if spec is None or spec.devpath.strip("/") != dev.parent.devpath or dev.mdev_type.id not in ids:
+            new_spec = specs.get(dev.parent.name)
+            ids = {f"{new_spec.driver_string}-{t.sysfs_name}" for t in new_spec.types} if new_spec else set()
+            if new_spec is None or new_spec.devpath.strip("/") != dev.parent.devpath or dev.mdev_type.id not in ids:
                 raise KernelError(errno.EBUSY, f"{new.name}: the new version has no {dev.mdev_type.id} on "
                                                f"{dev.parent.name}, used by {dev.uuid}")
 
@@ -394,9 +416,8 @@ class Host:
         parent.types = types
         if not driver.has_get_available:
             probing = sum(1 for d in self._creating.values() if d.parent is parent)
-            parent.available_instances = (driver.max_instances or 0) - len(parent.devices) - probing
-        change.gone.append(f"{parent.devpath}/mdev_supported_types")
-        change.changed.append(parent.devpath)
+            parent.instances_left = (driver.max_instances or 0) - len(parent.devices) - probing
+        change.events.append(ev.ParentTypesChanged(parent))
 
     def unload_driver(self, name: str) -> None:
         """rmmod: remove the driver's devices, then its parents and class entries."""
@@ -415,12 +436,12 @@ class Host:
                     self._remove_now(dev, change)
             for parent in parents:
                 self._drop_parent(parent, change)
-                if parent.spec.class_name:  # the driver's class goes with the module
-                    change.gone.append(f"class/{parent.spec.class_name}")
             del self.drivers[name]
+            groups, vfio_devs = tuple(driver.iommu_groups()), tuple(driver.vfio_devs())
             driver.on_unload()
-            change.gone += [f"bus/mdev/drivers/{driver.driver_name}", f"module/{name}"]
-            change.changed += ["bus/mdev/drivers", "class/mdev_bus", "class", "module"]
+            # the driver's classes go with the module
+            classes = tuple(dict.fromkeys(p.spec.class_name for p in parents if p.spec.class_name))
+            change.events.append(ev.DriverUnloaded(driver, classes, groups, vfio_devs))
             if not self._driver_name_shared(driver):
                 change.uevents.append(Uevent("remove", f"/bus/mdev/drivers/{driver.driver_name}",
                                              ["SUBSYSTEM=drivers"]))
@@ -458,12 +479,7 @@ class Host:
         for t in parent.types.values():
             t.alive = False
         del self.parents[parent.name]
-        change.gone += [parent.devpath, f"class/mdev_bus/{parent.name}"]
-        change.changed += [parent.devpath.rsplit("/", 1)[0], "class/mdev_bus"]
-        if parent.spec.class_name:
-            change.gone.append(f"class/{parent.spec.class_name}/{parent.name}")
-        if parent.spec.bus:
-            change.gone.append(f"bus/{parent.spec.bus}/devices/{parent.name}")
+        change.events.append(ev.ParentRemoved(parent))
 
     def _unload_core(self, name: str) -> None:
         if self.drivers or name != "mdev":
@@ -471,7 +487,7 @@ class Host:
         if not self.mdev_loaded:
             raise KernelError(errno.ENOENT, "mdev is not loaded")
         self.mdev_loaded = False
-        self._commit(Change(gone=["bus/mdev", "class/mdev_bus", "module/mdev"], changed=["bus", "class", "module"],
+        self._commit(Change(events=[ev.CoreUnloaded()],
                             uevents=[Uevent("remove", "/bus/mdev", ["SUBSYSTEM=bus"]),
                                      Uevent("remove", "/module/mdev", ["SUBSYSTEM=module"])]))
 
@@ -481,7 +497,7 @@ class Host:
             if self.mdev_loaded:
                 raise KernelError(errno.EEXIST, "mdev is already loaded")
             self.mdev_loaded = True
-            self._commit(Change(gone=["bus/mdev", "class/mdev_bus"], changed=["bus", "class", "module"],
+            self._commit(Change(events=[ev.CoreLoaded()],
                                 uevents=[Uevent("add", "/bus/mdev", ["SUBSYSTEM=bus"]),
                                          Uevent("add", "/module/mdev", ["SUBSYSTEM=module"])]))
 
@@ -530,10 +546,10 @@ class Host:
             drv = parent.driver
             core_accounting = not drv.has_get_available
             if core_accounting:
-                if parent.available_instances <= 0:
+                if parent.instances_left <= 0:
                     raise KernelError(drv.no_capacity_errno(errno.EUSERS),
                                       f"{parent.name}: all {drv.max_instances} instances in use")
-                parent.available_instances -= 1
+                parent.instances_left -= 1
             dev = MdevDevice(uuid, mdev_type)
             self._creating[uuid] = dev
             try:
@@ -543,7 +559,7 @@ class Host:
                 drv.probe(dev)
             except BaseException as e:
                 if core_accounting:
-                    parent.available_instances += 1
+                    parent.instances_left += 1
                 if isinstance(e, KernelError) and mdev_type.alive:
                     # device_add() already ran, so listeners saw it come and go
                     self._commit(Change(uevents=[Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]),
@@ -554,8 +570,7 @@ class Host:
             self.devices[uuid] = dev
             parent.devices[uuid] = dev
             mdev_type.devices[uuid] = dev
-            change = Change(changed=[parent.devpath, f"{mdev_type.path}/devices", "bus/mdev/devices"])
-            change.gone.append(dev.path)  # a dentry of an earlier device with this name may be cached
+            change = Change(events=[ev.DeviceAdded(dev)])
             change.uevents.append(Uevent("add", dev.devpath, ["SUBSYSTEM=mdev"]))
             self._bind(dev, change)
             self._commit(change)
@@ -564,9 +579,8 @@ class Host:
     def _fault_check(self, op: str, mdev_type: MdevType) -> None:
         """Hook for fault injection (:mod:`fakemdev.faults`); no-op in the plain
         core. It may raise (a failing probe) or :meth:`sleep` (a slow one)."""
-        hook = getattr(self, "fault_hook", None)
-        if hook is not None:
-            hook(op, mdev_type)
+        if self.fault_hook is not None:
+            self.fault_hook(op, mdev_type)
 
     def sleep(self, seconds: float) -> None:
         """A slow step (a fault-injected delay): wait with the host lock
@@ -593,13 +607,10 @@ class Host:
         dev.vfio_index = self._vfio_ids.get() if kernels.has_vfio_dev(self.kernel) else None
         self.groups[dev.iommu_group] = dev
         drv = dev.parent.driver.driver_name
-        change.changed += ["kernel/iommu_groups", "devices/virtual/vfio", "class/vfio", "class/vfio-dev",
-                           f"bus/mdev/drivers/{drv}", "devices/virtual"]
-        change.gone += [f"kernel/iommu_groups/{dev.iommu_group}", f"devices/virtual/vfio/{dev.iommu_group}",
-                        f"class/vfio/{dev.iommu_group}", f"class/vfio-dev/vfio{dev.vfio_index}"]
         g = dev.iommu_group
+        change.events.append(ev.DeviceBound(dev, g, dev.vfio_index, drv))
         change.uevents.append(Uevent("add", f"/devices/virtual/vfio/{g}",
-                                     ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+                                     _group_env(g)))
         if dev.vfio_index is not None:
             change.uevents.append(Uevent("add", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
         change.uevents.append(Uevent("bind", dev.devpath, ["SUBSYSTEM=mdev", f"DRIVER={drv}"]))
@@ -611,24 +622,17 @@ class Host:
         if v is not None:
             change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
         change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
-                                     ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+                                     _group_env(g)))
         change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
         dev.parent.driver.release(dev)
         dev.bound = False
         if g is not None:
             self.groups.pop(g, None)
             self._group_ids.put(g)
-            change.gone += [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
         if v is not None:
             self._vfio_ids.put(v)
-            change.gone.append(f"class/vfio-dev/vfio{v}")
         dev.iommu_group = dev.vfio_index = None
-        change.gone += [f"bus/mdev/drivers/{drv}/{dev.uuid}", f"{dev.path}/driver", f"{dev.path}/iommu_group",
-                        f"{dev.path}/vfio-dev", f"{dev.path}/vendor"]
-        for group in dev.parent.driver.device_groups(dev):
-            change.gone.append(f"{dev.path}/{group}")
-        change.changed += [dev.path, "kernel/iommu_groups", "devices/virtual/vfio", "class/vfio",
-                           "class/vfio-dev", f"bus/mdev/drivers/{drv}"]
+        change.events.append(ev.DeviceUnbound(dev, g, v, drv))
 
     # -- remove -------------------------------------------------------------
     def remove_store(self, dev: MdevDevice, buf: bytes) -> int:
@@ -680,30 +684,29 @@ class Host:
         t = dev.mdev_type
         t.devices.pop(dev.uuid, None)
         drv = dev.parent.driver.driver_name
-        change = Change(gone=[f"{t.path}/devices/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}",
-                              f"bus/mdev/drivers/{drv}/{dev.uuid}", dev.path],
-                        changed=[f"{t.path}/devices", "bus/mdev/devices", f"bus/mdev/drivers/{drv}", dev.path])
+        change = Change(events=[ev.DeviceHidden(dev, dev.vfio_index, drv)])
         if dev.vfio_index is not None:
             # the vfio-dev device goes now, but its index is only freed at release
-            change.gone.append(f"class/vfio-dev/vfio{dev.vfio_index}")
-            change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}", ["SUBSYSTEM=vfio-dev"]))
+            change.uevents.append(Uevent("remove", f"{dev.devpath}/vfio-dev/vfio{dev.vfio_index}",
+                                         ["SUBSYSTEM=vfio-dev"]))
         self._commit(change)
 
     def _finish_remove(self, dev: MdevDevice, change: Change) -> None:
         drv = dev.parent.driver
-        if dev.vfio_index is not None:
-            self._vfio_ids.put(dev.vfio_index)
+        v = dev.vfio_index
+        if v is not None:
+            self._vfio_ids.put(v)
             dev.vfio_index = None
         if dev.bound:
             g = dev.iommu_group
+            change.events.append(ev.DeviceUnbound(dev, g, v, drv.driver_name))
             change.uevents.append(Uevent("remove", f"/devices/virtual/vfio/{g}",
-                                         ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={g}", f"DEVNAME=vfio/{g}"]))
+                                         _group_env(g)))
             change.uevents.append(Uevent("unbind", dev.devpath, ["SUBSYSTEM=mdev"]))
             drv.release(dev)
             if g is not None:
                 self.groups.pop(g, None)
                 self._group_ids.put(g)
-                change.gone += [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
             dev.bound = False
         self._drop(dev, change)
 
@@ -719,16 +722,14 @@ class Host:
     def _drop(self, dev: MdevDevice, change: Change) -> None:
         parent, t = dev.parent, dev.mdev_type
         if not parent.driver.has_get_available:
-            parent.available_instances += 1
+            parent.instances_left += 1
         dev.alive = False
         dev.removing = False
         self.devices.pop(dev.uuid, None)
         parent.devices.pop(dev.uuid, None)
         t.devices.pop(dev.uuid, None)
         change.uevents.append(Uevent("remove", dev.devpath, ["SUBSYSTEM=mdev"]))
-        change.gone += [dev.path, f"{t.path}/devices/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}"]
-        change.changed += [parent.devpath, f"{t.path}/devices", "bus/mdev/devices", "kernel/iommu_groups",
-                           "devices/virtual/vfio"]
+        change.events.append(ev.DeviceRemoved(dev))
 
     # -- bus/driver attributes ----------------------------------------------
     def unbind(self, driver_name: str, name: bytes | str) -> None:
@@ -750,7 +751,7 @@ class Host:
             if self._device_by_name(name) is None:
                 raise KernelError(errno.ENODEV, "no such device on bus mdev")
 
-    def _device_by_name(self, name: bytes | str) -> Optional[MdevDevice]:
+    def _device_by_name(self, name: bytes | str) -> MdevDevice | None:
         """bus_find_device_by_name(): sysfs_streq, so one trailing newline is fine."""
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
@@ -759,7 +760,7 @@ class Host:
         dev = self.devices.get(name)
         return dev if dev is not None and dev.alive and not dev.removing else None
 
-    def synth_uevent(self, devpath: str, buf: bytes, env: list[str], extra: list[str] = ()) -> int:
+    def synth_uevent(self, devpath: str, buf: bytes, env: list[str], extra: Iterable[str] = ()) -> int:
         """Writing an action to a ``uevent`` file (kobject_synth_uevent):
         ``env`` leads (SUBSYSTEM=...), then SYNTH_UUID, then ``extra``."""
         text = buf.decode("utf-8", "replace")

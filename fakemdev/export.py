@@ -9,7 +9,6 @@ copy of the tree: useful as a snapshot, as a fixture for tools that only read
 from __future__ import annotations
 
 import os
-from typing import Union
 
 from .core import Host
 from .errors import KernelError
@@ -17,7 +16,7 @@ from .kernfs import Directory, walk
 from .sysfs import SysfsTree
 
 
-def export(source: Union[Host, SysfsTree, Directory], dest: str) -> int:
+def export(source: Host | SysfsTree | Directory, dest: str) -> int:
     """Materialise ``source`` under ``dest`` (created if missing; must be empty).
     Returns the number of entries written."""
     if isinstance(source, Host):

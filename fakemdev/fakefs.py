@@ -28,15 +28,17 @@ import stat
 import sys
 import threading
 import weakref
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from pyfakefs import fake_open
 from pyfakefs.fake_file import FakeDirectory, FakeFile, FakeFileWrapper
 from pyfakefs.fake_filesystem import FakeFilesystem
-from pyfakefs import fake_open
 
+from . import vfs
 from .core import Change, Host
 from .errors import KernelError
-from .kernfs import ATTR_SIZE, MAX_STORE, Attribute, Directory, Node, readdir_order
+from .kernfs import ATTR_SIZE, Attribute, Directory, Node, readdir_order
 from .sysfs import SysfsTree
 
 __all__ = ["FakeSysfs", "SysfsFile", "SysfsDir", "DIFFERENCES"]
@@ -76,8 +78,8 @@ class SysfsFile(FakeFile):
     """A sysfs attribute: a snapshot of ``show()`` taken at each open, and
     one ``store()`` per flush of written bytes."""
 
-    def __init__(self, name: str, sysfs: "FakeSysfs", rel: str, node: Attribute) -> None:
-        super().__init__(name, st_mode=stat.S_IFREG | sysfs.mode_of(rel, node), contents=b"",
+    def __init__(self, name: str, sysfs: FakeSysfs, rel: str, node: Attribute) -> None:
+        super().__init__(name, st_mode=stat.S_IFREG | sysfs.mode_of(rel, node), contents=None,
                          filesystem=sysfs.fs)
         self._sysfs = sysfs
         self._rel = rel
@@ -119,11 +121,11 @@ class SysfsFile(FakeFile):
         with sysfs.host.lock:
             node = sysfs.tree.lookup(self._rel)
             if node is None or node.kind != "file":
-                _raise(errno.ENOENT, self.path)
-            assert isinstance(node, Attribute)
-            mode = sysfs.mode_of(self._rel, node)
-            if (can_read and not mode & 0o444) or (can_write and not mode & 0o222):
-                _raise(errno.EACCES, self.path)
+                _raise(errno.ENOENT, str(self.path))
+            try:
+                node = vfs.check_open(sysfs.tree, self._rel, node, can_read, can_write)
+            except KernelError as e:
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
             self._node = node
             self._written = b""
             if can_write or node.show is None:
@@ -131,7 +133,7 @@ class SysfsFile(FakeFile):
             else:
                 self._snapshot = node.show()
 
-    def set_contents(self, contents: Any, encoding: Optional[str] = None) -> bool:
+    def set_contents(self, contents: Any, encoding: str | None = None) -> bool:
         """One flush: store() what was written since the last flush."""
         data = contents.encode(encoding or "utf-8") if isinstance(contents, str) else bytes(contents)
         if not data:  # O_TRUNC at open, or a flush with nothing written
@@ -143,11 +145,11 @@ class SysfsFile(FakeFile):
         self._written = data
         if not delta:
             return False
-        self._sysfs.store(self._node, delta, self.path)
+        self._sysfs.store(self._node, delta, str(self.path))
         return True
 
 
-def _flush_start() -> Optional[int]:
+def _flush_start() -> int | None:
     """Where the handle being flushed stood at its previous flush: the bytes
     after it are this write. pyfakefs hands set_contents() the handle's whole
     buffer, so the handle (the caller's ``self``) is asked."""
@@ -163,14 +165,14 @@ class SysfsDir(FakeDirectory):
     """A sysfs directory: only the syncer adds or removes entries; anyone
     else gets what sysfs answers (EACCES for a new file, EPERM otherwise)."""
 
-    def __init__(self, name: str, sysfs: "FakeSysfs") -> None:
+    def __init__(self, name: str, sysfs: FakeSysfs) -> None:
         super().__init__(name, perm_bits=0o755, filesystem=sysfs.fs)
         self._sysfs = sysfs
 
     def add_entry(self, path_object: FakeFile) -> None:
         if not self._sysfs.syncing:
             _raise(errno.EACCES if stat.S_ISREG(path_object.st_mode) else errno.EPERM,
-                   posixpath.join(self.path, str(path_object.name)))
+                   posixpath.join(str(self.path), str(path_object.name)))
         # pyfakefs's own bookkeeping (nlink per entry, disk usage) is not sysfs's: link directly.
         self._entries[str(path_object.name)] = path_object
         path_object.parent_dir = weakref.ref(self)
@@ -183,14 +185,14 @@ class SysfsDir(FakeDirectory):
 
     def remove_entry(self, pathname_name: str, recursive: bool = True) -> None:
         if not self._sysfs.syncing:
-            _raise(errno.EPERM, posixpath.join(self.path, pathname_name))
+            _raise(errno.EPERM, posixpath.join(str(self.path), pathname_name))
         del self._entries[pathname_name]
 
 
 # -- the open hook ----------------------------------------------------------------
 _hook_lock = threading.Lock()
 _hook_users = 0
-_original_init_file_object: Optional[Callable[..., Any]] = None
+_original_init_file_object: Callable[..., Any] | None = None
 
 
 def _init_file_object(self: Any, file_object: Any, file_path: Any, open_modes: Any, *args: Any, **kw: Any) -> Any:
@@ -238,7 +240,7 @@ class FakeSysfs:
         self._started = False
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> "FakeSysfs":
+    def start(self) -> FakeSysfs:
         """Materialise the tree and follow the model."""
         if self._started:
             return self
@@ -271,7 +273,7 @@ class FakeSysfs:
         self.fs.shuffle_listdir_results = self._shuffle
         self._started = False
 
-    def __enter__(self) -> "FakeSysfs":
+    def __enter__(self) -> FakeSysfs:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -279,24 +281,21 @@ class FakeSysfs:
 
     # -- model -> files -------------------------------------------------------------
     def mode_of(self, rel: str, node: Node) -> int:
-        return self.host.mode_overrides.get(rel, node.mode)
+        return self.tree.mode_of(rel, node)
+
+    def _count_store(self) -> None:
+        self.stats["stores"] += 1
 
     def store(self, node: Attribute, data: bytes, path: str) -> int:
         """A write as kernfs delivers it: ENODEV once the owner died, one
         store() of at most a page."""
         with self.host.lock:
-            owner = node.owner
-            if owner is not None and (not getattr(owner, "alive", True) or getattr(owner, "removing", False)):
-                _raise(errno.ENODEV, path)
-            if node.store is None:
-                _raise(errno.EIO, path)
-            self.stats["stores"] += 1
             try:
-                return node.store(data[:MAX_STORE])  # type: ignore[misc]
+                return vfs.store(node, data, on_store=self._count_store)
             except KernelError as e:
                 raise OSError(e.errno, e.strerror, path) from None
 
-    def sync(self, paths: Optional[Iterable[str]] = None, gone: Iterable[str] = ()) -> None:
+    def sync(self, paths: Iterable[str] | None = None, gone: Iterable[str] = ()) -> None:
         """Bring the model's view of ``paths`` (sysfs-relative directories;
         default: everything) into the fake tree, and rebuild the subtrees
         in ``gone`` from scratch. Called after every Change; call it yourself
@@ -305,7 +304,8 @@ class FakeSysfs:
             self._with_sync(lambda: self._sync(list(gone), [""] if paths is None else list(paths), paths is None))
 
     def _on_change(self, change: Change) -> None:
-        self.sync(change.changed, change.gone)
+        inv = self.tree.invalidation(change)
+        self.sync(inv.changed, inv.gone)
 
     def _with_sync(self, fn: Callable[[], None]) -> None:
         was, self.syncing = self.syncing, True
@@ -353,7 +353,7 @@ class FakeSysfs:
         elif rel:
             self._rebuild(rel)
 
-    def _fake_at(self, rel: str) -> Optional[FakeFile]:
+    def _fake_at(self, rel: str) -> FakeFile | None:
         obj: FakeFile = self.fs.resolve(self.root)
         for part in rel.split("/") if rel else []:
             if not isinstance(obj, FakeDirectory) or part not in obj.entries:
@@ -403,7 +403,7 @@ class FakeSysfs:
             return stat.S_ISLNK(have.st_mode) and have.byte_contents == node.target.encode()  # type: ignore[union-attr]
         return isinstance(have, SysfsFile)
 
-    def _order(self, d: FakeDirectory, rel: str, names: Optional[list[str]] = None) -> None:
+    def _order(self, d: FakeDirectory, rel: str, names: list[str] | None = None) -> None:
         """The projection's readdir order, and sysfs nlink (2 + subdirectories)."""
         if names is None:
             node = self.tree.lookup(rel)

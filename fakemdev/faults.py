@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno as _errno
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from .errors import KernelError, errno_name, errno_value
 
@@ -40,14 +40,14 @@ class CreateFailure:
     mdev_type: str          # type directory name, e.g. "mtty-1"
     remaining: int
     errno: int
-    parent: Optional[str] = None
+    parent: str | None = None
 
 
 @dataclass
 class Delay:
     op: str
     seconds: float
-    mdev_type: Optional[str] = None   # None: every type
+    mdev_type: str | None = None   # None: every type
 
 
 def _errno_of(value: int | str) -> int:
@@ -59,14 +59,14 @@ def _errno_of(value: int | str) -> int:
 class Faults:
     """The knobs of one host. Callable: it is the core's ``fault_hook``."""
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._lock = threading.Lock()   # knobs change from control threads while FUSE runs
         self.create_failures: list[CreateFailure] = []
         self.delays: list[Delay] = []
 
     # -- the hook ------------------------------------------------------------
-    def __call__(self, op: str, mdev_type: "MdevType") -> None:
+    def __call__(self, op: str, mdev_type: MdevType) -> None:
         with self._lock:
             wait = sum(d.seconds for d in self.delays
                        if d.op == op and d.mdev_type in (None, mdev_type.id))
@@ -86,7 +86,7 @@ class Faults:
 
     # -- knobs -----------------------------------------------------------------
     def fail_create(self, mdev_type: str, count: int = 1, errno: int | str = "EIO",
-                    parent: Optional[str] = None) -> None:
+                    parent: str | None = None) -> None:
         """The next ``count`` creates on ``mdev_type`` fail with ``errno``.
         ENOENT for a type (or parent) the host does not have: such a knob
         could never fire, and would sit in ``list`` for ever."""
@@ -97,7 +97,7 @@ class Faults:
         with self._lock:
             self.create_failures.append(CreateFailure(mdev_type, int(count), errno, parent))
 
-    def delay(self, op: str, seconds: float, mdev_type: Optional[str] = None) -> None:
+    def delay(self, op: str, seconds: float, mdev_type: str | None = None) -> None:
         """Every ``op`` (create/remove) on ``mdev_type`` (or any type) takes
         ``seconds`` longer. 0 clears: on ``mdev_type``, or without a type
         every ``op`` delay, those set for one type included."""
@@ -115,7 +115,7 @@ class Faults:
                 self.delays = [d for d in self.delays
                                if d.op != op or (mdev_type is not None and d.mdev_type != mdev_type)]
 
-    def _check_type(self, mdev_type: str, parent: Optional[str]) -> None:
+    def _check_type(self, mdev_type: str, parent: str | None) -> None:
         """ENOENT, naming what exists, unless the host has ``mdev_type`` (on ``parent``)."""
         host = self.host
         with host.lock:
@@ -157,17 +157,17 @@ class Faults:
             }
 
 
-def of(host: "Host") -> Faults:
+def of(host: Host) -> Faults:
     """The host's knobs, installing them as its ``fault_hook`` on first use."""
     with host.lock:
-        hook = getattr(host, "fault_hook", None)
+        hook = host.fault_hook
         if not isinstance(hook, Faults):
             hook = Faults(host)
-            host.fault_hook = hook  # type: ignore[attr-defined]
+            host.fault_hook = hook
         return hook
 
 
-def apply(host: "Host", knob: str, args: Any) -> Any:
+def apply(host: Host, knob: str, args: Any) -> Any:
     """One knob by name, as scenario ``fault:`` steps and the control socket name them."""
     f = of(host)
     if knob == "create_fail":
@@ -190,8 +190,8 @@ def apply(host: "Host", knob: str, args: Any) -> Any:
 KNOBS = ("create_fail", "delay", "hold", "release", "unplug", "clear", "list")
 
 
-def register_control(controller: "Controller") -> None:
+def register_control(controller: Controller) -> None:
     """Add the ``fault`` op to a mount's control socket (found by the daemon)."""
-    def fault(knob: str, host: Optional[str] = None, args: Any = None) -> Any:
+    def fault(knob: str, host: str | None = None, args: Any = None) -> Any:
         return apply(controller.host(host), knob, args if args is not None else {})
     controller.register("fault", fault)

@@ -8,27 +8,18 @@ place and nothing else changes between profiles.
 """
 from __future__ import annotations
 
-import errno
 import re
 from functools import lru_cache
 
-DEFAULT_KERNEL = "6.12"
+DEFAULT_KERNEL = "6.12"  # the captured kernel (shared/reference/golden); the one default everywhere
 PROFILES = ("6.12", "6.1", "5.15", "4.19")  # the ones the tests exercise; any X.Y is accepted
 Version = tuple[int, int]
 
-# Before 5.19 ``vfio_mdev.c`` was the mdev driver every device bound to; the
-# kernel samples got their own mdev_driver in 5.14 ("Enable direct mdev
-# device creation and probing by parent"), the others by 5.19.
+# Before 5.19 ``vfio_mdev.c`` was the mdev driver every device bound to (a
+# driver says since when it has its own: VendorDriver.own_mdev_driver_since).
+# Per-driver eras (that, and capacity_errnos) live with each driver.
 VFIO_MDEV = "vfio_mdev"
-OWN_MDEV_DRIVER_SINCE: dict[str, Version] = {"mtty": (5, 14), "mdpy": (5, 14), "mbochs": (5, 14)}
 DEFAULT_OWN_MDEV_DRIVER_SINCE: Version = (5, 19)
-
-# "No capacity" errno by driver and era (§3.2): the newest entry whose version
-# is <= the kernel wins. Drivers not listed keep their 6.x errno.
-NO_CAPACITY_ERRNO: dict[str, tuple[tuple[Version, int], ...]] = {
-    "mdpy": (((6, 1), errno.EUSERS), ((0, 0), errno.ENOMEM)),
-    "mbochs": (((5, 14), errno.ENOSPC), ((0, 0), errno.ENOMEM)),
-}
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:[.\-+~].*)?$")
 
@@ -61,9 +52,8 @@ def vendor_remove_can_veto(kernel: str) -> bool:
     return not at_least(kernel, (5, 2))
 
 
-def mdev_driver_name(kernel: str, module: str, own_name: str) -> str:
+def mdev_driver_name(kernel: str, own_name: str, since: Version = DEFAULT_OWN_MDEV_DRIVER_SINCE) -> str:
     """The driver an mdev of this vendor binds to on this kernel."""
-    since = OWN_MDEV_DRIVER_SINCE.get(module, DEFAULT_OWN_MDEV_DRIVER_SINCE)
     return own_name if at_least(kernel, since) else VFIO_MDEV
 
 

@@ -7,8 +7,7 @@ optional ``show``/``store`` callables.
 """
 from __future__ import annotations
 
-import stat
-from typing import Callable, Iterable, Iterator, Mapping, Optional, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 ShowFn = Callable[[], bytes]
 StoreFn = Callable[[bytes], int]
@@ -65,8 +64,8 @@ class Attribute:
     __slots__ = ("mode", "show", "store", "owner")
     kind = "file"
 
-    def __init__(self, mode: int, show: Optional[ShowFn] = None,
-                 store: Optional[StoreFn] = None, owner: object = None) -> None:
+    def __init__(self, mode: int, show: ShowFn | None = None,
+                 store: StoreFn | None = None, owner: object = None) -> None:
         self.mode = mode
         self.show = show
         self.store = store
@@ -95,10 +94,10 @@ class Directory:
     mode = 0o755
     fast_lookup = False
 
-    def entries(self) -> Mapping[str, "Node"]:  # pragma: no cover - abstract
+    def entries(self) -> Mapping[str, Node]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def lookup(self, name: str) -> Optional["Node"]:
+    def lookup(self, name: str) -> Node | None:
         return self.entries().get(name)
 
     def names(self) -> Iterable[str]:
@@ -111,7 +110,7 @@ class Directory:
     def listdir(self) -> list[str]:
         return readdir_order(self.names())
 
-    def items(self) -> list[tuple[str, "Node"]]:
+    def items(self) -> list[tuple[str, Node]]:
         """(name, node) of every entry in kernfs order, building each once."""
         entries = self.entries()
         return [(n, entries[n]) for n in readdir_order(entries)]
@@ -122,10 +121,10 @@ class StaticDir(Directory):
 
     __slots__ = ("_entries",)
 
-    def __init__(self, entries: Mapping[str, "Node"]) -> None:
+    def __init__(self, entries: Mapping[str, Node]) -> None:
         self._entries = entries
 
-    def entries(self) -> Mapping[str, "Node"]:
+    def entries(self) -> Mapping[str, Node]:
         return self._entries
 
 
@@ -134,22 +133,14 @@ class LazyDir(Directory):
 
     __slots__ = ("_build",)
 
-    def __init__(self, build: Callable[[], Mapping[str, "Node"]]) -> None:
+    def __init__(self, build: Callable[[], Mapping[str, Node]]) -> None:
         self._build = build
 
-    def entries(self) -> Mapping[str, "Node"]:
+    def entries(self) -> Mapping[str, Node]:
         return self._build()
 
 
-Node = Union[Attribute, Link, Directory]
-
-
-def file_type(node: Node) -> int:
-    if node.kind == "dir":
-        return stat.S_IFDIR
-    if node.kind == "link":
-        return stat.S_IFLNK
-    return stat.S_IFREG
+Node = Attribute | Link | Directory
 
 
 def walk(root: Directory, prefix: str = "") -> Iterator[tuple[str, Node]]:
@@ -161,7 +152,7 @@ def walk(root: Directory, prefix: str = "") -> Iterator[tuple[str, Node]]:
             yield from walk(node, path)  # type: ignore[arg-type]
 
 
-def resolve(root: Directory, path: str) -> Optional[Node]:
+def resolve(root: Directory, path: str) -> Node | None:
     """Find the node at an absolute, canonical path ('/' = root). No symlink
     following: the kernel resolves links itself before asking a filesystem."""
     node: Node = root

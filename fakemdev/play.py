@@ -97,12 +97,10 @@ class ApiBackend(Backend):
         return self._tree(host).resolve(path)
 
     def read(self, host: str | None, path: str) -> str:
-        node = self._resolve(host, path)
-        if node.kind == "dir":
-            raise KernelError(_errno.EISDIR)
-        if node.show is None or not node.mode & 0o444:
-            raise KernelError(_errno.EACCES)
-        return _strip_nl(node.show())
+        from . import vfs  # the kernfs rules, as a mount applies them
+        tree = self._tree(host)
+        with tree.host.lock:
+            return _strip_nl(vfs.read_path(tree, path))
 
     def write(self, host: str | None, path: str, data: bytes) -> None:
         self._tree(host).write(path, data)

@@ -24,12 +24,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
 from .core import Host
 from .errors import KernelError
+from .kernels import DEFAULT_KERNEL
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PARENT_SKIP = {"uevent", "power", "subsystem", "mdev_supported_types", "driver", "driver_override"}
@@ -45,10 +46,10 @@ class RecType:
     type_id: str
     sysfs_name: str
     name: str
-    description: Optional[str]
+    description: str | None
     device_api: str
     available: int
-    migration: Optional[str] = None   # state version of migration_version, "unsupported", or None (no file)
+    migration: str | None = None   # state version of migration_version, "unsupported", or None (no file)
 
 
 @dataclass
@@ -56,8 +57,8 @@ class RecDevice:
     uuid: str
     type_id: str
     bound: bool
-    group: Optional[int]
-    migration: Optional[str] = None   # the device's own state version (a pre-upgrade device keeps its old one)
+    group: int | None
+    migration: str | None = None   # the device's own state version (a pre-upgrade device keeps its old one)
     writes: list[tuple[str, str]] = field(default_factory=list)   # (device-relative attribute, value)
 
 
@@ -66,23 +67,23 @@ class Reader:
     keeping what it read (``facts``: root-relative path -> value) so that
     :func:`verify` can read the same paths back from the replay."""
 
-    def __init__(self, root: str, at: str = "", facts: Optional[dict[str, tuple[str, Optional[str]]]] = None) -> None:
+    def __init__(self, root: str, at: str = "", facts: dict[str, tuple[str, str | None]] | None = None) -> None:
         self.root, self.at = root, at
-        self.facts: dict[str, tuple[str, Optional[str]]] = facts if facts is not None else {}
+        self.facts: dict[str, tuple[str, str | None]] = facts if facts is not None else {}
 
-    def scoped(self, sub: str) -> "Reader":
+    def scoped(self, sub: str) -> Reader:
         return Reader(self.root, self._rel(sub), self.facts)
 
     def _rel(self, path: str) -> str:
         return f"{self.at}/{path}".strip("/") if self.at else path.strip("/")
 
-    def text(self, path: str) -> Optional[str]:
+    def text(self, path: str) -> str | None:
         rel = self._rel(path)
         value = _read1(os.path.join(self.root, rel))
         self.facts[rel] = ("text", value)
         return value
 
-    def link(self, path: str) -> Optional[str]:
+    def link(self, path: str) -> str | None:
         rel = self._rel(path)
         value = _link_tail(os.path.join(self.root, rel))
         self.facts[rel] = ("link", value)
@@ -108,13 +109,13 @@ class RecParent:
     devices: list[RecDevice]
     module: str
     mdev_driver: str
-    module_version: Optional[str] = None
+    module_version: str | None = None
     module_attrs: dict[str, str] = field(default_factory=dict)
     module_params: dict[str, str] = field(default_factory=dict)
     module_refcnt: int = 0
 
 
-def _read(path: str) -> Optional[str]:
+def _read(path: str) -> str | None:
     try:
         with open(path, "rb", buffering=0) as f:
             data = f.read()
@@ -127,12 +128,12 @@ def _read(path: str) -> Optional[str]:
     return None if "\0" in text else text
 
 
-def _read1(path: str) -> Optional[str]:
+def _read1(path: str) -> str | None:
     text = _read(path)
     return text[:-1] if text is not None and text.endswith("\n") else text
 
 
-def _migration(path: str) -> Optional[str]:
+def _migration(path: str) -> str | None:
     """The state version a ``migration_version`` file publishes (``"5.2"``),
     ``"unsupported"`` when the file is there but fails with ENODEV, None when
     there is no file. The acceptance rule is not visible in sysfs."""
@@ -152,14 +153,14 @@ def _migration(path: str) -> Optional[str]:
     return f"{v.major}.{v.minor}"
 
 
-def _link_tail(path: str) -> Optional[str]:
+def _link_tail(path: str) -> str | None:
     try:
         return os.readlink(path).rstrip("/").rsplit("/", 1)[-1]
     except OSError:
         return None
 
 
-def read_parents(root: str, reader: Optional[Reader] = None, notes: Optional[list[str]] = None) -> list[RecParent]:
+def read_parents(root: str, reader: Reader | None = None, notes: list[str] | None = None) -> list[RecParent]:
     reader = reader or Reader(root)
     notes = notes if notes is not None else []
     bus_dir = os.path.join(root, "class", "mdev_bus")
@@ -177,7 +178,7 @@ def read_parents(root: str, reader: Optional[Reader] = None, notes: Optional[lis
     return out
 
 
-def _read_parent(root: str, name: str, reader: Reader) -> Optional[RecParent]:
+def _read_parent(root: str, name: str, reader: Reader) -> RecParent | None:
     link = os.path.join(root, "class", "mdev_bus", name)
     devpath = os.path.normpath(os.path.join("class/mdev_bus", os.readlink(link)))
     pdir = os.path.join(root, devpath)
@@ -239,7 +240,7 @@ def _read_parent(root: str, name: str, reader: Reader) -> Optional[RecParent]:
     return rec
 
 
-def _mdev_driver_of(root: str, module: str) -> Optional[str]:
+def _mdev_driver_of(root: str, module: str) -> str | None:
     d = os.path.join(root, "bus", "mdev", "drivers")
     try:
         for drv in os.listdir(d):
@@ -352,7 +353,7 @@ def parent_entries(parents: list[RecParent], notes: list[str]) -> list[dict[str,
     return out
 
 
-def _builtin_entry(recs: list[RecParent]) -> Optional[dict[str, Any]]:
+def _builtin_entry(recs: list[RecParent]) -> dict[str, Any] | None:
     """A built-in driver with inferred options that reproduces the module's parents, if any."""
     rec = recs[0]
     for registry_name, cls in _builtins_for_module(rec.module):
@@ -392,7 +393,7 @@ def _migration_options(rec: RecParent) -> dict[str, Any]:
 
 
 def _declare(rec: RecParent) -> dict[str, Any]:
-    bound = {}
+    bound: dict[str, Any] = {}
     for d in rec.devices:
         if d.bound:
             bound[d.type_id] = bound.get(d.type_id, 0) + 1
@@ -442,17 +443,19 @@ def kernel_of(root: str, notes: list[str]) -> str:
         kernel = _profile_of(root, mount)
         if kernel is not None:
             return kernel
-        notes.append(f"{root} is a fakemdev mount whose daemon did not tell its kernel profile: recorded 6.12")
-        return "6.12"
+        notes.append(f"{root} is a fakemdev mount whose daemon did not tell its kernel profile: "
+                     f"recorded {DEFAULT_KERNEL}")
+        return DEFAULT_KERNEL
     if os.path.realpath(root) == "/sys":
         m = re.match(r"(\d+\.\d+)", os.uname().release)
         if m:
             return m.group(1)
-    notes.append(f"{root} is not a live /sys, so its kernel version is unknown: recorded 6.12 (edit 'kernel:')")
-    return "6.12"
+    notes.append(f"{root} is not a live /sys, so its kernel version is unknown: "
+                 f"recorded {DEFAULT_KERNEL} (edit 'kernel:')")
+    return DEFAULT_KERNEL
 
 
-def _profile_of(root: str, mount: Any) -> Optional[str]:
+def _profile_of(root: str, mount: Any) -> str | None:
     """Ask the daemon serving ``mount`` (a :class:`~fakemdev.fuse.daemon.MountEntry`)
     for the kernel profile of the host ``root`` shows: the first path
     component below the mount's own root names it when the daemon serves
@@ -508,7 +511,7 @@ def record(root: str = "/sys", host_name: str = "recorded") -> Recording:
     """The scenario reproducing the mdev state under ``root``, checked by
     building it and reading back every fact recorded."""
     notes: list[str] = []
-    facts: dict[str, dict[str, tuple[str, Optional[str]]]] = {}
+    facts: dict[str, dict[str, tuple[str, str | None]]] = {}
     hosts = []
     for name, r in host_roots(root, host_name):
         reader = Reader(r)
@@ -520,8 +523,8 @@ def record(root: str = "/sys", host_name: str = "recorded") -> Recording:
     return recording
 
 
-def record_host(root: str, host_name: str, reader: Optional[Reader] = None,
-                notes: Optional[list[str]] = None) -> dict[str, Any]:
+def record_host(root: str, host_name: str, reader: Reader | None = None,
+                notes: list[str] | None = None) -> dict[str, Any]:
     """One host's entry of the scenario."""
     reader = reader or Reader(root)
     notes = notes if notes is not None else []
@@ -590,7 +593,7 @@ def _modules_without_parents(root: str, parents: list[RecParent]) -> list[str]:
             f"class/mdev_bus: its module is not recorded" for n in names if n not in have and n != "vfio_mdev"]
 
 
-def verify(recording: Recording, facts: dict[str, dict[str, tuple[str, Optional[str]]]]) -> list[str]:
+def verify(recording: Recording, facts: dict[str, dict[str, tuple[str, str | None]]]) -> list[str]:
     """Build the recorded scenario and read back every fact the recording
     read (iommu groups, driver state): each difference is a note."""
     from .scenario import ScenarioError, loads
@@ -612,7 +615,7 @@ def verify(recording: Recording, facts: dict[str, dict[str, tuple[str, Optional[
     return out
 
 
-def _replay_fact(tree: Any, path: str, kind: str) -> Optional[str]:
+def _replay_fact(tree: Any, path: str, kind: str) -> str | None:
     from .errors import KernelError
     try:
         if kind == "link":
@@ -622,7 +625,7 @@ def _replay_fact(tree: Any, path: str, kind: str) -> Optional[str]:
         node = tree.resolve(path)
         if node.kind != "file" or node.show is None:
             return None
-        text = node.show().decode("utf-8", "replace")
+        text: str = node.show().decode("utf-8", "replace")
         return text[:-1] if text.endswith("\n") else text
     except KernelError:
         return None

@@ -11,12 +11,15 @@ common ancestor), so they match the captured kernel byte for byte.
 from __future__ import annotations
 
 import errno
-from typing import Callable, Mapping, Optional
+import functools
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 
+from . import events as ev
 from . import kernels
-from .core import VFIO_GROUP_MAJOR, Host, MdevDevice, MdevType, Parent
+from .core import VFIO_GROUP_MAJOR, Change, Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
-from .kernfs import MAX_STORE, Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
+from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 
 RO, WO, RW = 0o444, 0o200, 0o644
 VFIO_MISC = (10, 196)
@@ -29,7 +32,7 @@ CORE_MODULE_ATTRS: dict[str, dict[str, str]] = {
     "mdev": {"coresize": "20480", "srcversion": "0D6D9D46D0E87F28A663BBF", "taint": "", "version": "0.1"},
 }
 VFIO_TYPE1_PARAMS = {"allow_unsafe_interrupts": b"N\n", "disable_hugepages": b"N\n", "dma_entry_limit": b"65535\n"}
-POWER_FILES: dict[str, tuple[int, Optional[bytes]]] = {
+POWER_FILES: dict[str, tuple[int, bytes | None]] = {
     "async": (RW, b"disabled\n"),
     "autosuspend_delay_ms": (RW, None),  # read gives EIO: no autosuspend on these devices
     "control": (RW, b"auto\n"),
@@ -56,6 +59,11 @@ def kernfs_link(link_dir: str, target: str) -> str:
     while i < len(ld) and i < len(tparent) and ld[i] == tparent[i]:
         i += 1
     return "../" * (len(ld) - i) + "/".join(tp[i:])
+
+
+def link_to(link_dir: str, target: str) -> Link:
+    """A link in ``link_dir`` to ``target`` (both sysfs-relative), as kernfs writes it."""
+    return Link(kernfs_link(link_dir, target))
 
 
 def const(value: bytes) -> Callable[[], bytes]:
@@ -114,6 +122,137 @@ def _empty_dir() -> Directory:
     return StaticDir({})
 
 
+# -- events -> paths -----------------------------------------------------------
+def _dirname(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _type_devices(t: MdevType) -> str:
+    return f"{t.path}/devices"
+
+
+def _device_paths(dev: MdevDevice) -> tuple[str, str]:
+    """Where a device is linked from: its type's devices/ and bus/mdev/devices."""
+    return f"{_type_devices(dev.mdev_type)}/{dev.uuid}", f"bus/mdev/devices/{dev.uuid}"
+
+
+def _group_paths(g: int | None, v: int | None) -> list[str]:
+    out = [] if g is None else [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
+    return out + ([] if v is None else [f"class/vfio-dev/vfio{v}"])
+
+
+def _vfio_groups_dir(dev: MdevDevice) -> list[str]:
+    """devices/virtual/vfio exists while a group does: gone with the last one."""
+    return [] if dev.parent.host.groups else ["devices/virtual/vfio"]
+
+
+_GROUP_DIRS = ("kernel/iommu_groups", "devices/virtual/vfio", "devices/virtual", "class/vfio", "class/vfio-dev")
+_DRIVER_DIRS = ("bus/mdev/drivers", "class/mdev_bus", "class", "module", "module/mdev/holders", "module/vfio/holders",
+                *_GROUP_DIRS)
+
+
+def _module_paths(name: str) -> list[str]:
+    """A vendor module's directory and the holders links the core modules have to it."""
+    return [f"module/{name}", f"module/mdev/holders/{name}", f"module/vfio/holders/{name}"]
+
+
+def _paths_of(e: ev.Event) -> tuple[list[str], list[str]]:
+    """(gone, changed) for one event: where in sysfs it shows."""
+    if isinstance(e, ev.DeviceAdded):
+        dev = e.device
+        # gone: dentries of an earlier device with this name may be cached
+        return [dev.path, *_device_paths(dev)], [dev.parent.devpath, _type_devices(dev.mdev_type), "bus/mdev/devices"]
+    if isinstance(e, (ev.DeviceBound, ev.DeviceUnbound)):
+        dev, drv = e.device, f"bus/mdev/drivers/{e.driver_name}"
+        # the device dir's whole shape follows its binding (a driver's attributes may too)
+        return ([dev.path, f"{drv}/{dev.uuid}", *_group_paths(e.iommu_group, e.vfio_index), *_vfio_groups_dir(dev)],
+                [*_GROUP_DIRS, drv])
+    if isinstance(e, ev.DeviceHidden):
+        dev, drv = e.device, f"bus/mdev/drivers/{e.driver_name}"
+        return ([dev.path, f"{drv}/{dev.uuid}", *_device_paths(dev), *_group_paths(None, e.vfio_index)],
+                [_type_devices(dev.mdev_type), "bus/mdev/devices", drv, "class/vfio-dev"])
+    if isinstance(e, ev.DeviceRemoved):
+        dev = e.device
+        return ([dev.path, *_device_paths(dev), *_vfio_groups_dir(dev)],
+                [dev.parent.devpath, _type_devices(dev.mdev_type), "bus/mdev/devices", *_GROUP_DIRS])
+    if isinstance(e, ev.DeviceDriverChanged):
+        dev = e.device
+        names = {*e.old_groups, *dev.parent.driver.device_groups(dev), *dev.parent.driver.device_attributes(dev)}
+        return [f"{dev.path}/{n}" for n in names], [dev.path]
+    if isinstance(e, ev.ParentAdded):
+        p = e.parent
+        return [p.devpath, f"class/mdev_bus/{p.name}"], [_dirname(p.devpath), p.devpath, "class/mdev_bus", "class"]
+    if isinstance(e, ev.ParentRemoved):
+        p = e.parent
+        return [p.devpath, f"class/mdev_bus/{p.name}"], [_dirname(p.devpath), "class/mdev_bus"]
+    if isinstance(e, ev.ParentTypesChanged):
+        return [f"{e.parent.devpath}/mdev_supported_types"], [e.parent.devpath]
+    if isinstance(e, ev.DriverLoaded):
+        d = e.driver
+        return [*_module_paths(d.name), f"bus/mdev/drivers/{d.driver_name}"], list(_DRIVER_DIRS)
+    if isinstance(e, ev.DriverUnloaded):
+        d = e.driver
+        return ([*_module_paths(d.name), f"bus/mdev/drivers/{d.driver_name}", *(f"class/{c}" for c in e.class_names),
+                 *(p for g in e.iommu_groups for p in _group_paths(g, None)),
+                 *(f"class/vfio-dev/{v}" for v in e.vfio_devs)], list(_DRIVER_DIRS))
+    if isinstance(e, ev.DriverUpgraded):
+        return ([*_module_paths(e.new.name), f"bus/mdev/drivers/{e.old.driver_name}",
+                 f"bus/mdev/drivers/{e.new.driver_name}"], list(_DRIVER_DIRS))
+    if isinstance(e, (ev.CoreLoaded, ev.CoreUnloaded)):
+        return ["bus/mdev", "class/mdev_bus", "module/mdev"], ["bus", "class", "module", "module/vfio/holders"]
+    if isinstance(e, ev.DriverNodesChanged):
+        return list(e.gone), list(e.changed)
+    if isinstance(e, ev.VfioIdsChanged):
+        return [f"class/vfio-dev/vfio{e.index}"], ["class/vfio-dev"]
+    raise TypeError(f"no projection for {e!r}")
+
+
+def invalidation(events: Iterable[ev.Event]) -> ev.Invalidation:
+    """What ``events`` made stale in any projection of the host: the one
+    place that knows where in sysfs a model event shows."""
+    out = ev.Invalidation()
+    for e in events:
+        gone, changed = _paths_of(e)
+        out.gone += gone
+        out.changed += changed
+    out.gone = list(dict.fromkeys(out.gone))
+    out.changed = list(dict.fromkeys(out.changed))
+    return out
+
+
+class ProjectionState:
+    """What kernfs keeps per node rather than the model: modes set by chmod
+    and what was written to a device's ``power/control`` and ``power/async``.
+    Path-keyed, one per host (shared by every projection of it); a subtree
+    that vanishes takes its entries along, as a device made again at the
+    same path is a new struct device, with the defaults."""
+
+    def __init__(self, host: Host) -> None:
+        self.mode_overrides: dict[str, int] = {}
+        self.power_settings: dict[str, dict[str, bytes]] = {}
+        host.listeners.insert(0, self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        if not (self.mode_overrides or self.power_settings) or not change.events:
+            return
+        for prefix in invalidation(change.events).gone:
+            for table in (self.mode_overrides, self.power_settings):
+                for p in [p for p in table if p == prefix or p.startswith(prefix + "/")]:
+                    del table[p]
+
+
+_STATES: weakref.WeakKeyDictionary[Host, ProjectionState] = weakref.WeakKeyDictionary()
+
+
+def state_of(host: Host) -> ProjectionState:
+    """The host's projection state, made on first use."""
+    with host.lock:
+        st = _STATES.get(host)
+        if st is None:
+            st = _STATES[host] = ProjectionState(host)
+        return st
+
+
 class SysfsTree:
     """The whole ``/sys`` of one host, rooted at the mount point.
 
@@ -132,12 +271,38 @@ class SysfsTree:
         self._entries: dict[str, Mapping[str, Node]] = {}
         self._mounts_gen = -1
         self._mounts_key: object = None
-        self._mounts: dict[str, Callable[[], Optional[Node]]] = {}
+        self._mounts: dict[str, Callable[[], Node | None]] = {}
         self._junctions: dict[str, set[str]] = {}
         self.root: Directory = Junction(self, "")
+        self.state = state_of(host)
+
+    def mode_of(self, rel: str, node: Node) -> int:
+        """A node's mode as ls shows it: chmod's, else the attribute's."""
+        return self.state.mode_overrides.get(rel, node.mode)
+
+    def chmod(self, rel: str, mode: int) -> None:
+        self.state.mode_overrides[rel] = mode
+
+    def invalidation(self, change: Change) -> ev.Invalidation:
+        """What ``change`` made stale in this tree: the events' paths plus
+        the mount points (parents, drivers' own devices, modules) that
+        appeared or vanished with it."""
+        inv = invalidation(change.events)
+        if self._mounts_gen < 0 or not change.events:
+            return inv
+        before, joints = set(self._mounts), self._junctions
+        after = set(self.mounts())
+        if self._junctions is joints:
+            return inv
+        # mount points and the junction directories above them (devices/virtual/mtty, class/mbochs, ...)
+        moved = (before ^ after) | (set(joints) ^ set(self._junctions))
+        inv.gone += sorted(moved)
+        inv.changed += sorted({_dirname(p) for p in moved} |
+                              {j for j, names in self._junctions.items() if joints.get(j, names) != names})
+        return inv
 
     # -- mount-point index ------------------------------------------------
-    def mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
+    def mounts(self) -> dict[str, Callable[[], Node | None]]:
         host = self.host
         if host.generation == self._mounts_gen:
             return self._mounts
@@ -158,20 +323,20 @@ class SysfsTree:
         self.mounts()
         return self._junctions.get(prefix, set())
 
-    def _build_mounts(self) -> dict[str, Callable[[], Optional[Node]]]:
+    def _build_mounts(self) -> dict[str, Callable[[], Node | None]]:
         host = self.host
-        m: dict[str, Callable[[], Optional[Node]]] = {}
+        m: dict[str, Callable[[], Node | None]] = {}
         if host.mdev_loaded:
             m["bus/mdev"] = lambda: BusMdevDir(self)
             m["class/mdev_bus"] = lambda: LazyDir(self._class_mdev_bus)
         for parent in host.parents.values():
-            m[parent.devpath] = (lambda p=parent: ParentDir(self, p))
+            m[parent.devpath] = functools.partial(ParentDir, self, parent)
             if parent.spec.class_name:
-                path = f"class/{parent.spec.class_name}/{parent.name}"
-                m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
+                m[f"class/{parent.spec.class_name}/{parent.name}"] = functools.partial(
+                    link_to, f"class/{parent.spec.class_name}", parent.devpath)
             if parent.spec.bus:
-                path = f"bus/{parent.spec.bus}/devices/{parent.name}"
-                m[path] = (lambda p=parent, path=path: Link(kernfs_link(path.rsplit("/", 1)[0], p.devpath)))
+                m[f"bus/{parent.spec.bus}/devices/{parent.name}"] = functools.partial(
+                    link_to, f"bus/{parent.spec.bus}/devices", parent.devpath)
         m["class/vfio"] = lambda: GroupLinksDir(self)
         if kernels.has_vfio_dev(host.kernel):
             m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
@@ -183,11 +348,9 @@ class SysfsTree:
         if any(d.driver_module == kernels.VFIO_MDEV for d in host.drivers.values()):
             modules.append(kernels.VFIO_MDEV)
         for name in modules:
-            m[f"module/{name}"] = (lambda n=name: ModuleDir(self, n))
+            m[f"module/{name}"] = functools.partial(ModuleDir, self, name)
         for drv in host.drivers.values():  # devices outside the mdev core (SR-IOV VFs, ...)
-            extra = getattr(drv, "sysfs_mounts", None)
-            if extra is not None:
-                m.update(extra(self))
+            m.update(drv.sysfs_mounts(self))
         for path in SYSFS_SKELETON:  # an empty one, unless something lives below it
             if path not in m and not any(p.startswith(path + "/") for p in m):
                 m[path] = _empty_dir
@@ -201,7 +364,7 @@ class SysfsTree:
             self._entries.clear()
             self._gen = gen
 
-    def lookup(self, path: str) -> Optional[Node]:
+    def lookup(self, path: str) -> Node | None:
         """Resolve a sysfs-relative or absolute path (no symlink following)."""
         path = path.strip("/")
         if "//" in path:
@@ -209,7 +372,7 @@ class SysfsTree:
         self._sync()
         return self._lookup(path)
 
-    def _lookup(self, path: str) -> Optional[Node]:
+    def _lookup(self, path: str) -> Node | None:
         node = self._dirs.get(path)
         if node is not None:
             return node
@@ -266,14 +429,9 @@ class SysfsTree:
         """One write(2) to an attribute, as a client's ``echo VALUE > PATH``:
         EISDIR for a directory, EACCES for a file not open for writing (as
         kernfs refuses it at open, root included), else what store() gives."""
+        from . import vfs
         with self.host.lock:
-            node = self.resolve(path)
-            if node.kind == "dir":
-                raise KernelError(errno.EISDIR)
-            store = getattr(node, "store", None)
-            if store is None or not node.mode & 0o222:
-                raise KernelError(errno.EACCES, f"{path} is not writable")
-            return int(store(data[:MAX_STORE]))
+            return vfs.write_path(self, path, data)
 
     def _entries_of(self, path: str, d: Directory) -> Mapping[str, Node]:
         e = self._entries.get(path)
@@ -299,7 +457,7 @@ class SysfsTree:
         self._sync()
         return sum(1 for n in self._entries_of(path.strip("/"), d).values() if n.kind == "dir")
 
-    def power_dir(self, owner: object, devpath: str) -> "PowerDir":
+    def power_dir(self, owner: object, devpath: str) -> PowerDir:
         """Generic runtime-PM group of the device at ``devpath``."""
         return PowerDir(owner, self.host, devpath)
 
@@ -317,7 +475,7 @@ class SysfsTree:
                 out[f"vfio{dev.vfio_index}"] = Link(
                     kernfs_link("class/vfio-dev", f"{dev.path}/vfio-dev/vfio{dev.vfio_index}"))
         for drv in self.host.drivers.values():  # vfio devices that are not mdevs
-            for name, path in getattr(drv, "vfio_devs", dict)().items():
+            for name, path in drv.vfio_devs().items():
                 out[name] = Link(kernfs_link("class/vfio-dev", path))
         return out
 
@@ -358,7 +516,7 @@ class GroupLinksDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
         if g is None or g not in self.tree.host.groups:
             return None
@@ -380,7 +538,7 @@ class VfioGroupsDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
         if g is None or g not in self.tree.host.groups:
             return None
@@ -393,7 +551,7 @@ class VfioGroupsDir(Directory):
         return len(self.tree.host.groups)
 
 
-def _group_number(name: str) -> Optional[int]:
+def _group_number(name: str) -> int | None:
     if not name.isdigit() or (len(name) > 1 and name[0] == "0") or not name.isascii():
         return None
     return int(name)
@@ -416,7 +574,7 @@ class PowerDir(Directory):
         self.host = host
         self.devpath = devpath
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         spec = POWER_FILES.get(name)
         if spec is None:
             return None
@@ -429,8 +587,8 @@ class PowerDir(Directory):
                              owner=self.owner)
         return Attribute(mode, const(value) if value is not None else eio, owner=self.owner)
 
-    def _setting(self, name: str, default: Optional[bytes]) -> bytes:
-        return self.host.power_settings.get(self.devpath, {}).get(name, default or b"")
+    def _setting(self, name: str, default: bytes | None) -> bytes:
+        return state_of(self.host).power_settings.get(self.devpath, {}).get(name, default or b"")
 
     def _store(self, name: str, buf: bytes) -> int:
         """control_store()/async_store(): sysfs_streq() against the two words."""
@@ -438,7 +596,7 @@ class PowerDir(Directory):
         if word not in POWER_WORDS[name]:
             words = " or ".join(w.decode() for w in POWER_WORDS[name])
             raise KernelError(errno.EINVAL, f"power/{name}: expected {words}")
-        self.host.power_settings.setdefault(self.devpath, {})[name] = word + b"\n"
+        state_of(self.host).power_settings.setdefault(self.devpath, {})[name] = word + b"\n"
         return len(buf)
 
     def entries(self) -> Mapping[str, Node]:
@@ -467,7 +625,7 @@ class Junction(Directory):
     def _child_path(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         path = self._child_path(name)
         factory = self.tree.mounts().get(path)
         if factory is not None:
@@ -518,7 +676,7 @@ class ParentDir(Directory):
             out["config"] = Attribute(RW, const(pci_config_space(spec.attrs)), owner=p)
         return out
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         dev = self.parent.devices.get(name)
         if dev is not None:
             return DeviceDir(self.tree, dev)
@@ -545,7 +703,7 @@ class SupportedTypesDir(Directory):
         self.tree = tree
         self.parent = parent
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         t = self.parent.types.get(name)
         return TypeDir(self.tree, t) if t is not None else None
 
@@ -581,11 +739,7 @@ class TypeDir(Directory):
             out["name"] = ro(f"{t.name}\n".encode(), t)
         if t.spec.description is not None:
             out["description"] = ro(f"{t.spec.description.rstrip(chr(10))}\n".encode(), t)
-        extra = getattr(t.parent.driver, "type_attributes", None)
-        if extra is not None:
-            out.update(extra(t))
-        from .migration import versions as migration  # imported on first use: it costs start-up time
-        out.update(migration.type_attributes(t))  # only for types whose driver declares migration
+        out.update(t.parent.driver.type_attributes(t))
         return out
 
     def subdir_count(self) -> int:
@@ -601,7 +755,7 @@ class TypeDevicesDir(Directory):
     def __init__(self, mdev_type: MdevType) -> None:
         self.mdev_type = mdev_type
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         return Link(f"../../../{name}") if name in self.mdev_type.devices else None
 
     def entries(self) -> Mapping[str, Node]:
@@ -616,96 +770,84 @@ class TypeDevicesDir(Directory):
 
 class DeviceDir(Directory):
     """``<parent>/<uuid>/``: the mdev device, in its bound, unbound or
-    being-removed shape."""
+    being-removed shape.
+
+    :meth:`_table` is the one place that says what the directory holds in
+    each shape: its names (in the kernel's creation order), how each entry
+    is built, and which are directories (nlink). Lookup, listing and nlink
+    all read it; adding a file to every device is one line there (or, for a
+    driver's own file, one entry in its :meth:`VendorDriver.device_attributes`).
+    """
 
     __slots__ = ("tree", "dev")
+    fast_lookup = True
 
     def __init__(self, tree: SysfsTree, dev: MdevDevice) -> None:
         self.tree = tree
         self.dev = dev
 
-    fast_lookup = True
-    _CORE = ("uevent", "power", "mdev_type", "subsystem", "remove")
-    _BOUND = ("driver", "iommu_group")
+    def _table(self) -> dict[str, tuple[bool, Callable[[], Node]]]:
+        """name -> (is a directory, build): the core's entries for the device's state."""
+        dev, tree = self.dev, self.tree
+        path = dev.path
+        if dev.removing:  # 6.12: only the iommu_group link stays while the remove waits
+            if dev.iommu_group is None:
+                return {}
+            return {"iommu_group": (False, lambda: Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}")))}
+        drv = dev.parent.driver.driver_name
+        host = tree.host
+        table: dict[str, tuple[bool, Callable[[], Node]]] = {
+            "uevent": (False, lambda: Attribute(
+                RW, lambda: f"DRIVER={drv}\n".encode() if dev.bound else b"",
+                tree._uevent_store(dev.devpath, ["SUBSYSTEM=mdev"], lambda: [f"DRIVER={drv}"] if dev.bound else []),
+                dev)),
+            "power": (True, lambda: tree.power_dir(dev, path)),
+            "mdev_type": (False, lambda: Link(kernfs_link(path, dev.mdev_type.path))),
+            "subsystem": (False, lambda: Link(kernfs_link(path, "bus/mdev"))),
+            "remove": (False, lambda: Attribute(WO, store=lambda buf: host.remove_store(dev, buf), owner=dev)),
+        }
+        if dev.bound:
+            table["driver"] = (False, lambda: Link(kernfs_link(path, f"bus/mdev/drivers/{drv}")))
+            table["iommu_group"] = (False, lambda: Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}")))
+            if dev.vfio_index is not None:
+                table["vfio-dev"] = (True, self._vfio_dev_dir)
+        return table
 
-    def _hooks(self) -> dict[str, Node]:
-        """Entries drivers and the migration model add (rarely any)."""
+    def _driver_entries(self) -> dict[str, Node]:
+        """What the vendor driver adds: its attribute groups (bound only) and attributes."""
         dev = self.dev
+        if dev.removing:
+            return {}
+        drv = dev.parent.driver
         out: dict[str, Node] = {}
-        extra = getattr(dev.parent.driver, "device_attributes", None)
-        if extra is not None:
-            out.update(extra(dev))
-        from .migration import versions as migration
-        out.update(migration.device_attributes(dev))  # only for types whose driver declares migration
+        if dev.bound:
+            out.update((name, StaticDir(dict(group))) for name, group in drv.device_groups(dev).items())
+        for name, node in drv.device_attributes(dev).items():
+            out.setdefault(name, node)
         return out
 
     def names(self) -> list[str]:
-        dev = self.dev
-        if dev.removing:
-            return ["iommu_group"] if dev.iommu_group is not None else []
-        names = list(self._CORE)
-        if dev.bound:
-            names += self._BOUND
-            if dev.vfio_index is not None:
-                names.append("vfio-dev")
-            names += list(dev.parent.driver.device_groups(dev))
-        return names + [n for n in self._hooks() if n not in names]
+        table = self._table()
+        return list(table) + [n for n in self._driver_entries() if n not in table]
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         """One entry, built alone: path walks through a device dir need one name."""
-        dev = self.dev
-        path = dev.path
-        if dev.removing:
-            if name == "iommu_group" and dev.iommu_group is not None:
-                return Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
-            return None
-        drv = dev.parent.driver.driver_name
-        if name == "remove":
-            host = self.tree.host
-            return Attribute(WO, store=lambda buf: host.remove_store(dev, buf), owner=dev)
-        if name == "uevent":
-            return Attribute(RW, lambda: f"DRIVER={drv}\n".encode() if dev.bound else b"",
-                             self.tree._uevent_store(dev.devpath, ["SUBSYSTEM=mdev"],
-                                                     lambda: [f"DRIVER={drv}"] if dev.bound else []), dev)
-        if name == "power":
-            return self.tree.power_dir(dev, dev.path)
-        if name == "mdev_type":
-            return Link(kernfs_link(path, dev.mdev_type.path))
-        if name == "subsystem":
-            return Link(kernfs_link(path, "bus/mdev"))
-        if dev.bound:
-            if name == "driver":
-                return Link(kernfs_link(path, f"bus/mdev/drivers/{drv}"))
-            if name == "iommu_group":
-                return Link(kernfs_link(path, f"kernel/iommu_groups/{dev.iommu_group}"))
-            if name == "vfio-dev" and dev.vfio_index is not None:
-                return self._vfio_dev_dir()
-            group = dev.parent.driver.device_groups(dev).get(name)
-            if group is not None:
-                return StaticDir(group)
-        return self._hooks().get(name)
+        entry = self._table().get(name)
+        if entry is not None:
+            return entry[1]()
+        return self._driver_entries().get(name)
 
     def entries(self) -> Mapping[str, Node]:
-        out: dict[str, Node] = {}
-        for name in self.names():
-            node = self.lookup(name)
-            if node is not None:
-                out[name] = node
+        out = {name: build() for name, (_, build) in self._table().items()}
+        for name, node in self._driver_entries().items():
+            out.setdefault(name, node)
         return out
 
     def subdir_count(self) -> int:
-        """nlink - 2, computed from the device's state (a getattr on a device
-        dir must not build its whole listing)."""
-        dev = self.dev
-        if dev.removing:
-            return 0
-        drv = dev.parent.driver
-        if getattr(drv, "device_attributes", None) is not None:
-            return sum(1 for n in self.entries().values() if n.kind == "dir")
-        n = 1  # power
-        if dev.bound:
-            n += (dev.vfio_index is not None) + len(drv.device_groups(dev))
-        return n
+        """nlink - 2, from the table (a getattr on a device dir must not build its whole listing)."""
+        table = self._table()
+        return (sum(1 for is_dir, _ in table.values() if is_dir)
+                + sum(1 for n, node in self._driver_entries().items() if n not in table and node.kind == "dir"))
 
     def _vfio_dev_dir(self) -> StaticDir:
         dev = self.dev
@@ -727,7 +869,7 @@ class IommuGroupsDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         if not name.isdigit() or (len(name) > 1 and name[0] == "0"):
             return None
         dev = self.tree.host.groups.get(int(name))
@@ -751,7 +893,7 @@ class IommuGroupsDir(Directory):
         ``iommu_groups()``: group -> (device name, sysfs path))."""
         out: dict[str, StaticDir] = {}
         for drv in self.tree.host.drivers.values():
-            for g, (name, path) in getattr(drv, "iommu_groups", dict)().items():
+            for g, (name, path) in drv.iommu_groups().items():
                 here = f"kernel/iommu_groups/{g}/devices"
                 out[str(g)] = StaticDir({
                     "devices": StaticDir({name: Link(kernfs_link(here, path))}),
@@ -824,7 +966,7 @@ class BusDevicesDir(Directory):
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         d = self.tree.host.devices.get(name)
         if d is None or d.removing:
             return None
@@ -862,7 +1004,7 @@ class DriverDir(Directory):
             "module": Link(kernfs_link(here, f"module/{self.module}")),
         }
 
-    def lookup(self, name: str) -> Optional[Node]:
+    def lookup(self, name: str) -> Node | None:
         dev = self.tree.host.devices.get(name)
         if dev is not None:
             if dev.bound and not dev.removing and dev.parent.driver.driver_name == self.driver_name:
@@ -935,7 +1077,7 @@ class ModuleDir(Directory):
             if key in info:
                 out[key] = ro(f"{info[key]}\n".encode())
         if name == kernels.VFIO_MDEV:
-            out["drivers"] = StaticDir({f"mdev:{name}": Link(kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{name}"))})
+            out["drivers"] = StaticDir({f"mdev:{name}": link_to(f"{here}/drivers", f"bus/mdev/drivers/{name}")})
         elif driver is not None and driver.driver_module == name and driver.registers_mdev_driver:
             out["drivers"] = StaticDir({f"mdev:{driver.driver_name}": Link(
                 kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{driver.driver_name}"))})

@@ -66,6 +66,26 @@ def mounted(hosts: dict, mountpoint: Path, **kwargs: object) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def fake_mounted(hosts: dict, mountpoint: Path, **kwargs: object) -> Iterator[Path]:
+    """What :func:`mounted` gives, in process: one host's tree at ``mountpoint`` in a
+    pyfakefs file system (os, open and pathlib patched for the duration), so the
+    same test code runs without root or /dev/fuse."""
+    from pyfakefs.fake_filesystem_unittest import Patcher
+
+    from fakemdev.fakefs import FakeSysfs
+    (host,) = hosts.values()
+    with Patcher() as patcher, FakeSysfs(patcher.fs, host, root=str(mountpoint)):  # type: ignore[arg-type]
+        yield mountpoint
+
+
+@pytest.fixture(params=[pytest.param("fuse", marks=requires_fuse), "fakefs"])
+def mount_tree(request: pytest.FixtureRequest) -> object:
+    """``mounted`` on each backend: a real FUSE mount, and the in-process pyfakefs
+    tree (the vendor tests run on both; a driver can be worked on without FUSE)."""
+    return mounted if request.param == "fuse" else fake_mounted
+
+
+@contextlib.contextmanager
 def module_mount(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
     """The default host mounted once for a whole test module (the per-test
     runtime-dir fixture does not reach module scope, so set it here)."""

@@ -6,12 +6,12 @@ import errno
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import mounted, requires_fuse
 
-pytestmark = requires_fuse
 BDF = "0000:00:02.0"
 
 
@@ -38,8 +38,8 @@ def _create(root: Path, type_id: str) -> str:
     return u
 
 
-def test_v5_types_and_counts_on_a_1gb_aperture(tmp_path: Path) -> None:
-    with mounted({"default": _host(aperture_mb=1024, ggtt_mb=4096, fences=32)}, tmp_path / "sys") as root:
+def test_v5_types_and_counts_on_a_1gb_aperture(mount_tree: Any, tmp_path: Path) -> None:
+    with mount_tree({"default": _host(aperture_mb=1024, ggtt_mb=4096, fences=32)}, tmp_path / "sys") as root:
         # (1024-128)/low, (3072-384)/high, (32-4)/4 -> the reference's 7, 5, 2, 1
         assert _avail(root) == {"i915-GVTg_V5_8": 7, "i915-GVTg_V5_4": 5, "i915-GVTg_V5_2": 2, "i915-GVTg_V5_1": 1}
         t4 = _types(root) / "i915-GVTg_V5_4"
@@ -62,8 +62,8 @@ def test_v5_types_and_counts_on_a_1gb_aperture(tmp_path: Path) -> None:
         assert (root / "devices" / "pci0000:00" / BDF / u3 / "intel_vgpu" / "vgpu_id").read_text() == "1\n"
 
 
-def test_small_aperture_publishes_only_the_types_that_fit_and_exhaustion_is_enospc(tmp_path: Path) -> None:
-    with mounted({"default": _host(aperture_mb=256, ggtt_mb=4096, fences=32)}, tmp_path / "sys") as root:
+def test_small_aperture_publishes_only_the_types_that_fit_and_exhaustion_is_enospc(mount_tree: Any, tmp_path: Path) -> None:
+    with mount_tree({"default": _host(aperture_mb=256, ggtt_mb=4096, fences=32)}, tmp_path / "sys") as root:
         assert _avail(root) == {"i915-GVTg_V5_8": 2, "i915-GVTg_V5_4": 1}  # the reference's example
         _create(root, "i915-GVTg_V5_4")
         assert _avail(root) == {"i915-GVTg_V5_8": 0, "i915-GVTg_V5_4": 0}
@@ -72,9 +72,9 @@ def test_small_aperture_publishes_only_the_types_that_fit_and_exhaustion_is_enos
         assert e.value.errno == errno.ENOSPC
 
 
-def test_eight_vgpu_cap_is_enospc(tmp_path: Path) -> None:
+def test_eight_vgpu_cap_is_enospc(mount_tree: Any, tmp_path: Path) -> None:
     host = _host(aperture_mb=4096, ggtt_mb=16384, fences=64)
-    with mounted({"default": host}, tmp_path / "sys") as root:
+    with mount_tree({"default": host}, tmp_path / "sys") as root:
         for _ in range(8):
             _create(root, "i915-GVTg_V5_8")
         assert _avail(root)["i915-GVTg_V5_8"] > 0  # pools still have room: the idr is what is full
@@ -83,12 +83,13 @@ def test_eight_vgpu_cap_is_enospc(tmp_path: Path) -> None:
         assert e.value.errno == errno.ENOSPC
 
 
-def test_broadwell_publishes_v4_types(tmp_path: Path) -> None:
-    with mounted({"default": _host(platform="bdw")}, tmp_path / "sys") as root:
+def test_broadwell_publishes_v4_types(mount_tree: Any, tmp_path: Path) -> None:
+    with mount_tree({"default": _host(platform="bdw")}, tmp_path / "sys") as root:
         assert sorted(os.listdir(_types(root))) == [f"i915-GVTg_V4_{n}" for n in (1, 2, 4, 8)]
         assert (root / "devices" / "pci0000:00" / BDF / "device").read_text() == "0x1616\n"
 
 
+@requires_fuse  # holds a device open through the control socket
 def test_old_kernel_has_no_name_binds_vfio_mdev_and_vetoes_busy_remove(tmp_path: Path) -> None:
     host = _host(kernel="4.19")
     with mounted({"default": host}, tmp_path / "sys") as root:
@@ -119,9 +120,9 @@ def test_old_kernel_has_no_name_binds_vfio_mdev_and_vetoes_busy_remove(tmp_path:
     ("5.15", False, False, False, "vfio_mdev"),        # name ≈5.19, group name ≈5.16, vfio-dev 6.1
     ("6.1", True, True, True, "intel_vgpu_mdev"),
 ])
-def test_kernel_profiles_change_only_what_the_kernel_changed(tmp_path: Path, kernel: str, type_name: bool,
+def test_kernel_profiles_change_only_what_the_kernel_changed(mount_tree: Any, tmp_path: Path, kernel: str, type_name: bool,
                                                              group_name: bool, vfio_dev: bool, driver: str) -> None:
-    with mounted({"default": _host(kernel=kernel)}, tmp_path / "sys") as root:
+    with mount_tree({"default": _host(kernel=kernel)}, tmp_path / "sys") as root:
         assert ("name" in os.listdir(_types(root) / "i915-GVTg_V5_8")) is type_name
         u = _create(root, "i915-GVTg_V5_8")
         dev = root / "devices" / "pci0000:00" / BDF / u

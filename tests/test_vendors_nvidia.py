@@ -6,12 +6,11 @@ import errno
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import mounted, requires_fuse
 
-pytestmark = requires_fuse
 GPU = "0000:3b:00.0"
 GPU_DIR = ("devices", "pci0000:3a", "0000:3a:00.0", GPU)
 
@@ -34,8 +33,8 @@ def _create(types: Path, type_id: str) -> str:
     return u
 
 
-def test_mdev_era_types_read_like_the_p40_transcript(tmp_path: Path) -> None:
-    with mounted({"default": _host("nvidia")}, tmp_path / "sys") as root:
+def test_mdev_era_types_read_like_the_p40_transcript(mount_tree: Any, tmp_path: Path) -> None:
+    with mount_tree({"default": _host("nvidia")}, tmp_path / "sys") as root:
         gpu = root.joinpath(*GPU_DIR)
         types = gpu / "mdev_supported_types"
         assert os.readlink(root / "class" / "mdev_bus" / GPU) == "../../" + "/".join(GPU_DIR)
@@ -69,9 +68,9 @@ def test_mdev_era_types_read_like_the_p40_transcript(tmp_path: Path) -> None:
         assert _avail(types)["nvidia-46"] == 24  # an empty GPU takes any type again
 
 
-def test_strict_placement_allows_one_type_per_gpu_and_gpus_are_independent(tmp_path: Path) -> None:
+def test_strict_placement_allows_one_type_per_gpu_and_gpus_are_independent(mount_tree: Any, tmp_path: Path) -> None:
     host = _host("nvidia", placement="type", bdfs="0000:3b:00.0,0000:5e:00.0")
-    with mounted({"default": host}, tmp_path / "sys") as root:
+    with mount_tree({"default": host}, tmp_path / "sys") as root:
         types = root.joinpath(*GPU_DIR) / "mdev_supported_types"
         other = root / "devices" / "pci0000:5d" / "0000:5d:00.0" / "0000:5e:00.0" / "mdev_supported_types"
         _create(types, "nvidia-47")
@@ -87,8 +86,8 @@ def _vf(root: Path, fn: str) -> Path:
     return root / "devices" / "pci0000:40" / "0000:40:00.0" / f"0000:41:{fn}"
 
 
-def test_sriov_vf_create_and_destroy_through_current_vgpu_type(tmp_path: Path) -> None:
-    with mounted({"default": _host("nvidia_sriov", gpu="L40S", numvfs=4)}, tmp_path / "sys") as root:
+def test_sriov_vf_create_and_destroy_through_current_vgpu_type(mount_tree: Any, tmp_path: Path) -> None:
+    with mount_tree({"default": _host("nvidia_sriov", gpu="L40S", numvfs=4)}, tmp_path / "sys") as root:
         assert not (root / "class" / "mdev_bus").exists() or os.listdir(root / "class" / "mdev_bus") == []
         pf = root / "devices" / "pci0000:40" / "0000:40:00.0" / "0000:41:00.0"
         assert (pf / "sriov_numvfs").read_text() == "4\n" and (pf / "sriov_totalvfs").read_text() == "32\n"

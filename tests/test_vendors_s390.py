@@ -5,12 +5,11 @@ import errno
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import mounted, requires_fuse
 
-pytestmark = requires_fuse
 
 
 def _host(kernel: str = "6.12", **drivers: dict):
@@ -22,8 +21,8 @@ def _host(kernel: str = "6.12", **drivers: dict):
     return host
 
 
-def test_vfio_ap_matrix_device_and_assignments(tmp_path: Path) -> None:
-    with mounted({"default": _host(vfio_ap={})}, tmp_path / "sys") as root:
+def test_vfio_ap_matrix_device_and_assignments(mount_tree: Any, tmp_path: Path) -> None:
+    with mount_tree({"default": _host(vfio_ap={})}, tmp_path / "sys") as root:
         matrix = root / "devices" / "vfio_ap" / "matrix"
         assert os.readlink(root / "class" / "mdev_bus" / "matrix") == "../../devices/vfio_ap/matrix"
         assert os.readlink(matrix / "subsystem") == "../../../bus/matrix"
@@ -62,11 +61,11 @@ def test_vfio_ap_matrix_device_and_assignments(tmp_path: Path) -> None:
         assert (dev / "matrix").read_text() == "05.0004\n"
 
 
-def test_vfio_ap_capacity_errno_by_kernel(tmp_path: Path) -> None:
+def test_vfio_ap_capacity_errno_by_kernel(mount_tree: Any, tmp_path: Path) -> None:
     for kernel, err in (("6.12", errno.EUSERS), ("5.15", errno.EPERM)):
         host = _host(kernel, vfio_ap={})
         t = host.find_type("matrix", "vfio_ap-passthrough")
-        host.parents["matrix"].available_instances = 1
+        host.parents["matrix"].instances_left = 1
         host.create(t, str(uuid.uuid4()))
         with pytest.raises(OSError) as e:
             host.create(t, str(uuid.uuid4()))
@@ -74,9 +73,9 @@ def test_vfio_ap_capacity_errno_by_kernel(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kernel, err", [("6.12", errno.EUSERS), ("6.1", errno.EUSERS), ("5.15", errno.EPERM)])
-def test_vfio_ccw_one_device_per_subchannel(tmp_path: Path, kernel: str, err: int) -> None:
+def test_vfio_ccw_one_device_per_subchannel(mount_tree: Any, tmp_path: Path, kernel: str, err: int) -> None:
     host = _host(kernel, vfio_ccw={"subchannels": "0.0.0313,0.0.0314", "not_operational": "0.0.0314"})
-    with mounted({"default": host}, tmp_path / "sys") as root:
+    with mount_tree({"default": host}, tmp_path / "sys") as root:
         assert sorted(os.listdir(root / "class" / "mdev_bus")) == ["0.0.0313", "0.0.0314"]
         sch = root / "devices" / "css0" / "0.0.0313"
         assert os.readlink(root / "class" / "mdev_bus" / "0.0.0313") == "../../devices/css0/0.0.0313"

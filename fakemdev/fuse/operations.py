@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import queue
 import errno
 import functools
 import itertools
 import logging
 import os
+import queue
 import stat
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
+from .. import vfs
 from ..core import Change, Host
 from ..errors import KernelError
-from ..kernfs import ATTR_SIZE, MAX_STORE, Attribute, Node
-from ..sysfs import SysfsTree
+from ..kernfs import ATTR_SIZE, Node
+from ..sysfs import SysfsTree, state_of
 from . import readdirplus
 from .binding import mfusepy
 from .workers import OnDemandWorkers
@@ -40,7 +42,7 @@ log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
 
 _libfuse = mfusepy._libfuse
-_invalidate = getattr(_libfuse, "fuse_invalidate_path", None)
+_invalidate: Any = getattr(_libfuse, "fuse_invalidate_path", None)
 if _invalidate is not None:
     _invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     _invalidate.restype = ctypes.c_int
@@ -51,8 +53,8 @@ if _invalidate is not None:
 # would keep every removed device's dentries until memory pressure. The
 # low-level entry notification drops them; it needs the parent's node id,
 # which the high-level library reports as st_ino (no use_ino option here).
-_get_session = getattr(_libfuse, "fuse_get_session", None)
-_inval_entry = getattr(_libfuse, "fuse_lowlevel_notify_inval_entry", None)
+_get_session: Any = getattr(_libfuse, "fuse_get_session", None)
+_inval_entry: Any = getattr(_libfuse, "fuse_lowlevel_notify_inval_entry", None)
 if _get_session is not None and _inval_entry is not None:
     _get_session.argtypes = [ctypes.c_void_p]
     _get_session.restype = ctypes.c_void_p
@@ -65,15 +67,11 @@ FUSE_ROOT_ID = 1
 LISTING_CACHE_MAX = 1024
 
 
-def fuse_major() -> int:
-    return mfusepy.fuse_version_major
-
-
 def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
     """Map model errors to errno; any other exception is EIO plus a log line,
     never a dead mount."""
     @functools.wraps(func)
-    def wrapper(self: "MdevOperations", *args: Any) -> Any:
+    def wrapper(self: MdevOperations, *args: Any) -> Any:
         try:
             return func(self, *args)
         except KernelError as e:
@@ -86,16 +84,7 @@ def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class Handle:
-    __slots__ = ("node", "path", "buf")
-
-    def __init__(self, node: Attribute, path: str) -> None:
-        self.node = node
-        self.path = path
-        self.buf: Optional[bytes] = None
-
-
-class MdevOperations(mfusepy.Operations):
+class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     """The filesystem. ``hosts`` maps a name to a Host; with one host the
     mount root is its ``/sys``, with several each is ``/<name>/``."""
 
@@ -103,32 +92,32 @@ class MdevOperations(mfusepy.Operations):
     use_readdirplus = True  # entries carry their attributes (False: mfusepy's plain readdir, a LOOKUP each)
 
     def __init__(self, hosts: dict[str, Host], multi: bool = False, cache_timeout: float = 10.0,
-                 mountpoint: Optional[str] = None, threads: bool = False) -> None:
+                 mountpoint: str | None = None, threads: bool = False) -> None:
         self.hosts = hosts
         self.multi = multi or len(hosts) != 1
         self.trees = {name: SysfsTree(h) for name, h in hosts.items()}
         # one host: every path resolves in it (the common case, so no per-request dict work)
-        self._only = None if self.multi else next((h, t) for h, t in zip(hosts.values(), self.trees.values()))
+        self._only = None if self.multi else next(iter(zip(hosts.values(), self.trees.values(), strict=True)))
         self.cache_timeout = cache_timeout
-        self._handles: dict[int, Handle] = {}
+        self._handles: dict[int, vfs.OpenFile] = {}
         self._fh_ids = itertools.count(1)  # next() is atomic: one lock per host, not per mount
-        self._fuse_ptr: Optional[int] = None
+        self._fuse_ptr: int | None = None
         self._seen: dict[str, set[str]] = {}     # dir path -> child names the kernel looked up
         self._seen_lock = threading.Lock()
         self._uid = os.getuid()
         self.stats = {"invalidations": 0, "entries_dropped": 0}
         self.mountpoint = mountpoint
-        self._session: Optional[int] = None
-        self._reap: "queue.SimpleQueue[tuple[str, str]]" = queue.SimpleQueue()
+        self._session: int | None = None
+        self._reap: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self.threads = threads
-        self.workers: Optional[OnDemandWorkers] = None
+        self.workers: OnDemandWorkers | None = None
         # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
         self._listings: dict[str, readdirplus.Listing] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
         self._chmods = 0
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
-            host.listeners.append(lambda change, prefix=prefix: self._on_change(prefix, change))
+            host.listeners.append(functools.partial(self._on_change, prefix, self.trees[name]))
 
     # -- plumbing -----------------------------------------------------------
     def init_with_config(self, conn: Any, config: Any) -> None:
@@ -185,7 +174,7 @@ class MdevOperations(mfusepy.Operations):
             except Exception:  # never let memory housekeeping take the daemon down
                 log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
-    def _split(self, path: str) -> tuple[Optional[Host], Optional[SysfsTree], str]:
+    def _split(self, path: str) -> tuple[Host | None, SysfsTree | None, str]:
         if self._only is not None:
             return self._only[0], self._only[1], path.lstrip("/")
         parts = path.lstrip("/").split("/", 1)
@@ -224,19 +213,20 @@ class MdevOperations(mfusepy.Operations):
                 s = self._seen[head or "/"] = set()
             s.add(name)
 
-    def _on_change(self, prefix: str, change: Change) -> None:
+    def _on_change(self, prefix: str, tree: SysfsTree, change: Change) -> None:
         """Invalidate what a mutation made stale, before the syscall returns.
 
         Only paths the kernel has looked up (``_seen``, filled by getattr, which
         libfuse calls for every LOOKUP) can be cached, so only those cost a
         notification; each path is notified once per change."""
+        inv = tree.invalidation(change)  # always: the tree follows its mount points
         if self._fuse_ptr is None or _invalidate is None:
             return
         todo: dict[str, None] = {}
         with self._seen_lock:
-            for rel in change.gone:
+            for rel in inv.gone:
                 self._collect_tree(f"{prefix}/{rel}", todo)
-            for rel in change.changed:
+            for rel in inv.changed:
                 path = f"{prefix}/{rel}"
                 if self._was_seen(path):
                     todo[path] = None
@@ -293,7 +283,7 @@ class MdevOperations(mfusepy.Operations):
         return uid == 0 or uid == self.OWNER[0]
 
     def _mode(self, host: Host, rel: str, node: Node) -> int:
-        return host.mode_overrides.get(rel, node.mode)
+        return state_of(host).mode_overrides.get(rel, node.mode)
 
     # -- metadata -------------------------------------------------------------
     @syscall
@@ -325,7 +315,7 @@ class MdevOperations(mfusepy.Operations):
         key = (st_mode, nlink, host.boot_time)
         return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
 
-    def _stat_dict(self, st_mode: int, nlink: int, host: Optional[Host]) -> dict[str, Any]:
+    def _stat_dict(self, st_mode: int, nlink: int, host: Host | None) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
         st = {"st_mode": st_mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
               "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
@@ -347,11 +337,12 @@ class MdevOperations(mfusepy.Operations):
         the names and types of :meth:`readdir_plus`."""
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
-        listing = self._cached_listing(path)
-        return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0) for n, st in zip(listing.names, listing.stats)]
+        listing, _ = self._cached_listing(path)
+        return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0)
+                for n, st in zip(listing.names, listing.stats, strict=True)]
 
     @syscall
-    def readdir_plus(self, path: str, fh: Any) -> Optional[readdirplus.Listing]:
+    def readdir_plus(self, path: str, fh: Any) -> readdirplus.Listing | None:
         """A directory's entries in kernfs order with their attributes, for
         READDIRPLUS (``None``: the multi-host root, left to mfusepy)."""
         if (self.multi and path == "/") or not self.use_readdirplus:
@@ -418,60 +409,48 @@ class MdevOperations(mfusepy.Operations):
 
     def _open(self, path: str, fi: Any) -> int:
         host, node, rel = self._resolve(path)
+        _, tree, _ = self._split(path)
+        assert tree is not None
         if node.kind != "file":
             raise FuseOSError(errno.EISDIR if node.kind == "dir" else errno.ELOOP)
         acc = fi.flags & os.O_ACCMODE
         want_read = acc in (os.O_RDONLY, os.O_RDWR)
         want_write = acc in (os.O_WRONLY, os.O_RDWR)
-        mode = self._mode(host, rel, node)
         uid, gid = self._caller()
         if uid != 0:  # the VFS permission check sysfs gets for free
-            bits = self._dac_bits(mode, uid, gid)
+            bits = self._dac_bits(self._mode(host, rel, node), uid, gid)
             if (want_read and not bits & 4) or (want_write and not bits & 2):
                 raise FuseOSError(errno.EACCES)
-        # kernfs_fop_open: EACCES for the wrong direction, root included
-        if (want_read and not mode & 0o444) or (want_write and not mode & 0o222):
-            raise FuseOSError(errno.EACCES)
+        f = vfs.open_file(tree, rel, want_read, want_write, node)  # kernfs_fop_open's rules
+        f.path = path
         fh = next(self._fh_ids)
-        self._handles[fh] = Handle(node, path)  # type: ignore[arg-type]
+        self._handles[fh] = f
         fi.fh = fh
         fi.direct_io = 1
         return 0
 
-    def _handle(self, fh: Any) -> Handle:
+    def _handle(self, fh: Any) -> vfs.OpenFile:
         h = self._handles.get(fh.fh if hasattr(fh, "fh") else fh)
         if h is None:
             raise FuseOSError(errno.EBADF)
-        owner = h.node.owner
-        if owner is not None and not getattr(owner, "alive", True):
-            raise FuseOSError(errno.ENODEV)
-        removing = getattr(owner, "removing", False)
-        if removing:
-            raise FuseOSError(errno.ENODEV)
         return h
 
     @syscall
     def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
         host, _, _ = self._split(path)
         with host.lock:  # type: ignore[union-attr]
-            h = self._handle(fh)
-            if h.buf is None or offset == 0:
-                if h.node.show is None:
-                    raise FuseOSError(errno.EIO)
-                h.buf = h.node.show()
-            return h.buf[offset:offset + size]
+            return vfs.read(self._handle(fh), size, offset)
 
     @syscall
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         host, _, _ = self._split(path)
         with host.lock:  # type: ignore[union-attr]
-            h = self._handle(fh)
-            if h.node.store is None:
-                raise FuseOSError(errno.EIO)
-            return h.node.store(data[:MAX_STORE])
+            return vfs.write(self._handle(fh), data)
 
     def release(self, path: str, fh: Any) -> int:
-        self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
+        f = self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
+        if f is not None:
+            vfs.release(f)
         return 0
 
     @syscall
@@ -486,7 +465,7 @@ class MdevOperations(mfusepy.Operations):
             raise FuseOSError(errno.EPERM)
         if node.kind != "link":
             with host.lock:
-                host.mode_overrides[rel] = stat.S_IMODE(mode)
+                state_of(host).mode_overrides[rel] = stat.S_IMODE(mode)
                 self._chmods += 1  # listings handed out the old mode
             self._invalidate_one(path)
         return 0

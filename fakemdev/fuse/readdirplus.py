@@ -27,7 +27,8 @@ the node is reused whenever the same name is listed again.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Hashable, Iterable, Optional
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 from ..kernfs import name_hash
 from .binding import mfusepy
@@ -71,7 +72,7 @@ class StatPool:
         self._pool: dict[Hashable, tuple[Attrs, Any]] = {}
         self.use_ns = use_ns
 
-    def get(self, key: Hashable) -> Optional[tuple[Attrs, Any]]:
+    def get(self, key: Hashable) -> tuple[Attrs, Any] | None:
         return self._pool.get(key)
 
     def add(self, key: Hashable, attrs: Attrs) -> tuple[Attrs, Any]:
@@ -111,10 +112,10 @@ def build(entries: Iterable[tuple[str, Any]], key: Hashable, encoding: str = "ut
     return Listing([n.encode(encoding, errors) for n in names], stats, kernfs_offsets(names), key)
 
 
-_plain_readdir: Optional[Callable[..., int]] = None
+_plain_readdir: Callable[..., int] | None = None
 
 
-def readdir_fuse_3(self: Any, path: Optional[bytes], buf: Any, filler: Any, offset: int, fip: Any,
+def readdir_fuse_3(self: Any, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
                    flags: int) -> int:
     """``FUSE.readdir_fuse_3`` for operations with ``readdir_plus``: fill from
     ``offset`` on, with attributes when the kernel asked for READDIRPLUS."""

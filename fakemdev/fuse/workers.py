@@ -25,7 +25,8 @@ import errno
 import logging
 import select
 import threading
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 log = logging.getLogger("fakemdev.fuse")
 
@@ -43,7 +44,7 @@ class FuseBuf(ctypes.Structure):
                 ("fd", ctypes.c_int), ("pos", ctypes.c_int64), ("_reserved", ctypes.c_uint64 * 8)]
 
 
-def _bind(lib: Any) -> Optional[dict[str, Any]]:
+def _bind(lib: Any) -> dict[str, Any] | None:
     """The low-level session functions, or None if this libfuse lacks one."""
     want = {"fuse_session_receive_buf": ([ctypes.c_void_p, ctypes.POINTER(FuseBuf)], ctypes.c_int),
             "fuse_session_process_buf": ([ctypes.c_void_p, ctypes.POINTER(FuseBuf)], None),

@@ -6,9 +6,14 @@ A driver needs a ``Driver`` class; everything else here is optional.
 """
 from __future__ import annotations
 
-from fakemdev.kernfs import Attribute
+from typing import TYPE_CHECKING
+
+from fakemdev.kernfs import Attribute, Node
 from fakemdev.vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 from fakemdev.vendors.options import integer
+
+if TYPE_CHECKING:
+    from fakemdev.core import MdevDevice, MdevType
 
 
 class Driver(VendorDriver):
@@ -41,7 +46,28 @@ class Driver(VendorDriver):
                    MdevTypeSpec("large", "Skeleton large", "four queues", device_api="vfio-pci")],
         )]
 
-    def device_groups(self, mdev):  # type: ignore[no-untyped-def]
-        # Per-device attribute groups: <parent>/<uuid>/vendor/queues here.
+    def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
+        # Per-device attribute groups while bound: <parent>/<uuid>/vendor/queues here.
         queues = f"{self.queues}\n".encode() if mdev.mdev_type.spec.sysfs_name == "large" else b"1\n"
         return {"vendor": {"queues": Attribute(0o444, lambda: queues, owner=mdev)}}
+
+    def device_attributes(self, mdev: MdevDevice) -> dict[str, Node]:
+        # Files directly in <parent>/<uuid>/. Keep super()'s: it holds migration's
+        # migration_version for types that declare migration support.
+        out = super().device_attributes(mdev)
+        out["queue_count"] = Attribute(0o444, lambda: f"{self.queues}\n".encode(), owner=mdev)
+        return out
+
+    def type_attributes(self, mdev_type: MdevType) -> dict[str, Node]:
+        # Files in the type dir beside name/description/available_instances/...
+        return super().type_attributes(mdev_type)
+
+    # The whole contract (fakemdev/vendors/base.py has each one's typed default):
+    #   accounting     max_instances | get_available() + probe() + release()
+    #   device files   device_groups(), device_attributes(), type_attributes(), has_name_file()
+    #   lifecycle      on_parent_registered(), check_remove(), adopt(), upgrade_from(), on_unload()
+    #   outside mdev   sysfs_mounts(), iommu_groups(), vfio_devs() (see nvidia_sriov.py)
+    #   migration      migration (table), migration_for(), migration_identity()
+    #   record         recorded_writes(), recorded_outside()
+    #   the host       self.services: lock, kernel, alloc/free_vfio_id, alloc/free_group_id,
+    #                  post(events, uevents) -- nothing else of the host is a driver's

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
 from .options import OptionError, check
@@ -64,7 +65,7 @@ def _build(cls: type[VendorDriver], label: str, options: Mapping[str, Any]) -> V
     return driver
 
 
-def make(name_or_path: str, options: Optional[Mapping[str, Any]] = None) -> VendorDriver:
+def make(name_or_path: str, options: Mapping[str, Any] | None = None) -> VendorDriver:
     """A driver built from options a user gave (``--driver``, ``-o``, a
     scenario): checked against its schema first (:class:`OptionError` names
     what is wrong), and remembered as ``load_options`` so that an in-place
@@ -72,8 +73,8 @@ def make(name_or_path: str, options: Optional[Mapping[str, Any]] = None) -> Vend
     return _build(get_driver(name_or_path), name_or_path, options or {})
 
 
-def upgraded(old: VendorDriver, options: Optional[Mapping[str, Any]] = None, *, driver: Optional[str] = None,
-             version: Optional[str] = None) -> VendorDriver:
+def upgraded(old: VendorDriver, options: Mapping[str, Any] | None = None, *, driver: str | None = None,
+             version: str | None = None) -> VendorDriver:
     """The new version of a loaded driver for an in-place upgrade: built from
     the options it was loaded with, each replaced by one given in ``options``
     (an upgrade that forgot ``aperture_mb`` would otherwise shrink the GPU

@@ -9,15 +9,43 @@ adds. The mdev core (:mod:`fakemdev.core`) does everything else.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import KernelError
-from ..kernfs import Attribute
+from ..kernels import DEFAULT_KERNEL, DEFAULT_OWN_MDEV_DRIVER_SINCE
+from ..kernfs import Attribute, Node
 
 if TYPE_CHECKING:
-    from ..core import MdevDevice, MdevType, Parent
+    from ..core import MdevDevice, MdevType, Parent, Uevent
+    from ..events import Event
+    from ..sysfs import SysfsTree
+
+
+class HostServices(Protocol):
+    """What a driver may use of the host it is loaded on (``driver.host``):
+    the lock every mutation holds, the kernel profile, id allocators for
+    devices outside the mdev core, and a way to announce what it changed.
+    Nothing else: the host's tables are the mdev core's."""
+
+    @property
+    def lock(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    @property
+    def kernel(self) -> str: ...
+
+    def alloc_vfio_id(self) -> int: ...
+
+    def free_vfio_id(self, index: int) -> None: ...
+
+    def alloc_group_id(self) -> int: ...
+
+    def free_group_id(self, group: int) -> None: ...
+
+    def post(self, events: Iterable[Event], uevents: Iterable[Uevent] = ()) -> None: ...
 
 
 @dataclass
@@ -25,8 +53,8 @@ class MdevTypeSpec:
     """One mdev type as the driver registers it (``struct mdev_type``)."""
 
     sysfs_name: str                      # "1" -> type dir "<driver_string>-1"
-    pretty_name: Optional[str] = None     # 'name' file; None -> sysfs_name (6.1+ core)
-    description: Optional[str] = None     # None -> no 'description' file
+    pretty_name: str | None = None     # 'name' file; None -> sysfs_name (6.1+ core)
+    description: str | None = None     # None -> no 'description' file
     device_api: str = "vfio-pci"
     params: dict[str, Any] = field(default_factory=dict)  # driver-private
 
@@ -39,8 +67,8 @@ class ParentSpec:
     devpath: str                 # sysfs path without leading /sys/, e.g. "devices/virtual/mtty/mtty"
     driver_string: str           # dev_driver_string(): the type-dir prefix
     types: list[MdevTypeSpec]
-    class_name: Optional[str] = None   # class device (samples): /sys/class/<class_name>/<name>
-    bus: Optional[str] = None          # bus device (pci, ...): /sys/bus/<bus>/devices/<name>
+    class_name: str | None = None   # class device (samples): /sys/class/<class_name>/<name>
+    bus: str | None = None          # bus device (pci, ...): /sys/bus/<bus>/devices/<name>
     attrs: dict[str, bytes] = field(default_factory=dict)  # extra 0444 files in the parent dir
     uevent: bytes = b""
 
@@ -54,14 +82,16 @@ class VendorDriver:
     """
 
     name: str = "skeleton"
-    mdev_driver_name: Optional[str] = None   # defaults to name
-    version: Optional[str] = None            # /sys/module/<name>/version
-    max_instances: Optional[int] = None      # core accounting (EUSERS when exhausted)
+    mdev_driver_name: str | None = None   # defaults to name
+    version: str | None = None            # /sys/module/<name>/version
+    max_instances: int | None = None      # core accounting (EUSERS when exhausted)
     module_params: Mapping[str, bytes] = {}
     module_attrs: Mapping[str, str] = {}     # coresize, srcversion, version, taint
     # Capacity errno by kernel era, newest first: ((since, errno), ...); empty
     # means the 6.x one (EUSERS from the core, ENOSPC from probe).
     capacity_errnos: tuple[tuple[tuple[int, int], int], ...] = ()
+    # The kernel since which its devices bind to its own mdev driver, not vfio_mdev.
+    own_mdev_driver_since: tuple[int, int] = DEFAULT_OWN_MDEV_DRIVER_SINCE
     # Upgrade in place (Host.upgrade_driver): True keeps devices whose parent
     # and type the new version still publishes; False refuses while any exist.
     upgrade_keeps_devices: bool = True
@@ -72,13 +102,20 @@ class VendorDriver:
     # upgrade starts from them. Per-driver schema: option_schema (see
     # fakemdev.vendors.options); without one, __init__'s parameter names count.
     load_options: Mapping[str, Any] = {}
-    option_schema: Optional[Mapping[str, Any]] = None
+    option_schema: Mapping[str, Any] | None = None
     # Set by Host.load_driver: the kernel profile and the host it runs on.
-    kernel: str = "6.12"
-    host: Any = None
+    kernel: str = DEFAULT_KERNEL
+    host: HostServices | None = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+    @property
+    def services(self) -> HostServices:
+        """The host this driver is loaded on (RuntimeError before load_driver)."""
+        if self.host is None:
+            raise RuntimeError(f"{self.name} is not loaded on a host")
+        return self.host
 
     # -- registration -------------------------------------------------
     def parents(self) -> list[ParentSpec]:
@@ -89,7 +126,7 @@ class VendorDriver:
         """The mdev driver its devices bind to: ``vfio_mdev`` on kernels before
         the vendor had its own (see :mod:`fakemdev.kernels`)."""
         from ..kernels import mdev_driver_name
-        return mdev_driver_name(self.kernel, self.name, self.mdev_driver_name or self.name)
+        return mdev_driver_name(self.kernel, self.mdev_driver_name or self.name, self.own_mdev_driver_since)
 
     @property
     def driver_module(self) -> str:
@@ -99,19 +136,18 @@ class VendorDriver:
 
     def no_capacity_errno(self, default: int) -> int:
         """The errno a full parent gives on this kernel (§3.2 of the reference)."""
-        from ..kernels import NO_CAPACITY_ERRNO, no_capacity_errno
-        table = self.capacity_errnos or NO_CAPACITY_ERRNO.get(self.name, ())
-        return no_capacity_errno(self.kernel, table, default)
+        from ..kernels import no_capacity_errno
+        return no_capacity_errno(self.kernel, self.capacity_errnos, default)
 
-    def has_name_file(self, mdev_type: "MdevType") -> bool:
+    def has_name_file(self, mdev_type: MdevType) -> bool:
         """Whether the type dir has ``name``: always on 6.1+, vendor's choice before."""
         return True
 
-    def check_remove(self, mdev: "MdevDevice") -> None:
+    def check_remove(self, mdev: MdevDevice) -> None:
         """The vendor remove() callback of 4.10-5.1 kernels, which could veto a
         remove (raise KernelError(EBUSY)); only called there, for an open device."""
 
-    def adopt(self, mdev: "MdevDevice") -> None:
+    def adopt(self, mdev: MdevDevice) -> None:
         """Take over a device an earlier version of this driver created
         (upgrade in place): account for it as :meth:`probe` would, without
         the capacity check, keeping ``mdev.driver_data``."""
@@ -123,25 +159,71 @@ class VendorDriver:
     def has_get_available(self) -> bool:
         return type(self).get_available is not VendorDriver.get_available
 
-    def get_available(self, mdev_type: "MdevType") -> int:
+    def get_available(self, mdev_type: MdevType) -> int:
         """Driver accounting: instances still creatable. Only override if the
         driver accounts for itself (mtty ports, mbochs memory, GVT pools)."""
         raise NotImplementedError
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         """Allocate the device's resources; raise KernelError(ENOSPC) when full."""
         if self.has_get_available and self.get_available(mdev.mdev_type) <= 0:
             raise KernelError(self.no_capacity_errno(errno.ENOSPC), f"{mdev.mdev_type.id}: no resources left")
 
-    def release(self, mdev: "MdevDevice") -> None:
+    def release(self, mdev: MdevDevice) -> None:
         """Give back what :meth:`probe` took (on unbind and on remove)."""
 
     # -- per-device attributes ---------------------------------------
-    def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:
+    def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         """Attribute groups in the device dir, e.g. {"vendor": {...}}."""
         return {}
 
-    def on_parent_registered(self, parent: "Parent") -> None:
+    def type_attributes(self, mdev_type: MdevType) -> dict[str, Node]:
+        """Extra files in a type directory. Default: migration's
+        ``migration_version`` for types that declare migration support.
+        An override adds to ``super().type_attributes(mdev_type)``."""
+        from ..migration.versions import type_attributes  # imported on first use: it costs start-up time
+        return dict(type_attributes(mdev_type))
+
+    def device_attributes(self, mdev: MdevDevice) -> dict[str, Node]:
+        """Extra files (or directories) in a device directory, beside
+        :meth:`device_groups`. Default: migration's ``migration_version``.
+        An override adds to ``super().device_attributes(mdev)``."""
+        from ..migration.versions import device_attributes
+        return dict(device_attributes(mdev))
+
+    # -- devices outside the mdev core (SR-IOV VFs, PCI functions) -------------
+    def sysfs_mounts(self, tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
+        """Nodes the driver projects itself, by sysfs-relative path (its PCI
+        functions, say). Announce a change of them with an
+        :class:`fakemdev.events.DriverNodesChanged`. Default: none."""
+        return {}
+
+    def iommu_groups(self) -> dict[int, tuple[str, str]]:
+        """Hardware IOMMU groups of devices outside the mdev core:
+        group -> (device name, sysfs path). Default: none."""
+        return {}
+
+    def vfio_devs(self) -> dict[str, str]:
+        """VFIO devices outside the mdev core: ``vfioN`` -> sysfs path of its
+        vfio-dev directory entry. Default: none."""
+        return {}
+
+    def migration_for(self, mdev_type: MdevType) -> Any:
+        """The type's migration support (a ``fakemdev.migration.TypeMigration``)
+        or None. Default: from :attr:`migration` and the migration options;
+        override for vendor logic."""
+        from ..migration.versions import declared
+        return declared(self, mdev_type)
+
+    def migration_identity(self, parent: Parent) -> tuple[str, str]:
+        """(vendor, device) naming the parent's hardware model in a migration
+        string. Default: a PCI parent's ids, else driver and type prefix."""
+        attrs = parent.spec.attrs
+        if "vendor" in attrs and "device" in attrs:
+            return _pci_id(attrs["vendor"]), _pci_id(attrs["device"])
+        return self.name, parent.spec.driver_string
+
+    def on_parent_registered(self, parent: Parent) -> None:
         """Hook after the core has registered a parent."""
 
     # -- migration (the unmerged migration_version proposal, fakemdev.migration) --
@@ -150,11 +232,11 @@ class VendorDriver:
     # no migration_version file (what every upstream driver is). The driver options
     # migration_version/migration_accepts/migration_types override it per instance;
     # a method migration_for(self, mdev_type) overrides both (vendor logic).
-    migration: Optional[Mapping[str, Any]] = None
+    migration: Mapping[str, Any] | None = None
     # Options every driver accepts through **options (scenario validation lists them).
     common_options: tuple[str, ...] = ("migration_version", "migration_accepts", "migration_types")
 
-    def upgrade_from(self, old: "VendorDriver") -> None:
+    def upgrade_from(self, old: VendorDriver) -> None:
         """Hook at the end of Host.upgrade_driver: take over state the mdev
         core does not hold (per-VF vGPUs of an SR-IOV driver, say)."""
 
@@ -164,7 +246,7 @@ class VendorDriver:
 
     # -- record (fakemdev.record) -----------------------------------------------
     @classmethod
-    def recorded_writes(cls, device: "SysfsReader") -> list[tuple[str, str]]:
+    def recorded_writes(cls, device: SysfsReader) -> list[tuple[str, str]]:
         """What ``fakemdev record`` must write into a new device of this
         driver to give it the state a recorded one shows: (device-relative
         attribute, value) pairs, read from the recorded device's directory.
@@ -172,11 +254,16 @@ class VendorDriver:
         return []
 
     @classmethod
-    def recorded_outside(cls, root: "SysfsReader") -> list["Recorded"]:
+    def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
         """For a driver whose devices are not mdevs (nothing in
         class/mdev_bus): what ``fakemdev record`` finds of them under the
         sysfs root. Default: nothing."""
         return []
+
+
+def _pci_id(raw: bytes) -> str:
+    text = raw.decode("ascii", "replace").strip().lower()
+    return (text[2:] if text.startswith("0x") else text).zfill(4)
 
 
 class SysfsReader(Protocol):
@@ -184,10 +271,10 @@ class SysfsReader(Protocol):
     relative to where the reader stands. What is read is also checked
     against the replay, so a driver reads what its writes rebuild."""
 
-    def text(self, path: str) -> Optional[str]:
+    def text(self, path: str) -> str | None:
         """A file's text without its trailing newline; None if unreadable."""
 
-    def link(self, path: str) -> Optional[str]:
+    def link(self, path: str) -> str | None:
         """The last component of a symlink's target; None if no link."""
 
     def names(self, path: str) -> list[str]:

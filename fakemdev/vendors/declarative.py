@@ -17,7 +17,7 @@ The keyword options are exactly the ``declare:`` mapping of a scenario
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
 
@@ -38,7 +38,7 @@ class Driver(VendorDriver):
 
     name = "declarative"
 
-    def __new__(cls, **declare: Any) -> "Driver":
+    def __new__(cls, **declare: Any) -> Driver:
         # has_get_available is decided by the class, so the accounting rule
         # chooses the class: core accounting must not define get_available.
         if cls is Driver and declare.get("accounting", "core") != "core":
@@ -81,13 +81,13 @@ class PoolDriver(Driver):
         self.pool_free = int(declare.get("pool", 0))
         self.used: dict[str, int] = {}  # per_type: type sysfs_name -> instances taken
 
-    def get_available(self, mdev_type: "MdevType") -> int:
+    def get_available(self, mdev_type: MdevType) -> int:
         params = mdev_type.spec.params
         if self.accounting == "per_type":
-            return params["instances"] - self.used.get(mdev_type.spec.sysfs_name, 0)
-        return self.pool_free // max(1, params["cost"])
+            return int(params["instances"]) - self.used.get(mdev_type.spec.sysfs_name, 0)
+        return int(self.pool_free // max(1, params["cost"]))
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         super().probe(mdev)
         t = mdev.mdev_type.spec
         if self.accounting == "per_type":
@@ -96,8 +96,8 @@ class PoolDriver(Driver):
             self.pool_free -= t.params["cost"]
         mdev.driver_data["declarative"] = t.sysfs_name
 
-    def release(self, mdev: "MdevDevice") -> None:
-        name: Optional[str] = mdev.driver_data.pop("declarative", None)
+    def release(self, mdev: MdevDevice) -> None:
+        name: str | None = mdev.driver_data.pop("declarative", None)
         if name is None:
             return
         if self.accounting == "per_type":

@@ -120,14 +120,14 @@ class Driver(VendorDriver):
                     ).encode())]
 
     # -- accounting --------------------------------------------------------
-    def get_available(self, mdev_type: "MdevType") -> int:
+    def get_available(self, mdev_type: MdevType) -> int:
         p = mdev_type.spec.params
-        counts = [self.low_free // p["low"], self.high_free // p["high"]]
+        counts: list[int] = [self.low_free // int(p["low"]), self.high_free // int(p["high"])]
         if self.recomputed or at_least(self.kernel, (6, 1)):
-            counts.append(self.fence_free // p["fence"])
+            counts.append(self.fence_free // int(p["fence"]))
         return max(0, min(counts))
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         p = mdev.mdev_type.spec.params
         if len(self.vgpu_ids) >= GVT_MAX_VGPU:
             raise KernelError(errno.ENOSPC, f"i915: all {GVT_MAX_VGPU} vGPUs in use")
@@ -137,7 +137,7 @@ class Driver(VendorDriver):
                                             f"fences {self.fence_free} free)")
         self._take(mdev, min(set(range(1, GVT_MAX_VGPU + 1)) - self.vgpu_ids))
 
-    def _take(self, mdev: "MdevDevice", vgpu_id: int) -> None:
+    def _take(self, mdev: MdevDevice, vgpu_id: int) -> None:
         p = mdev.mdev_type.spec.params
         self.low_free -= p["low"]
         self.high_free -= p["high"]
@@ -146,10 +146,10 @@ class Driver(VendorDriver):
         mdev.driver_data["vgpu_id"] = vgpu_id
         self.recomputed = True
 
-    def adopt(self, mdev: "MdevDevice") -> None:
+    def adopt(self, mdev: MdevDevice) -> None:
         self._take(mdev, mdev.driver_data.get("vgpu_id") or min(set(range(1, GVT_MAX_VGPU + 1)) - self.vgpu_ids))
 
-    def release(self, mdev: "MdevDevice") -> None:
+    def release(self, mdev: MdevDevice) -> None:
         vgpu_id = mdev.driver_data.pop("vgpu_id", None)
         if vgpu_id is not None:
             p = mdev.mdev_type.spec.params
@@ -160,14 +160,14 @@ class Driver(VendorDriver):
             self.recomputed = True
 
     # -- kernel-profile behaviour ------------------------------------------
-    def has_name_file(self, mdev_type: "MdevType") -> bool:
+    def has_name_file(self, mdev_type: MdevType) -> bool:
         return at_least(self.kernel, (5, 19))
 
-    def check_remove(self, mdev: "MdevDevice") -> None:
+    def check_remove(self, mdev: MdevDevice) -> None:
         if vendor_remove_can_veto(self.kernel) and mdev.open_count:
             raise KernelError(errno.EBUSY, f"vGPU {mdev.driver_data.get('vgpu_id')} is in use (handle valid)")
 
-    def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:
+    def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         text = f"{mdev.driver_data.get('vgpu_id', 0)}\n".encode()
         return {"intel_vgpu": {"vgpu_id": Attribute(0o444, lambda: text, owner=mdev)}}
 

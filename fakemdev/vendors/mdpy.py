@@ -6,6 +6,7 @@ from the core. Unbind does not give the slot back; remove does.
 """
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from ..kernfs import Attribute
@@ -20,6 +21,8 @@ RESOLUTIONS = {"vga": (640, 480), "xga": (1024, 768), "hd": (1920, 1080)}
 
 class Driver(VendorDriver):
     name = "mdpy"
+    own_mdev_driver_since = (5, 14)  # the samples' own mdev_driver came with 5.14
+    capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.ENOMEM))  # §3.2 of the reference, newest first
     module_attrs = {"coresize": "16384"}  # /sys/module/mdpy, as captured
     option_schema = {"count": integer(0, 65535, "the module parameter: devices per parent (default 4)")}
 
@@ -34,7 +37,7 @@ class Driver(VendorDriver):
         return [ParentSpec(name="mdpy", devpath="devices/virtual/mdpy/mdpy", driver_string="mdpy",
                            class_name="mdpy", types=types)]
 
-    def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:
+    def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         w, h = mdev.mdev_type.spec.params["res"]
         text = f"{w}x{h}\n".encode()
         return {"vendor": {"resolution": Attribute(0o444, lambda: text, owner=mdev)}}

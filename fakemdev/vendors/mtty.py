@@ -20,7 +20,9 @@ MAX_MTTYS = 24
 
 class Driver(VendorDriver):
     name = "mtty"
-    module_attrs = {"coresize": "36864", "srcversion": "0CFBC3668084E605BBD06DA", "version": "0.1"}  # /sys/module/mtty, as captured
+    own_mdev_driver_since = (5, 14)  # the samples' own mdev_driver came with 5.14
+    # /sys/module/mtty, as captured
+    module_attrs = {"coresize": "36864", "srcversion": "0CFBC3668084E605BBD06DA", "version": "0.1"}
     option_schema = {"ports": integer(0, 65535, f"ports in the pool both types share (default {MAX_MTTYS})")}
 
     def __init__(self, ports: int = MAX_MTTYS, **options: object) -> None:
@@ -34,17 +36,17 @@ class Driver(VendorDriver):
             types=[MdevTypeSpec("1", "Single port serial", params={"ports": 1}),
                    MdevTypeSpec("2", "Dual port serial", params={"ports": 2})])]
 
-    def get_available(self, mdev_type: "MdevType") -> int:
-        return self.ports_free // mdev_type.spec.params["ports"]
+    def get_available(self, mdev_type: MdevType) -> int:
+        return self.ports_free // int(mdev_type.spec.params["ports"])
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         super().probe(mdev)
         mdev.driver_data["ports"] = mdev.mdev_type.spec.params["ports"]
         self.ports_free -= mdev.driver_data["ports"]
 
-    def release(self, mdev: "MdevDevice") -> None:
+    def release(self, mdev: MdevDevice) -> None:
         self.ports_free += mdev.driver_data.pop("ports", 0)
 
-    def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:
+    def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         text = f"This is MDEV {mdev.uuid}\n".encode()
         return {"vendor": {"sample_mdev_dev": Attribute(0o444, lambda: text, owner=mdev)}}

@@ -108,18 +108,18 @@ class Driver(VendorDriver):
             for bdf in self.bdfs]
 
     # -- accounting: homogeneous placement ---------------------------------
-    def _compatible(self, mdev_type: "MdevType", other: "MdevType") -> bool:
+    def _compatible(self, mdev_type: MdevType, other: MdevType) -> bool:
         if self.placement == "type":
             return other is mdev_type
-        return other.spec.params["fb"] == mdev_type.spec.params["fb"]
+        return bool(other.spec.params["fb"] == mdev_type.spec.params["fb"])
 
-    def get_available(self, mdev_type: "MdevType") -> int:
+    def get_available(self, mdev_type: MdevType) -> int:
         on_gpu = list(mdev_type.parent.devices.values())
         if any(not self._compatible(mdev_type, d.mdev_type) for d in on_gpu):
             return 0
-        return max(0, mdev_type.spec.params["max_instance"] - len(on_gpu))
+        return max(0, int(mdev_type.spec.params["max_instance"]) - len(on_gpu))
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         t = mdev.mdev_type
         others = [d for d in t.parent.devices.values() if d is not mdev]
         clash = next((d for d in others if not self._compatible(t, d.mdev_type)), None)
@@ -130,7 +130,7 @@ class Driver(VendorDriver):
             raise KernelError(self.create_errno, f"{t.id}: all {t.spec.params['max_instance']} instances in use")
         self.adopt(mdev)
 
-    def adopt(self, mdev: "MdevDevice") -> None:
+    def adopt(self, mdev: MdevDevice) -> None:
         mdev.driver_data.setdefault("vgpu_params", "")
 
     @classmethod
@@ -139,7 +139,7 @@ class Driver(VendorDriver):
         return [("nvidia/vgpu_params", params)] if params else []
 
     # -- per-device attributes ---------------------------------------------
-    def device_groups(self, mdev: "MdevDevice") -> dict[str, dict[str, Attribute]]:
+    def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         def show() -> bytes:
             return f"{mdev.driver_data.get('vgpu_params', '')}\n".encode()
 

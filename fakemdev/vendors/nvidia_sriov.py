@@ -19,16 +19,19 @@ for a type not creatable on that VF, EBUSY for a VF that already has one.
 from __future__ import annotations
 
 import errno
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
-from ..core import Change, Uevent, kstrtoul
+from ..core import Uevent, kstrtoul
 from ..errors import KernelError
+from ..events import DriverNodesChanged, VfioIdsChanged
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
 from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
-from .options import PCI_ADDRESS, choice, integer
 from .nvidia import parse_vgpu_params, pci_devpath
+from .options import PCI_ADDRESS, choice, integer
 
 if TYPE_CHECKING:
     from ..sysfs import SysfsTree
@@ -63,9 +66,9 @@ class VirtualFunction:
     index: int
     bdf: str
     devpath: str
-    iommu_group: Optional[int] = None
+    iommu_group: int | None = None
     vgpu_type: int = 0
-    vfio_index: Optional[int] = None
+    vfio_index: int | None = None
     vgpu_params: str = ""
 
 
@@ -114,15 +117,15 @@ class Driver(VendorDriver):
             return
         for vf in self.vfs:
             if vf.iommu_group is None:
-                vf.iommu_group = self.host._group_ids.get()
+                vf.iommu_group = self.host.alloc_group_id()
 
     def on_unload(self) -> None:
         for vf in self.vfs:
             if vf.vfio_index is not None:
-                self.host._vfio_ids.put(vf.vfio_index)
+                self.services.free_vfio_id(vf.vfio_index)
                 vf.vfio_index = None
             if vf.iommu_group is not None:
-                self.host._group_ids.put(vf.iommu_group)
+                self.services.free_group_id(vf.iommu_group)
                 vf.iommu_group = None
 
     def upgrade_from(self, old: VendorDriver) -> None:
@@ -198,19 +201,22 @@ class Driver(VendorDriver):
 
     def set_vgpu_type(self, vf: VirtualFunction, type_id: int) -> None:
         """current_vgpu_type store: create (id) or destroy (0) the VF's vGPU."""
-        host = self.host
+        host = self.services
         with host.lock:
-            change = Change(changed=[vf.devpath, f"{vf.devpath}/nvidia"])
+            gone: list[str] = []
+            changed = [vf.devpath, f"{vf.devpath}/nvidia"]
+            uevents: list[Uevent] = []
+            vfio_events: list[VfioIdsChanged] = []
             if type_id == 0:
                 if not vf.vgpu_type:
                     return
                 vf.vgpu_type, vf.vgpu_params = 0, ""
                 if vf.vfio_index is not None:
                     v, vf.vfio_index = vf.vfio_index, None
-                    host._vfio_ids.put(v)
-                    change.gone += [f"{vf.devpath}/vfio-dev", f"class/vfio-dev/vfio{v}"]
-                    change.changed.append("class/vfio-dev")
-                    change.uevents.append(Uevent("remove", f"/{vf.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
+                    host.free_vfio_id(v)
+                    gone.append(f"{vf.devpath}/vfio-dev")
+                    vfio_events.append(VfioIdsChanged(v))
+                    uevents.append(Uevent("remove", f"/{vf.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
             else:
                 if vf.vgpu_type:
                     raise KernelError(errno.EBUSY, f"VF {vf.bdf} already has vGPU type {vf.vgpu_type}")
@@ -220,27 +226,27 @@ class Driver(VendorDriver):
                                                     f"(homogeneous placement or no room left)")
                 vf.vgpu_type = type_id
                 if has_vfio_dev(self.kernel):
-                    vf.vfio_index = host._vfio_ids.get()
-                    change.gone += [f"{vf.devpath}/vfio-dev", f"class/vfio-dev/vfio{vf.vfio_index}"]
-                    change.changed.append("class/vfio-dev")
-                    change.uevents.append(Uevent("add", f"/{vf.devpath}/vfio-dev/vfio{vf.vfio_index}",
+                    vf.vfio_index = host.alloc_vfio_id()
+                    gone.append(f"{vf.devpath}/vfio-dev")
+                    vfio_events.append(VfioIdsChanged(vf.vfio_index))
+                    uevents.append(Uevent("add", f"/{vf.devpath}/vfio-dev/vfio{vf.vfio_index}",
                                                  ["SUBSYSTEM=vfio-dev"]))
             for sibling in self.vfs:  # their creatable lists changed
-                change.changed.append(f"{sibling.devpath}/nvidia")
-            host._commit(change)
+                changed.append(f"{sibling.devpath}/nvidia")
+            host.post([DriverNodesChanged(self, tuple(gone), tuple(changed)), *vfio_events], uevents)
 
     # -- sysfs -------------------------------------------------------------------
-    def sysfs_mounts(self, tree: "SysfsTree") -> dict[str, Callable[[], Optional[Node]]]:
-        from ..sysfs import kernfs_link
+    def sysfs_mounts(self, tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
+        from ..sysfs import link_to
         self._ensure_groups()
-        m: dict[str, Callable[[], Optional[Node]]] = {self.pf_devpath: lambda: self._pf_dir(tree)}
-        m[f"bus/pci/devices/{self.bdf}"] = lambda: Link(kernfs_link("bus/pci/devices", self.pf_devpath))
+        m: dict[str, Callable[[], Node | None]] = {self.pf_devpath: lambda: self._pf_dir(tree)}
+        m[f"bus/pci/devices/{self.bdf}"] = functools.partial(link_to, "bus/pci/devices", self.pf_devpath)
         for vf in self.vfs:
-            m[vf.devpath] = (lambda vf=vf: self._vf_dir(tree, vf))
-            m[f"bus/pci/devices/{vf.bdf}"] = (lambda vf=vf: Link(kernfs_link("bus/pci/devices", vf.devpath)))
+            m[vf.devpath] = functools.partial(self._vf_dir, tree, vf)
+            m[f"bus/pci/devices/{vf.bdf}"] = functools.partial(link_to, "bus/pci/devices", vf.devpath)
         return m
 
-    def _pci_common(self, tree: "SysfsTree", devpath: str, device: str, owner: object) -> dict[str, Node]:
+    def _pci_common(self, tree: SysfsTree, devpath: str, device: str, owner: object) -> dict[str, Node]:
         from ..sysfs import const, kernfs_link
         bdf = devpath.rsplit("/", 1)[1]
         dev = device[2:].upper()
@@ -256,7 +262,7 @@ class Driver(VendorDriver):
             "class": Attribute(RO, const(b"0x030200\n"), owner=owner),
         }
 
-    def _pf_dir(self, tree: "SysfsTree") -> StaticDir:
+    def _pf_dir(self, tree: SysfsTree) -> StaticDir:
         from ..sysfs import const, kernfs_link
         out = self._pci_common(tree, self.pf_devpath, self.pf_device, self)
         out["sriov_totalvfs"] = Attribute(RO, const(f"{self.total_vfs}\n".encode()), owner=self)
@@ -265,7 +271,7 @@ class Driver(VendorDriver):
             out[f"virtfn{vf.index}"] = Link(kernfs_link(self.pf_devpath, vf.devpath))
         return StaticDir(out)
 
-    def _vf_dir(self, tree: "SysfsTree", vf: VirtualFunction) -> StaticDir:
+    def _vf_dir(self, tree: SysfsTree, vf: VirtualFunction) -> StaticDir:
         from ..sysfs import kernfs_link
         out = self._pci_common(tree, vf.devpath, self.vf_device, vf)
         out["physfn"] = Link(kernfs_link(vf.devpath, self.pf_devpath))
@@ -284,7 +290,7 @@ class Driver(VendorDriver):
 
     def _nvidia_attrs(self, vf: VirtualFunction) -> dict[str, Node]:
         def creatable() -> bytes:
-            with self.host.lock:
+            with self.services.lock:
                 return "".join(f"{tid} : {name}\n" for tid, name, _ in self.creatable(vf)).encode()
 
         def current_store(buf: bytes) -> int:

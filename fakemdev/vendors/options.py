@@ -24,8 +24,9 @@ from __future__ import annotations
 import inspect
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 
 class OptionError(ValueError):
@@ -35,7 +36,7 @@ class OptionError(ValueError):
     the driver; ``detail`` is the same without the option's name, for a
     report that names the field already (a scenario's FILE:LINE: FIELD)."""
 
-    def __init__(self, option: str, what: str, detail: Optional[str] = None, driver: str = "") -> None:
+    def __init__(self, option: str, what: str, detail: str | None = None, driver: str = "") -> None:
         super().__init__(f"driver {driver!r}: {what}" if driver else what)
         self.option = option
         self.what = what
@@ -163,13 +164,13 @@ def _kind(v: Any) -> str:
 
 # -- checking ---------------------------------------------------------------------------------
 
-def schema_of(cls: type) -> dict[str, Optional[Option]]:
+def schema_of(cls: type) -> dict[str, Option | None]:
     """The options a driver class takes: its ``option_schema`` (or, for a
     driver without one, the named parameters of its ``__init__``, which
     are then checked for names only: None) plus :data:`COMMON`."""
-    declared: Optional[Mapping[str, Option]] = getattr(cls, "option_schema", None)
+    declared: Mapping[str, Option] | None = getattr(cls, "option_schema", None)
     if declared is not None:
-        out: dict[str, Optional[Option]] = dict(declared)
+        out: dict[str, Option | None] = dict(declared)
     else:
         out = {n: None for n, p in inspect.signature(cls.__init__).parameters.items()  # type: ignore[misc]
                if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -190,9 +191,9 @@ def check(driver: str, cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in options.items():
         who = label(driver)
         if name not in schema:
-            options = f"options: {', '.join(schema) or 'none'}"
-            raise OptionError(name, f"no option {name!r}; {options}", f"driver {who!r} has no option {name!r}; "
-                                                                      f"{options}", who)
+            known = f"options: {', '.join(schema) or 'none'}"
+            raise OptionError(name, f"no option {name!r}; {known}", f"driver {who!r} has no option {name!r}; "
+                                                                    f"{known}", who)
         opt = schema[name]
         if opt is None:
             out[name] = value
@@ -212,7 +213,7 @@ def parse_cli(text: str) -> dict[str, Any]:
     """``k=v,k2=a,b`` (what follows ``NAME:`` in ``--driver``, or ``-o`` values
     joined with commas) -> ``{"k": "v", "k2": ["a", "b"]}``."""
     out: dict[str, Any] = {}
-    last: Optional[str] = None
+    last: str | None = None
     for piece in text.split(","):
         if not piece:
             continue

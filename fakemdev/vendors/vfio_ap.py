@@ -18,7 +18,8 @@ the ``vfio_ap_mdev`` driver, so they exist only while the device is bound.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..core import kstrtoul
 from ..errors import KernelError
@@ -71,7 +72,7 @@ class Driver(VendorDriver):
             types=[MdevTypeSpec("passthrough", "VFIO AP Passthrough Device", None, device_api="vfio-ap")],
             uevent=b"DRIVER=vfio_ap\n")]
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         self.adopt(mdev)
 
     @classmethod
@@ -90,23 +91,23 @@ class Driver(VendorDriver):
                 + [("assign_domain", f"0x{q:04x}") for q in sorted(domains)]
                 + [("assign_control_domain", f"0x{c:04x}") for c in sorted(controls)])
 
-    def adopt(self, mdev: "MdevDevice") -> None:
+    def adopt(self, mdev: MdevDevice) -> None:
         for key in ("adapters", "domains", "control_domains"):
             mdev.driver_data.setdefault(key, set())
 
     # -- the matrix --------------------------------------------------------
-    def _apqns(self, mdev: "MdevDevice") -> set[tuple[int, int]]:
+    def _apqns(self, mdev: MdevDevice) -> set[tuple[int, int]]:
         d = mdev.driver_data
         return {(a, q) for a in d.get("adapters", ()) for q in d.get("domains", ())}
 
-    def _check_sharing(self, mdev: "MdevDevice", adapters: set[int], domains: set[int]) -> None:
+    def _check_sharing(self, mdev: MdevDevice, adapters: set[int], domains: set[int]) -> None:
         """vfio_ap_mdev_verify_no_sharing(): an APQN belongs to one mdev."""
         mine = {(a, q) for a in adapters for q in domains}
         for other in mdev.parent.devices.values():
             if other is not mdev and mine & self._apqns(other):
                 raise KernelError(errno.EADDRINUSE, f"APQN shared with mdev {other.uuid}")
 
-    def _assign(self, mdev: "MdevDevice", key: str, limit: int, add: bool) -> Callable[[bytes], int]:
+    def _assign(self, mdev: MdevDevice, key: str, limit: int, add: bool) -> Callable[[bytes], int]:
         def store(buf: bytes) -> int:
             with mdev.parent.host.lock:
                 value = kstrtoul(buf)
@@ -124,7 +125,7 @@ class Driver(VendorDriver):
             return len(buf)
         return store
 
-    def _matrix(self, mdev: "MdevDevice") -> bytes:
+    def _matrix(self, mdev: MdevDevice) -> bytes:
         """vfio_ap_mdev_matrix_show(): APQNs, or half-APQNs when one side is empty."""
         adapters = sorted(mdev.driver_data.get("adapters", ()))
         domains = sorted(mdev.driver_data.get("domains", ()))
@@ -136,14 +137,14 @@ class Driver(VendorDriver):
             lines = [f".{q:04x}" for q in domains]
         return "".join(line + "\n" for line in lines).encode()
 
-    def _ap_config_store(self, mdev: "MdevDevice") -> Callable[[bytes], int]:
+    def _ap_config_store(self, mdev: MdevDevice) -> Callable[[bytes], int]:
         def store(buf: bytes) -> int:
             parts = buf.decode("ascii", "replace").strip().split(".")
             if len(parts) != 3:
                 raise KernelError(errno.EINVAL, "ap_config: expected apm.aqm.adm")
             try:
                 apm, aqm, adm = (_mask_parse(p, m) for p, m in zip(parts, (self.apm_max, self.aqm_max,
-                                                                              self.adm_max)))
+                                                                              self.adm_max), strict=True))
             except ValueError:
                 raise KernelError(errno.EINVAL, "ap_config: masks are hex numbers") from None
             with mdev.parent.host.lock:
@@ -152,11 +153,11 @@ class Driver(VendorDriver):
             return len(buf)
         return store
 
-    def device_attributes(self, mdev: "MdevDevice") -> dict[str, Node]:
+    def device_attributes(self, mdev: MdevDevice) -> dict[str, Node]:
+        out = super().device_attributes(mdev)
         if not mdev.bound:
-            return {}
+            return out
         d = mdev.driver_data
-        out: dict[str, Node] = {}
         for key, word, limit in (("adapters", "adapter", self.apm_max), ("domains", "domain", self.aqm_max),
                                  ("control_domains", "control_domain", self.adm_max)):
             out[f"assign_{word}"] = Attribute(0o200, store=self._assign(mdev, key, limit, True), owner=mdev)

@@ -53,6 +53,6 @@ class Driver(VendorDriver):
             uevent=b"DRIVER=vfio_ccw\nST=0\nMODALIAS=css:t0\n")
             for sch in self.subchannels]
 
-    def probe(self, mdev: "MdevDevice") -> None:
+    def probe(self, mdev: MdevDevice) -> None:
         if mdev.parent.name in self.not_operational:
             raise KernelError(errno.ENODEV, f"subchannel {mdev.parent.name} is not operational")

@@ -1,0 +1,142 @@
+"""The kernfs file rules, once: open, read, write and release of a sysfs attribute.
+
+Every way into the tree goes through here (the FUSE operations, the
+pyfakefs backend, play's API pass), as pyfakefs's ``fake_os`` and
+``fake_open`` go through its one filesystem class:
+
+- open checks the direction against the attribute's mode (chmod included):
+  EACCES for a read of a write-only file or a write of a read-only one,
+  even for root (kernfs_fop_open); EISDIR for a directory;
+- a read shows the attribute once, at offset 0, and later reads of the same
+  open file page through that buffer (seq_file); EIO if it has no show();
+- a write is one store() of at most a page (MAX_STORE), offset ignored;
+  EIO if it has no store();
+- both give ENODEV once the attribute's owner is dead or being removed
+  (kernfs_get_active fails after the kobject went away).
+
+Errors are :class:`KernelError`; each backend maps them once at its boundary.
+Callers hold the host lock around each call, as the kernel's kernfs active
+reference spans one show()/store().
+"""
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import KernelError
+from .kernfs import MAX_STORE, Attribute, Node
+
+
+class Tree(Protocol):
+    """What the rules need of a projection (:class:`fakemdev.sysfs.SysfsTree`)."""
+
+    def lookup(self, path: str) -> Node | None: ...
+
+    def resolve(self, path: str) -> Node: ...
+
+    def real_path(self, path: str) -> str: ...
+
+    def mode_of(self, rel: str, node: Node) -> int: ...
+
+
+@dataclass
+class OpenFile:
+    """One open attribute (``struct kernfs_open_file``)."""
+
+    node: Attribute
+    path: str
+    buf: bytes | None = None
+
+
+def check_open(tree: Tree, rel: str, node: Node | None, read: bool, write: bool) -> Attribute:
+    """kernfs_fop_open's checks for ``node`` at ``rel`` (looked up, links already followed)."""
+    if node is None:
+        raise KernelError(errno.ENOENT, rel)
+    if node.kind == "dir":
+        raise KernelError(errno.EISDIR, rel)
+    if node.kind != "file":
+        raise KernelError(errno.ELOOP, rel)
+    assert isinstance(node, Attribute)
+    mode = tree.mode_of(rel, node)
+    if (read and not mode & 0o444) or (write and not mode & 0o222):
+        raise KernelError(errno.EACCES, f"{rel} is not open for {'reading' if read else 'writing'}")
+    return node
+
+
+def open_file(tree: Tree, rel: str, read: bool, write: bool, node: Node | None = None) -> OpenFile:
+    """Open the attribute at ``rel`` (sysfs-relative, no symlink following)."""
+    rel = rel.strip("/")
+    attr = check_open(tree, rel, node if node is not None else tree.lookup(rel), read, write)
+    return OpenFile(attr, rel)
+
+
+def check_live(node: Attribute) -> None:
+    """ENODEV once the attribute's owner is gone (or on its way out)."""
+    owner = node.owner
+    if owner is not None and (not getattr(owner, "alive", True) or getattr(owner, "removing", False)):
+        raise KernelError(errno.ENODEV, "the device is gone")
+
+
+def show(node: Attribute) -> bytes:
+    """The attribute's whole content, as one show() gives it."""
+    check_live(node)
+    if node.show is None:
+        raise KernelError(errno.EIO)
+    return node.show()
+
+
+def read(f: OpenFile, size: int = -1, offset: int = 0) -> bytes:
+    """A read(2) at ``offset``: show() at offset 0 (or the first read), then the buffer."""
+    if f.buf is None or offset == 0:
+        f.buf = show(f.node)
+    else:
+        check_live(f.node)
+    return f.buf[offset:] if size < 0 else f.buf[offset:offset + size]
+
+
+def write(f: OpenFile, data: bytes) -> int:
+    """A write(2): one store() of at most a page."""
+    return store(f.node, data)
+
+
+def check_store(node: Attribute) -> None:
+    """What a write meets before store() runs: ENODEV (owner gone), EIO (no store())."""
+    check_live(node)
+    if node.store is None:
+        raise KernelError(errno.EIO)
+
+
+def store(node: Attribute, data: bytes, on_store: Callable[[], None] | None = None) -> int:
+    """One store() of at most a page; ``on_store`` runs once store() is about to run."""
+    check_store(node)
+    assert node.store is not None
+    if on_store is not None:
+        on_store()
+    return int(node.store(data[:MAX_STORE]))
+
+
+def release(f: OpenFile) -> None:
+    """close(2): nothing to flush, the buffer goes."""
+    f.buf = None
+
+
+def write_path(tree: Tree, path: str, data: bytes) -> int:
+    """``echo VALUE > PATH`` in one call (links followed): open for writing, one write, release."""
+    node = tree.resolve(path)
+    f = open_file(tree, tree.real_path(path), read=False, write=True, node=node)
+    try:
+        return write(f, data)
+    finally:
+        release(f)
+
+
+def read_path(tree: Tree, path: str) -> bytes:
+    """``cat PATH`` in one call (links followed)."""
+    node = tree.resolve(path)
+    f = open_file(tree, tree.real_path(path), read=True, write=False, node=node)
+    try:
+        return read(f)
+    finally:
+        release(f)
