@@ -138,6 +138,7 @@ def _migration(path: str) -> str | None:
     ``"unsupported"`` when the file is there but fails with ENODEV, None when
     there is no file. The acceptance rule is not visible in sysfs."""
     import errno
+
     from .migration.versions import VersionString
     try:
         with open(path, "rb", buffering=0) as f:

@@ -6,8 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -125,7 +125,7 @@ def default_mount(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
-def sysfs_write(path: "os.PathLike[str] | str", data: bytes) -> int:
+def sysfs_write(path: os.PathLike[str] | str, data: bytes) -> int:
     """One write() on a fresh descriptor, as ``echo -n`` does (errno surfaces as OSError)."""
     fd = os.open(path, os.O_WRONLY)
     try:

@@ -25,7 +25,6 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import click
 
@@ -83,7 +82,7 @@ class Block:
 
 def _complete(text: str) -> bool:
     """Whether shell text ends outside quotes and without a continuation."""
-    quote: Optional[str] = None
+    quote: str | None = None
     escaped = False
     for ch in text:
         if escaped:

@@ -13,8 +13,9 @@ import json
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 SKIP_PREFIXES = ("/dev/",)
 BUSYBOX_PHRASES = {"nonexistent directory": "No such file or directory"}  # busybox's ENOENT wording
@@ -56,7 +57,7 @@ def in_child(uid: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return json.loads(data)
 
 
-def _read(path: str, bufsize: Optional[int] = None) -> dict[str, Any]:
+def _read(path: str, bufsize: int | None = None) -> dict[str, Any]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
@@ -83,7 +84,7 @@ def _read(path: str, bufsize: Optional[int] = None) -> dict[str, Any]:
         os.close(fd)
 
 
-def _writes(path: str, chunks: list[bytes], flags: int = os.O_WRONLY, offset: Optional[int] = None
+def _writes(path: str, chunks: list[bytes], flags: int = os.O_WRONLY, offset: int | None = None
             ) -> dict[str, Any]:
     try:
         fd = os.open(path, flags)
@@ -261,7 +262,7 @@ class Replay:
         self.control = control
         self.problems: list[str] = []
         self.counts = {"ops": 0, "skipped": 0, "trees": 0, "avail": 0}
-        self._blocked: Optional[threading.Thread] = None
+        self._blocked: threading.Thread | None = None
         self._blocked_result: dict[str, Any] = {}
 
     def events(self) -> list[tuple[int, str, Any]]:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -40,7 +39,7 @@ def sections(out: str) -> dict[str, str]:
     """Split output on '=== name' markers. A marker may follow output that has
     no final newline (mdevctl 1.4's --dumpjson), so it is found anywhere."""
     pieces = re.split(r"=== (\w+)\n", out)
-    return dict(zip(pieces[1::2], pieces[2::2]))
+    return dict(zip(pieces[1::2], pieces[2::2], strict=True))
 
 
 @needs_root

@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import requires_fuse
 from test_clients import fakemdev_run, needs_libvirt, needs_root, sections
+
+from conftest import requires_fuse
 
 pytestmark = [requires_fuse, needs_root]
 U = "11111111-2222-4333-8444-555555555555"

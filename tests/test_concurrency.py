@@ -17,8 +17,9 @@ import os
 import random
 import time
 import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -162,13 +163,13 @@ def test_same_uuid_raced_everywhere_makes_exactly_one_device(mount: Path) -> Non
                "i915-GVTg_V5_4"]
     for round_ in range(4):
         u = str(uuidlib.UUID(int=round_ + 1, version=4))
-        errs = run_workers([lambda t=t: write(types[t] / "create", f"{u}\n".encode()) for t in targets])
+        errs = run_workers([lambda t=t, u=u: write(types[t] / "create", f"{u}\n".encode()) for t in targets])
         assert sorted(errs) == [0] + [errno.EEXIST] * 7, [errno.errorcode.get(e) for e in errs]
         assert os.listdir(mount / "bus/mdev/devices") == [u]
         owner = targets[errs.index(0)]
         assert os.listdir(types[owner] / "devices") == [u]
         remove = mount / "bus/mdev/devices" / u / "remove"
-        errs = run_workers([lambda: write(remove, b"1\n") for _ in range(8)])
+        errs = run_workers([lambda remove=remove: write(remove, b"1\n") for _ in range(8)])
         assert errs.count(0) == 1 and set(errs) <= {0, errno.ENOENT, errno.ENODEV}, errs
         assert os.listdir(mount / "bus/mdev/devices") == []
     snap = mount_snapshot(mount)

@@ -12,7 +12,6 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -61,7 +60,7 @@ def write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def observe(path: Path) -> tuple[str, int, Optional[str]]:
+def observe(path: Path) -> tuple[str, int, str | None]:
     """(kind, permission bits, link target or file value or errno name) as a client sees it."""
     st = os.lstat(path)
     mode = stat.S_IMODE(st.st_mode)
@@ -77,8 +76,8 @@ def observe(path: Path) -> tuple[str, int, Optional[str]]:
         return "file", mode, errno.errorcode[e.errno or 0]
 
 
-def expected(host: Host) -> dict[str, tuple[str, int, Optional[str]]]:
-    out: dict[str, tuple[str, int, Optional[str]]] = {}
+def expected(host: Host) -> dict[str, tuple[str, int, str | None]]:
+    out: dict[str, tuple[str, int, str | None]] = {}
     for path, node in walk(SysfsTree(host).root):
         if node.kind == "link":
             out[path] = ("link", 0o777, node.target)  # type: ignore[union-attr]
@@ -94,8 +93,8 @@ def expected(host: Host) -> dict[str, tuple[str, int, Optional[str]]]:
     return out
 
 
-def walk_fs(root: Path) -> dict[str, tuple[str, int, Optional[str]]]:
-    out: dict[str, tuple[str, int, Optional[str]]] = {}
+def walk_fs(root: Path) -> dict[str, tuple[str, int, str | None]]:
+    out: dict[str, tuple[str, int, str | None]] = {}
 
     def visit(d: Path, rel: str) -> None:
         for name in os.listdir(d):
@@ -132,7 +131,8 @@ def test_listdir_is_in_kernfs_order_after_a_create(root: Path) -> None:
     mdev_create(root / MTTY, UUID)
     model.create(model.find_type("mtty", "mtty-2"), UUID)
     tree = SysfsTree(model)
-    for rel in ("devices/virtual/mtty/mtty/mdev_supported_types/mtty-2", "devices/virtual/mtty/mtty", "bus/mdev/devices", f"devices/virtual/mtty/mtty/{UUID}"):
+    for rel in ("devices/virtual/mtty/mtty/mdev_supported_types/mtty-2", "devices/virtual/mtty/mtty",
+                "bus/mdev/devices", f"devices/virtual/mtty/mtty/{UUID}"):
         assert os.listdir(root / rel) == tree.lookup(rel).listdir(), rel  # type: ignore[union-attr]
 
 
@@ -146,7 +146,8 @@ def test_create_makes_the_device_visible_at_once(root: Path) -> None:
     assert read(root / MTTY / "available_instances") == f"{model.find_type('mtty', 'mtty-2').available_instances()}\n"
     group = os.readlink(dev / "iommu_group").rsplit("/", 1)[1]
     assert os.listdir(root / "kernel/iommu_groups" / group / "devices") == [UUID]
-    assert os.path.realpath(dev / "driver") == str(root / "bus/mdev/drivers" / model.devices[UUID].parent.driver.driver_name)
+    driver = model.devices[UUID].parent.driver.driver_name
+    assert os.path.realpath(dev / "driver") == str(root / "bus/mdev/drivers" / driver)
 
 
 def test_create_with_trailing_newline_and_upper_case_gives_the_lower_case_name(root: Path) -> None:

@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import engines
 import pytest
+
+import engines
 from conftest import REPO, requires_fuse
 
 pytest_plugins = ["pytester"]

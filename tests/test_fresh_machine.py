@@ -22,8 +22,9 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import engines
 import pytest
+
+import engines
 from conftest import REPO
 
 pytestmark = [pytest.mark.fresh_machine]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -63,7 +64,7 @@ class MountVsModel(RuleBasedStateMachine):
         self.model = default_host()
 
     # -- helpers ---------------------------------------------------------
-    def _type(self, tid: str) -> Optional[Any]:
+    def _type(self, tid: str) -> Any | None:
         for p in self.model.parents.values():
             if tid in p.types:
                 return p.types[tid]

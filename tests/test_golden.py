@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from conftest import GOLDEN, mounted, requires_fuse
 from golden import Replay, load
 

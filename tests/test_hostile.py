@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -169,7 +169,7 @@ def test_reads_at_odd_offsets_return_the_tail_or_nothing(root: Path) -> None:
                 os.pread(fd, 10, -1)
             assert e.value.errno == errno.EINVAL
             os.lseek(fd, 0, os.SEEK_SET)
-            assert b"".join(iter(lambda: os.read(fd, 1), b"")) == whole  # one byte at a time (seq_file)
+            assert b"".join(iter(lambda fd=fd: os.read(fd, 1), b"")) == whole  # one byte at a time (seq_file)
         finally:
             os.close(fd)
 

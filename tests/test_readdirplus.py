@@ -17,9 +17,10 @@ import errno
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from multiprocessing.sharedctypes import RawArray
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_a_cold_lstat_walk_needs_few_lookups(tmp_path: Path, monkeypatch: pytest
 def listing(root: Path) -> dict[str, list[tuple[str, str]]]:
     """Every directory: its entries in readdir order, with their d_type."""
     out = {}
-    for dirpath, dirs, _ in os.walk(root):
+    for dirpath, _dirs, _ in os.walk(root):
         with os.scandir(dirpath) as it:
             out[dirpath[len(str(root)):]] = [
                 (e.name, "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False) else "file")
@@ -129,7 +130,7 @@ def crowded(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.
     host = default_host()
     for tname, n in (("mtty-1", 20), ("mbochs-small", 64)):
         t = next(t for p in host.parents.values() for t in p.types.values() if t.path.endswith(tname))
-        for i in range(n):
+        for _ in range(n):
             host.create(t, f"0000{len(host.devices):04x}-0000-4000-8000-000000000000")
     with mounted({"default": host}, tmp_path / "sys") as root:
         yield root

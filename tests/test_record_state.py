@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
+from scenario_helpers import diff_trees, walk_tree
 
 from conftest import requires_fuse, run_cli
-from scenario_helpers import diff_trees, walk_tree
 
 AP = "devices/vfio_ap/matrix"
 AP_TYPE = f"{AP}/mdev_supported_types/vfio_ap-passthrough"

@@ -7,14 +7,14 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
+from scenario_helpers import diff_trees, materialize_stage, walk_tree
 
 from conftest import GOLDEN, REPO, mounted, requires_fuse, run_cli
 from fakemdev import scenario
-from scenario_helpers import diff_trees, materialize_stage, walk_tree
 
 SHIPPED = sorted((REPO / "fakemdev" / "scenarios").glob("*.yaml"))
 U1, U2, U3 = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
@@ -71,7 +71,7 @@ CLI_ROUND_TRIP = [pytest.param(None, id="default-mount")] + ROUND_TRIP
 
 @requires_fuse
 @pytest.mark.parametrize("path", CLI_ROUND_TRIP)
-def test_record_of_a_cli_mount_is_accepted_by_mount_scenario_and_round_trips(path: Optional[Path],
+def test_record_of_a_cli_mount_is_accepted_by_mount_scenario_and_round_trips(path: Path | None,
                                                                             tmp_path: Path) -> None:
     args = ("--scenario", str(path)) if path is not None else ()
     with _cli_mount(tmp_path / "orig", *args) as a:
@@ -188,7 +188,8 @@ def test_record_turns_an_unknown_vendor_into_a_declarative_driver_with_the_same_
     rec = scenario.loads(text)
     acme, mtty = rec.hosts[0].parents
     assert acme.driver == "declarative" and acme.declare["accounting"] == "per_type"
-    assert [(t["name"], t["instances"]) for t in acme.declare["types"]] == [("2g", 8), ("8g", 1)]  # 16 units, one bound 2g: 7 + 1, 14 // 8
+    # 16 units, one bound 2g: 7 + 1, 14 // 8
+    assert [(t["name"], t["instances"]) for t in acme.declare["types"]] == [("2g", 8), ("8g", 1)]
     assert mtty.driver == "mtty"
     assert [(d.uuid, d.bound) for d in rec.hosts[0].devices] == [(U1, True), (U2, True), (U3, False)]
 
@@ -252,7 +253,7 @@ def cli_mount(tmp_path: Path) -> Iterator[Path]:
         run_cli("umount", str(mp))
 
 
-def _create(mp: Path, mdev_type: str, uuid: str, parent: Optional[str] = None) -> None:
+def _create(mp: Path, mdev_type: str, uuid: str, parent: str | None = None) -> None:
     """One write(2), as `echo UUID > create` does (a buffered Python file
     would retry a failed flush on close and write twice)."""
     parent = parent or mdev_type.split("-")[0]

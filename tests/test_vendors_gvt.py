@@ -62,7 +62,8 @@ def test_v5_types_and_counts_on_a_1gb_aperture(mount_tree: Any, tmp_path: Path) 
         assert (root / "devices" / "pci0000:00" / BDF / u3 / "intel_vgpu" / "vgpu_id").read_text() == "1\n"
 
 
-def test_small_aperture_publishes_only_the_types_that_fit_and_exhaustion_is_enospc(mount_tree: Any, tmp_path: Path) -> None:
+def test_small_aperture_publishes_only_the_types_that_fit_and_exhaustion_is_enospc(mount_tree: Any,
+                                                                                    tmp_path: Path) -> None:
     with mount_tree({"default": _host(aperture_mb=256, ggtt_mb=4096, fences=32)}, tmp_path / "sys") as root:
         assert _avail(root) == {"i915-GVTg_V5_8": 2, "i915-GVTg_V5_4": 1}  # the reference's example
         _create(root, "i915-GVTg_V5_4")
@@ -120,7 +121,8 @@ def test_old_kernel_has_no_name_binds_vfio_mdev_and_vetoes_busy_remove(tmp_path:
     ("5.15", False, False, False, "vfio_mdev"),        # name ≈5.19, group name ≈5.16, vfio-dev 6.1
     ("6.1", True, True, True, "intel_vgpu_mdev"),
 ])
-def test_kernel_profiles_change_only_what_the_kernel_changed(mount_tree: Any, tmp_path: Path, kernel: str, type_name: bool,
+def test_kernel_profiles_change_only_what_the_kernel_changed(mount_tree: Any, tmp_path: Path, kernel: str,
+                                                             type_name: bool,
                                                              group_name: bool, vfio_dev: bool, driver: str) -> None:
     with mount_tree({"default": _host(kernel=kernel)}, tmp_path / "sys") as root:
         assert ("name" in os.listdir(_types(root) / "i915-GVTg_V5_8")) is type_name

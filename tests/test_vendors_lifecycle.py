@@ -2,13 +2,10 @@
 driver from SKELETON loaded by path, unload, upgrade in place."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-
-import pytest
 
 from conftest import REPO, mounted, requires_fuse, run_cli
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-
 GPU = "0000:3b:00.0"
 GPU_DIR = ("devices", "pci0000:3a", "0000:3a:00.0", GPU)
 

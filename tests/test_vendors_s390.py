@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 
 
-
-
 def _host(kernel: str = "6.12", **drivers: dict):
     from fakemdev.core import Host
     from fakemdev.vendors import get_driver

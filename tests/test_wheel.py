@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, requires_fuse
 
 pytestmark = [requires_fuse]

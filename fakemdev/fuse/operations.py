@@ -84,7 +84,7 @@ def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
+class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # mfusepy ships no types
     """The filesystem. ``hosts`` maps a name to a Host; with one host the
     mount root is its ``/sys``, with several each is ``/<name>/``."""
 
@@ -337,7 +337,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
         the names and types of :meth:`readdir_plus`."""
         if self.multi and path == "/":
             return [".", ".."] + [(n, {"st_mode": stat.S_IFDIR}, 0) for n in sorted(self.hosts)]
-        listing, _ = self._cached_listing(path)
+        listing = self._cached_listing(path)
         return [(n.decode("utf-8", "surrogateescape"), st.st_mode, 0)
                 for n, st in zip(listing.names, listing.stats, strict=True)]
 

@@ -231,7 +231,7 @@ def _overrides_migration_for(driver: VendorDriver) -> bool:
 
 def _declared_uncached(driver: VendorDriver, mdev_type: MdevType) -> TypeMigration | None:
     if _overrides_migration_for(driver):
-        result: TypeMigration | None = driver.migration_for(mdev_type)  # type: ignore[attr-defined]
+        result: TypeMigration | None = driver.migration_for(mdev_type)
         return result
     name = mdev_type.spec.sysfs_name
     options: Mapping[str, Any] = getattr(driver, "options", {}) or {}
