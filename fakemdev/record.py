@@ -253,29 +253,6 @@ def _mdev_driver_of(root: str, module: str) -> str | None:
 
 
 # -- choosing a driver -------------------------------------------------------------------
-def _option_candidates(recs: list[RecParent]) -> list[dict[str, Any]]:
-    """Options a built-in driver might have been loaded with, from what sysfs
-    shows of the parents of one module (several: one per subchannel or GPU)."""
-    if len(recs) > 1:
-        names = [r.name for r in recs]
-        return [{"subchannels": names}, {"bdfs": names}]
-    rec = recs[0]
-    out: list[dict[str, Any]] = [{}]
-    if "count" in rec.module_params:
-        out.insert(0, {"count": int(rec.module_params["count"])})
-    if rec.module == "mtty":
-        ports = {"mtty-1": 1, "mtty-2": 2}
-        one = next((t for t in rec.types if t.type_id == "mtty-1"), None)
-        if one is not None:
-            used = sum(ports.get(d.type_id, 0) for d in rec.devices if d.bound)
-            out.insert(0, {"ports": one.available + used})
-    if "device" in rec.attrs:
-        out.append({"bdf": rec.name, "pci_device": rec.attrs["device"]})
-    out.append({"bdf": rec.name})
-    out.append({"bdfs": rec.name})
-    return out
-
-
 def _reproduces(driver: Any, recs: list[RecParent]) -> bool:
     """Build the driver alone with the recorded devices; same parents, types and counts?"""
     host = Host("probe")
@@ -358,7 +335,7 @@ def _builtin_entry(recs: list[RecParent]) -> dict[str, Any] | None:
     """A built-in driver with inferred options that reproduces the module's parents, if any."""
     rec = recs[0]
     for registry_name, cls in _builtins_for_module(rec.module):
-        for options in _option_candidates(recs):
+        for options in cls.recorded_options(recs):  # each driver knows how its options show in sysfs
             try:
                 drv = cls(**options)
             except (TypeError, ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -246,6 +246,16 @@ class VendorDriver:
 
     # -- record (fakemdev.record) -----------------------------------------------
     @classmethod
+    def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
+        """Options this driver may have been loaded with, inferred from what
+        sysfs shows of the parents of its module (most likely first).
+        ``fakemdev record`` tries each and keeps the first that reproduces
+        the recorded parents exactly. Default: a ``count`` module parameter
+        (the kernel samples' convention), then the defaults."""
+        count = parents[0].module_params.get("count") if len(parents) == 1 else None
+        return ([{"count": int(count)}] if count is not None and count.strip().isdigit() else []) + [{}]
+
+    @classmethod
     def recorded_writes(cls, device: SysfsReader) -> list[tuple[str, str]]:
         """What ``fakemdev record`` must write into a new device of this
         driver to give it the state a recorded one shows: (device-relative
@@ -264,6 +274,32 @@ class VendorDriver:
 def _pci_id(raw: bytes) -> str:
     text = raw.decode("ascii", "replace").strip().lower()
     return (text[2:] if text.startswith("0x") else text).zfill(4)
+
+
+class RecordedType(Protocol):
+    """A type as ``fakemdev record`` read it."""
+    type_id: str
+    available: int
+
+
+class RecordedDevice(Protocol):
+    """A device as ``fakemdev record`` read it."""
+    type_id: str
+    bound: bool
+
+
+class RecordedParent(Protocol):
+    """A parent as ``fakemdev record`` read it: what a driver's
+    :meth:`VendorDriver.recorded_options` may look at."""
+    name: str
+    attrs: dict[str, str]
+    module_params: dict[str, str]
+
+    @property
+    def types(self) -> Sequence[RecordedType]: ...
+
+    @property
+    def devices(self) -> Sequence[RecordedDevice]: ...
 
 
 class SysfsReader(Protocol):

@@ -18,12 +18,13 @@ user holds open is vetoed with EBUSY (``intel_vgpu_remove``).
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
 from ..kernels import at_least, vendor_remove_can_veto
 from ..kernfs import Attribute
-from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, RecordedParent, VendorDriver
 from .options import PCI_ADDRESS, choice, integer, text
 
 if TYPE_CHECKING:
@@ -89,6 +90,14 @@ class Driver(VendorDriver):
         self.fence_free = self.fences - HOST_FENCE
         self.vgpu_ids: set[int] = set()
         self.recomputed = False   # pre-6.1: first count ignores fences until a create/destroy
+
+    @classmethod
+    def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
+        """The defaults first (the simplest recording), then the iGPU's PCI
+        address, with its device id when sysfs shows one."""
+        rec = parents[0]
+        with_id = [{"bdf": rec.name, "pci_device": rec.attrs["device"]}] if "device" in rec.attrs else []
+        return [{}, *with_id, {"bdf": rec.name}]
 
     @property
     def type_prefix(self) -> str:

@@ -6,10 +6,11 @@ and on remove. Exhaustion is ENOSPC from probe.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..kernfs import Attribute
-from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, RecordedParent, VendorDriver
 from .options import integer
 
 if TYPE_CHECKING:
@@ -46,6 +47,16 @@ class Driver(VendorDriver):
 
     def release(self, mdev: MdevDevice) -> None:
         self.ports_free += mdev.driver_data.pop("ports", 0)
+
+    @classmethod
+    def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
+        """The pool size: what mtty-1 still offers plus the ports bound devices hold."""
+        rec = parents[0]
+        one = next((t for t in rec.types if t.type_id == "mtty-1"), None)
+        if one is None:
+            return [{}]
+        used = sum({"mtty-1": 1, "mtty-2": 2}.get(d.type_id, 0) for d in rec.devices if d.bound)
+        return [{"ports": one.available + used}, {}]
 
     def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         text = f"This is MDEV {mdev.uuid}\n".encode()

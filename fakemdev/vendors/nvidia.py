@@ -19,11 +19,12 @@ parameters ``key=value,...``; writing a blank clears them).
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError, errno_value
 from ..kernfs import Attribute
-from .base import MdevTypeSpec, ParentSpec, SysfsReader, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, RecordedParent, SysfsReader, VendorDriver
 from .options import ERRNO, PCI_ADDRESS, choice, listing
 
 if TYPE_CHECKING:
@@ -89,6 +90,12 @@ class Driver(VendorDriver):
         self.bdfs = [b.strip() for b in (bdfs.split(",") if isinstance(bdfs, str) else bdfs) if b.strip()]
         self.placement = placement
         self.create_errno = errno_value(create_errno)
+
+    @classmethod
+    def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
+        """One parent per GPU: their PCI addresses are the option (the
+        defaults first for one GPU: the simplest recording)."""
+        return [{"bdfs": [p.name for p in parents]}] if len(parents) > 1 else [{}, {"bdfs": parents[0].name}]
 
     def parents(self) -> list[ParentSpec]:
         types = []

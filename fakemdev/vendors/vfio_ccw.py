@@ -10,10 +10,11 @@ operational refuses the probe with ENODEV (option ``not_operational``).
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
-from .base import MdevTypeSpec, ParentSpec, VendorDriver
+from .base import MdevTypeSpec, ParentSpec, RecordedParent, VendorDriver
 from .options import listing, text
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class Driver(VendorDriver):
         super().__init__(**options)
         self.subchannels = _ids(subchannels)
         self.not_operational = set(_ids(not_operational))
+
+    @classmethod
+    def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
+        """One parent per subchannel: their names are the option."""
+        return [{"subchannels": [p.name for p in parents]}]
 
     def parents(self) -> list[ParentSpec]:
         return [ParentSpec(
