@@ -322,6 +322,12 @@ def parent_entries(parents: list[RecParent], notes: list[str]) -> list[dict[str,
     out = []
     for module, recs in modules.items():
         entry = _builtin_entry(recs)
+        if entry is not None:
+            invisible = next((cls.invisible_options for n, cls in _builtins_for_module(module)
+                              if n == entry["driver"]), ())
+            if invisible:
+                notes.append(f"{entry['driver']}: {', '.join(invisible)} do not show in sysfs, so the replay "
+                             f"uses their defaults (set them in the file if the host had others)")
         if entry is None:
             if len(recs) > 1:  # one declarative driver plays one parent
                 notes.append(f"module {module}: no built-in driver reproduces its {len(recs)} parents and a "

@@ -245,6 +245,10 @@ class VendorDriver:
         (give back host resources taken outside the mdev core)."""
 
     # -- record (fakemdev.record) -----------------------------------------------
+    #: Options whose effect sysfs does not show, so ``fakemdev record`` cannot
+    #: tell them from their defaults; a recording of this driver says so.
+    invisible_options: tuple[str, ...] = ()
+
     @classmethod
     def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
         """Options this driver may have been loaded with, inferred from what

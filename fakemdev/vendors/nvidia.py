@@ -71,6 +71,7 @@ class Driver(VendorDriver):
     name = "nvidia_vgpu_vfio"
     mdev_driver_name = "nvidia-vgpu-vfio"
     module_attrs = {"coresize": "57344", "taint": "POE"}
+    invisible_options = ("create_errno",)  # shows only when a create is refused
     option_schema = {
         "gpu": choice(list(GPUS), "the board model"),
         "bdfs": listing(PCI_ADDRESS, "0000:3b:00.0,0000:5e:00.0", "one parent per GPU"),

@@ -59,6 +59,7 @@ class Driver(VendorDriver):
     max_instances = MAX_ZDEV_ENTRIES_EXT
     capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.EPERM))
     module_attrs = {"coresize": "69632"}
+    invisible_options = ("apm_max", "aqm_max")  # the bus's limits: only a refused assign shows them
     option_schema = {k: integer(0, 255, f"highest {what} id the machine has (default 255)")
                      for k, what in (("apm_max", "adapter"), ("aqm_max", "domain"), ("adm_max", "control domain"))}
 

@@ -36,6 +36,7 @@ class Driver(VendorDriver):
     max_instances = 1
     capacity_errnos = (((6, 1), errno.EUSERS), ((0, 0), errno.EPERM))
     module_attrs = {"coresize": "57344"}
+    invisible_options = ("not_operational",)  # shows only when a create is refused
     option_schema = {
         "subchannels": listing(SUBCHANNEL, "0.0.0313,0.0.0314", "one parent per I/O subchannel"),
         "not_operational": listing(SUBCHANNEL, "0.0.0314", "subchannels whose probe fails with ENODEV"),
