@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import posixpath
 import stat
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -134,13 +133,23 @@ class SysfsFile(FakeFile):
                 self._snapshot = node.show()
 
     def set_contents(self, contents: Any, encoding: str | None = None) -> bool:
-        """One flush: store() what was written since the last flush."""
+        """One flush: store() what was written since the last flush.
+
+        pyfakefs hands set_contents() the handle's whole buffer, so the
+        handle being flushed (noted by the flush hook) says where its
+        previous flush ended; each handle keeps its own position, as each
+        open file does in the kernel."""
         data = contents.encode(encoding or "utf-8") if isinstance(contents, str) else bytes(contents)
         if not data:  # O_TRUNC at open, or a flush with nothing written
             return False
-        start = _flush_start()
-        if start is None:  # not called from a handle's flush: fall back to what this file last got
+        handle = getattr(_flushing, "handle", None)
+        if handle is not None and handle.file_object is self:
+            start = _stored.get(handle, 0)
+            _stored[handle] = len(data)
+        else:  # a flush we did not see start: fall back to what this file last got
             start = len(self._written) if data.startswith(self._written) else 0
+        if start > len(data):  # the handle seeked back and wrote again
+            start = 0
         delta = data[start:]
         self._written = data
         if not delta:
@@ -149,16 +158,9 @@ class SysfsFile(FakeFile):
         return True
 
 
-def _flush_start() -> int | None:
-    """Where the handle being flushed stood at its previous flush: the bytes
-    after it are this write. pyfakefs hands set_contents() the handle's whole
-    buffer, so the handle (the caller's ``self``) is asked."""
-    frame = sys._getframe(2)  # _flush_start <- SysfsFile.set_contents <- FakeFileWrapper.flush
-    wrapper = frame.f_locals.get("self")
-    if isinstance(wrapper, FakeFileWrapper):
-        pos = getattr(wrapper, "_flush_pos", None)
-        return pos if isinstance(pos, int) else None
-    return None
+# Which handle is flushing, per thread, and how much of each handle's buffer has been stored.
+_flushing = threading.local()
+_stored: weakref.WeakKeyDictionary[FakeFileWrapper, int] = weakref.WeakKeyDictionary()
 
 
 class SysfsDir(FakeDirectory):
@@ -193,6 +195,7 @@ class SysfsDir(FakeDirectory):
 _hook_lock = threading.Lock()
 _hook_users = 0
 _original_init_file_object: Callable[..., Any] | None = None
+_original_flush: Callable[[FakeFileWrapper], None] | None = None
 
 
 def _init_file_object(self: Any, file_object: Any, file_path: Any, open_modes: Any, *args: Any, **kw: Any) -> Any:
@@ -204,12 +207,28 @@ def _init_file_object(self: Any, file_object: Any, file_path: Any, open_modes: A
     return _original_init_file_object(self, file_object, file_path, open_modes, *args, **kw)
 
 
+def _flush(self: FakeFileWrapper) -> None:
+    """FakeFileWrapper.flush, noting which handle flushes so a sysfs file can
+    tell this handle's new bytes from the ones it already stored."""
+    assert _original_flush is not None
+    if not isinstance(self.file_object, SysfsFile):
+        return _original_flush(self)
+    previous = getattr(_flushing, "handle", None)
+    _flushing.handle = self
+    try:
+        return _original_flush(self)
+    finally:
+        _flushing.handle = previous
+
+
 def _install_open_hook() -> None:
-    global _hook_users, _original_init_file_object
+    global _hook_users, _original_init_file_object, _original_flush
     with _hook_lock:
         if _hook_users == 0:
             _original_init_file_object = fake_open.FakeFileOpen._init_file_object
             fake_open.FakeFileOpen._init_file_object = _init_file_object  # type: ignore[method-assign]
+            _original_flush = FakeFileWrapper.flush
+            FakeFileWrapper.flush = _flush  # type: ignore[method-assign]
         _hook_users += 1
 
 
@@ -219,6 +238,8 @@ def _remove_open_hook() -> None:
         _hook_users -= 1
         if _hook_users == 0 and _original_init_file_object is not None:
             fake_open.FakeFileOpen._init_file_object = _original_init_file_object  # type: ignore[method-assign]
+        if _hook_users == 0 and _original_flush is not None:
+            FakeFileWrapper.flush = _original_flush  # type: ignore[method-assign]
 
 
 class FakeSysfs:

@@ -692,7 +692,7 @@ class ParentDir(Directory):
         return list(self._static()) + list(self.parent.devices)
 
     def subdir_count(self) -> int:
-        return 2 + len(self.parent.devices)  # power, mdev_supported_types, devices
+        return sum(1 for n in self._static().values() if n.kind == "dir") + len(self.parent.devices)
 
 
 class SupportedTypesDir(Directory):
@@ -741,9 +741,6 @@ class TypeDir(Directory):
             out["description"] = ro(f"{t.spec.description.rstrip(chr(10))}\n".encode(), t)
         out.update(t.parent.driver.type_attributes(t))
         return out
-
-    def subdir_count(self) -> int:
-        return 1
 
 
 class TypeDevicesDir(Directory):
@@ -936,9 +933,6 @@ class BusMdevDir(Directory):
             "drivers_probe": Attribute(WO, store=self._probe),
             "drivers": LazyDir(self._drivers),
         }
-
-    def subdir_count(self) -> int:
-        return 2
 
     def _bus_uevent(self, buf: bytes) -> int:
         return self.tree.host.synth_uevent("/bus/mdev", buf, ["SUBSYSTEM=bus"])

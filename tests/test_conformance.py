@@ -256,3 +256,16 @@ def test_namespace_changes_are_refused_as_sysfs_refuses_them(root: Path) -> None
         os.rename(t / "name", t / "other")
     with raises_errno(errno.EPERM):
         os.rmdir(t / "devices")
+
+
+def test_two_open_handles_each_store_only_their_own_new_bytes(root: Path) -> None:
+    """Each open file keeps its own position: interleaved writes of the same
+    value through two buffered handles are four creates, not two (and never a
+    merged or replayed buffer)."""
+    create = root / MTTY / "create"
+    uuids = [f"0b1c2d3e-0000-4000-8000-00000000010{i}" for i in range(4)]
+    with open(create, "w") as a, open(create, "w") as b:
+        for i, handle in enumerate((a, b, a, b)):
+            handle.write(uuids[i])
+            handle.flush()
+    assert sorted(os.listdir(root / "bus/mdev/devices")) == sorted(uuids)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from conftest import REPO, mounted, requires_fuse, run_cli
 
-pytestmark = requires_fuse
 GVT = ("devices", "pci0000:00", "0000:00:02.0")
 
 
@@ -19,6 +18,7 @@ def _uevents(root: Path, since: int = 0) -> list[dict]:
     return call(socket_path(str(root)), "uevents", since=since)
 
 
+@requires_fuse
 def test_user_driver_from_skeleton_loads_by_path_and_works(tmp_path: Path) -> None:
     src = tmp_path / "my_driver.py"
     shutil.copy(REPO / "fakemdev" / "vendors" / "SKELETON.py", src)
@@ -50,6 +50,7 @@ def test_user_driver_from_skeleton_loads_by_path_and_works(tmp_path: Path) -> No
         assert (parent / u / "vendor" / "queues").read_text() == "8\n"
 
 
+@requires_fuse
 def test_unload_from_another_process_removes_devices_then_parent_only(tmp_path: Path) -> None:
     from fakemdev.hosts import default_host
     with mounted({"default": default_host()}, tmp_path / "sys") as root:
@@ -75,6 +76,7 @@ def test_unload_from_another_process_removes_devices_then_parent_only(tmp_path: 
         assert sorted(os.listdir(types)) == ["i915-GVTg_V5_4", "i915-GVTg_V5_8"]
 
 
+@requires_fuse
 def test_upgrade_from_another_process_keeps_devices_and_changes_version(tmp_path: Path) -> None:
     from fakemdev.hosts import default_host
     with mounted({"default": default_host()}, tmp_path / "sys") as root:
@@ -102,6 +104,7 @@ def test_upgrade_from_another_process_keeps_devices_and_changes_version(tmp_path
         assert (root / "module" / "i915" / "version").read_text() == "3.0\n"
 
 
+@requires_fuse
 def test_upgrade_of_sriov_driver_keeps_vgpus(tmp_path: Path) -> None:
     from fakemdev.core import Host
     from fakemdev.vendors import get_driver
@@ -119,6 +122,7 @@ def test_upgrade_of_sriov_driver_keeps_vgpus(tmp_path: Path) -> None:
         assert "nvidia" not in os.listdir(root / "bus" / "mdev" / "drivers")
 
 
+@requires_fuse
 def test_mount_kernel_option_takes_effect_and_rejects_nonsense(tmp_path: Path) -> None:
     mp = tmp_path / "sys"
     mp.mkdir()
@@ -133,3 +137,39 @@ def test_mount_kernel_option_takes_effect_and_rejects_nonsense(tmp_path: Path) -
         assert "name" not in os.listdir(gvt)
     finally:
         assert run_cli("umount", str(mp)).returncode == 0
+
+
+def test_user_driver_lifecycle_in_process_without_fuse(tmp_path: Path) -> None:
+    """The same SKELETON workflow on the pyfakefs backend through the library
+    (load by path with options, create, unload, reload, upgrade), so a driver
+    author without root or /dev/fuse can run it."""
+    from conftest import fake_mounted
+    from fakemdev.core import Host
+    from fakemdev.vendors import OptionError, make, upgraded
+    src = tmp_path / "my_driver.py"
+    text = (REPO / "fakemdev" / "vendors" / "SKELETON.py").read_text()
+    src.write_text(text.replace("skeleton", "acme").replace("max_instances = 2", "max_instances = 3"))
+    host = Host()
+    host.load_driver(make(str(src)))
+    root = tmp_path / "sys"
+    with fake_mounted({"default": host}, root):
+        parent = root / "devices" / "virtual" / "acme" / "acme"
+        types = parent / "mdev_supported_types"
+        assert sorted(os.listdir(types)) == ["acme-large", "acme-small"]
+        u = str(uuid.uuid4())
+        (types / "acme-large" / "create").write_text(u)
+        assert (parent / u / "vendor" / "queues").read_text() == "4\n"
+        assert (types / "acme-small" / "available_instances").read_text() == "2\n"
+        host.upgrade_driver("acme", upgraded(host.drivers["acme"], {"queues": "8"}))
+        assert (parent / u).is_dir()                      # the upgrade keeps the device
+        host.unload_driver("acme")
+        assert not parent.exists() and "acme" not in os.listdir(root / "class" / "mdev_bus")
+        try:
+            make(str(src), {"queues": "65"})
+        except OptionError as e:
+            assert "queues=65: expected an integer 1-64" in str(e)
+        else:
+            raise AssertionError("queues=65 was accepted")
+        host.load_driver(make(str(src), {"queues": "8"}))
+        (types / "acme-large" / "create").write_text(u)
+        assert (parent / u / "vendor" / "queues").read_text() == "8\n"

@@ -119,3 +119,15 @@ def test_sriov_vf_create_and_destroy_through_current_vgpu_type(mount_tree: Any, 
         assert "vfio-dev" not in os.listdir(vf0)
         assert not (root / "class" / "vfio-dev" / vfio).exists()
         assert (_vf(root, "00.6") / "nvidia" / "creatable_vgpu_types").read_text() == "1160 : NVIDIA L40S-24Q\n"
+
+
+def test_the_name_a_driver_is_loaded_by_and_its_kernel_module_are_both_documented() -> None:
+    """docs/drivers.md names the kernel module where it differs from the driver's name."""
+    from pathlib import Path
+
+    from fakemdev.vendors import BUILTIN, get_driver
+    table = (Path(__file__).parent.parent / "docs/drivers.md").read_text()
+    for key in BUILTIN:
+        module = get_driver(key).name
+        if module != key:
+            assert f"| `{key}` |" in table and f"(module `{module}`)" in table, key

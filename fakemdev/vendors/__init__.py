@@ -39,7 +39,13 @@ def _driver_class_of(module: Any, where: str) -> type[VendorDriver]:
 
 
 def get_driver(name_or_path: str) -> type[VendorDriver]:
-    """Find a driver class by built-in name, file path, or entry point."""
+    """Find a driver class by built-in name, file path, or entry point.
+
+    The name a driver is loaded by is fakemdev's (the module's file name, the
+    entry point's name); the class's ``name`` is the kernel module it plays,
+    and the two differ where the kernel's name is not what users type:
+    ``get_driver("nvidia").name == "nvidia_vgpu_vfio"``,
+    ``get_driver("nvidia_sriov").name == "nvidia"``."""
     if name_or_path.endswith(".py") or os.sep in name_or_path:
         spec = importlib.util.spec_from_file_location(
             f"fakemdev_user_driver_{abs(hash(name_or_path))}", name_or_path)
