@@ -239,7 +239,7 @@ def _remove_open_hook() -> None:
         if _hook_users == 0 and _original_init_file_object is not None:
             fake_open.FakeFileOpen._init_file_object = _original_init_file_object  # type: ignore[method-assign]
         if _hook_users == 0 and _original_flush is not None:
-            FakeFileWrapper.flush = _original_flush  # type: ignore[method-assign]
+            FakeFileWrapper.flush = _original_flush  # type: ignore[method-assign,assignment]
 
 
 class FakeSysfs:
