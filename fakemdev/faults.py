@@ -137,8 +137,13 @@ class Faults:
         self.host.close_device(uuid)
 
     def unplug(self, parent: str) -> None:
-        """Surprise-remove a parent and everything on it."""
-        self.host.unregister_parent(parent)
+        """Surprise-remove a parent and everything on it (ENOENT, naming the
+        parents there are, for one the host does not have, as every knob)."""
+        with self.host.lock:
+            if parent not in self.host.parents:
+                raise KernelError(_errno.ENOENT, f"no parent {parent!r}; parents: "
+                                                 f"{', '.join(sorted(self.host.parents)) or 'none'}")
+            self.host.unregister_parent(parent)
 
     def clear(self) -> None:
         """Drop every create-failure and delay knob (held devices stay held)."""

@@ -19,7 +19,8 @@ Fixtures:
     the root of either backend: ``fakefs`` unless parametrised indirectly
     (``@pytest.mark.parametrize("mdev_sysfs", ["fakefs", "mount"], indirect=True)``).
 
-Marker: ``@pytest.mark.mdev(drivers=["mtty"], kernel="6.12")`` or
+Marker: ``@pytest.mark.mdev(drivers=["mtty", "mdpy:count=2"], kernel="6.12")`` (options as
+``--driver`` takes them) or
 ``@pytest.mark.mdev(scenario="file.yaml", host="src")`` (path relative to the test file, or the
 name of a shipped scenario such as ``"mixed-gvt-nvidia"``).
 
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, "os.PathLike[str]"]
 MARKER_HELP = ("mdev(drivers=None, kernel='6.12', scenario=None, host=None): the simulated host of the "
-               "mdev_host/mdev_fakefs/mdev_mount fixtures: a list of vendor drivers, or a scenario file "
+               "mdev_host/mdev_fakefs/mdev_mount fixtures: a list of vendor drivers (each 'name' or "
+               "'name:key=value,...' as --driver takes it), or a scenario file "
                "(relative to the test file) and the name of one of its hosts")
 BACKENDS = ("fakefs", "mount")
 
@@ -115,10 +117,16 @@ def host_for(request: pytest.FixtureRequest) -> Host:
     kernel = str(kw.get("kernel", "6.12"))
     if kw.get("drivers") is None:
         return default_host(kernel=kernel)
-    from .vendors import get_driver
+    from .vendors import make
+    from .vendors.options import OptionError, parse_spec
     host = Host(kernel=kernel)
-    for name in kw["drivers"]:
-        host.load_driver(get_driver(name)())
+    for spec in kw["drivers"]:  # "name" or "name:k=v,..." as --driver takes it
+        try:
+            host.load_driver(make(*parse_spec(spec)))
+        except OptionError as e:
+            raise pytest.UsageError(f"mdev marker: drivers: {spec.partition(':')[0]}: {e.what}") from None
+        except LookupError as e:
+            raise pytest.UsageError(f"mdev marker: drivers: {e}") from None
     return host
 
 

@@ -60,6 +60,10 @@ BAD_DRIVER_OPTIONS = [
     ("i915:platform=zen", "--driver i915: platform=zen: expected one of bdw, skl, kbl, cfl, cml"),
     ("nvidia:bdfs=0000:3b:00.0,3b:00.0", "--driver nvidia: bdfs=0000:3b:00.0,3b:00.0: expected a string like "
                                          "0000:3b:00.0, or several comma-separated"),
+    ("nvidia:bdfs=0000:3b:00.0,0000:3b:00.0", "--driver nvidia: bdfs: 0000:3b:00.0 is given twice; "
+                                              "each may appear once"),
+    ("vfio_ccw:subchannels=0.0.0313,not_operational=0.0.0314",
+     "--driver vfio_ccw: not_operational=0.0.0314: 0.0.0314 is not one of the subchannels (0.0.0313)"),
     ("mtty:migration_version=5.x", "--driver mtty: migration_version: not a state version"),
     ("mtty:ports", "--driver mtty: 'ports' is not KEY=VALUE"),
 ]
@@ -83,6 +87,12 @@ def test_the_scenario_file_and_the_command_line_share_one_schema(tmp_path: Path)
               "        options: {count: -1}\n", "x.yaml")
     assert str(e.value) == ("x.yaml:6: hosts[0].parents[0].options.count: driver 'mdpy': "
                             "expected an integer 0-65535, got -1")
+    with pytest.raises(ScenarioError) as e:  # options fine alone, wrong together: named at their line
+        loads("scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: vfio_ccw\n"
+              "        options:\n          subchannels: [0.0.0313]\n          not_operational: [0.0.0314]\n",
+              "x.yaml").build_hosts()
+    assert str(e.value) == ("x.yaml:8: hosts[0].parents[0].options.not_operational: driver 'vfio_ccw': "
+                            "0.0.0314 is not one of the subchannels (0.0.0313)")
     # and a value the file gives as a string is converted as the command line's is
     hosts = loads("scenario: 1\nhosts:\n  - name: a\n    parents:\n      - driver: mdpy\n"
                   "        options: {count: '2'}\n", "x.yaml").build_hosts()

@@ -56,6 +56,12 @@ def test_marker_picks_the_drivers(mdev_fakefs, mdev_host):
     assert mdev_host.kernel == "6.1"
 
 
+@pytest.mark.mdev(drivers=["mdpy:count=2", "mtty:ports=3"])
+def test_marker_passes_driver_options_as_driver_does(mdev_fakefs):
+    assert open(mdev_fakefs / "class/mdev_bus/mdpy/mdev_supported_types/mdpy-vga/available_instances").read() == "2\\n"
+    assert open(mdev_fakefs / MTTY / "available_instances").read() == "1\\n"
+
+
 @pytest.mark.mdev(scenario="SCENARIO")
 def test_marker_picks_a_scenario(mdev_fakefs):
     assert os.listdir(mdev_fakefs / "bus/mdev/devices") == ["00000000-0000-4000-8000-000000000001"]
@@ -78,7 +84,7 @@ def test_example_user_test_file_using_each_fixture_passes(pytester: pytest.Pytes
     scenario = REPO / "fakemdev" / "scenarios" / "mtty-port-exhaustion.yaml"
     pytester.makepyfile(test_user=USER_TESTS.replace("SCENARIO", str(scenario)))
     result = run_inner(pytester)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
 
 
 def test_mount_fixture_skips_with_the_reason_where_fuse_is_unusable(pytester: pytest.Pytester) -> None:
@@ -121,6 +127,19 @@ def test_typo(mdev_host):
     result = run_inner(pytester)
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*mdev marker: unknown arguments*driver*"])
+
+
+def test_a_bad_driver_option_in_the_marker_is_a_usage_error_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_marker='''
+import pytest
+
+@pytest.mark.mdev(drivers=["mdpy:count=many"])
+def test_bad(mdev_host):
+    pass
+''')
+    result = run_inner(pytester)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*mdev marker: drivers: mdpy: count=many: expected an integer*"])
 
 
 def test_project_not_using_the_fixtures_gets_no_mount_no_thread(pytester: pytest.Pytester) -> None:

@@ -97,6 +97,18 @@ def test_an_sriov_vgpu_host_is_recorded_not_left_empty(mounts: list[Path], tmp_p
 
 
 @requires_fuse
+def test_two_mdev_era_gpus_with_per_type_placement_are_recorded_as_both(mounts: list[Path], tmp_path: Path) -> None:
+    a = mount(mounts, tmp_path / "a", "--driver", "nvidia:bdfs=0000:3b:00.0,0000:5e:00.0,placement=type")
+    write(a / "class/mdev_bus/0000:3b:00.0/mdev_supported_types/nvidia-46/create", U1)
+    b, text, warnings = record_and_replay(mounts, a, tmp_path)
+    host = yaml.safe_load(text)["hosts"][0]
+    assert host["parents"] == [{"driver": "nvidia", "options": {"bdfs": ["0000:3b:00.0", "0000:5e:00.0"],
+                                                                "placement": "type"}}]
+    assert "not recorded" not in warnings
+    assert not diff_trees(walk_tree(str(a)), walk_tree(str(b)))
+
+
+@requires_fuse
 def test_what_a_replay_would_show_differently_is_a_warning_and_a_comment(mounts: list[Path],
                                                                         tmp_path: Path) -> None:
     """Removing the first of three devices leaves iommu group 0 free; a

@@ -171,8 +171,11 @@ def build_host(h: HostEntry, doc: Doc | None) -> Host:
 
     host = Host(h.name, kernel=h.kernel)
     for p in h.parents:
+        from ..vendors.options import OptionError
         try:
             drv = make_driver(p)
+        except OptionError as e:  # options each fine alone, wrong together
+            fail(f"{p.where}.options.{e.option}", e.detail)
         except TypeError as e:
             fail(f"{p.where}.options", f"driver {p.driver!r} does not take these options: {e}")
         except (LookupError, ValueError, KeyError) as e:

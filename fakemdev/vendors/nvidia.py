@@ -95,8 +95,12 @@ class Driver(VendorDriver):
     @classmethod
     def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
         """One parent per GPU: their PCI addresses are the option (the
-        defaults first for one GPU: the simplest recording)."""
-        return [{"bdfs": [p.name for p in parents]}] if len(parents) > 1 else [{}, {"bdfs": parents[0].name}]
+        defaults first for one GPU: the simplest recording), under each
+        placement rule (a placed vGPU shows which one in available_instances)."""
+        where: list[dict[str, Any]] = ([{"bdfs": [p.name for p in parents]}] if len(parents) > 1
+                                       else [{}, {"bdfs": parents[0].name}])
+        return [{**w, **({"placement": rule} if rule != PLACEMENTS[0] else {})}
+                for rule in PLACEMENTS for w in where]
 
     def parents(self) -> list[ParentSpec]:
         types = []

@@ -88,13 +88,25 @@ def text(pattern: str, example: str, help: str = "") -> Option:
     return Option(f"a string like {example}", parse, help)
 
 
+class Repeated(ValueError):
+    """A list option naming one value twice (two parents at one address)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(value)
+        self.value = value
+
+
 def listing(item: Option, example: str, help: str = "") -> Option:
-    """Several values: a list, or one string with commas (the command line's form)."""
+    """Several distinct values: a list, or one string with commas (the command line's form)."""
     def parse(v: Any) -> list[Any]:
         items = [s.strip() for s in v.split(",")] if isinstance(v, str) else v
         if not isinstance(items, (list, tuple)) or not items or any(i == "" for i in items):
             raise ValueError
-        return [item.parse(i) for i in items]
+        out = [item.parse(i) for i in items]
+        for i, value in enumerate(out):
+            if value in out[:i]:
+                raise Repeated(value)
+        return out
     return Option(f"{item.expected}, or several comma-separated ({example})", parse, help)
 
 
@@ -202,6 +214,9 @@ def check(driver: str, cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = opt.parse(value)
         except OptionError as e:
             raise OptionError(e.option, f"{e.option}: {e.what}", f"driver {who!r}: {e.what}", who) from None
+        except Repeated as e:
+            what = f"{e.value} is given twice; each may appear once"
+            raise OptionError(name, f"{name}: {what}", f"driver {who!r}: {what}", who) from None
         except (ValueError, TypeError):
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
             raise OptionError(name, f"{name}={shown}: expected {opt.expected}",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError
 from .base import MdevTypeSpec, ParentSpec, RecordedParent, VendorDriver
-from .options import listing, text
+from .options import OptionError, listing, text
 
 if TYPE_CHECKING:
     from ..core import MdevDevice
@@ -46,6 +46,12 @@ class Driver(VendorDriver):
         super().__init__(**options)
         self.subchannels = _ids(subchannels)
         self.not_operational = set(_ids(not_operational))
+        stray = sorted(self.not_operational - set(self.subchannels))
+        if stray:  # a probe that can never run is a typo, not a state
+            what = (f"{', '.join(stray)} is not one of the subchannels "
+                    f"({', '.join(self.subchannels)})")
+            raise OptionError("not_operational", f"not_operational={','.join(stray)}: {what}",
+                              f"driver 'vfio_ccw': {what}", "vfio_ccw")
 
     @classmethod
     def recorded_options(cls, parents: Sequence[RecordedParent]) -> list[dict[str, Any]]:
