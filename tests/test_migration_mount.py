@@ -32,9 +32,18 @@ VERDICTS = {
         ("6a5d8c1e-0000-4000-8000-000000000004", 1, "target driver i915 2.0 accepts device state 5.1 only; "
                                                     "source is 5.2: upgrade the target driver"),
     "migration-type-without-version.yaml":
-        ("6a5d8c1e-0000-4000-8000-000000000005", 1, "has no migration_version: driver mtty 0.1 on src does not "
-                                                    "support migration, so this device can never be migrated"),
+        ("6a5d8c1e-0000-4000-8000-000000000006", 1, "has no migration_version: driver i915 on src declares no "
+                                                    "state version for this type, so this device can never be "
+                                                    "migrated"),
+    "migration-mtty-same-type.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000011", 0, "mtty on dst accepts the stream header (magic "
+                                                    "0x7e9d09898c3e2c4e, version 1.0, nr_ports 1)"),
+    "migration-mtty-port-mismatch.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000012", 1, "nr_ports 1 in the stream, the target mtty-2 has 2 ports"),
+    "migration-pre-6.7-kernel.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000013", 1, "(the kernel's mtty sample has migration since 6.7)"),
 }
+EXTRA_ARGS = {"migration-mtty-port-mismatch.yaml": ["--type", "mtty-2"]}
 
 
 def sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -69,8 +78,9 @@ def listing(mp: Path) -> dict[str, Any]:
     for host in ("src", "dst"):
         out[host] = sorted(p.name for p in (mp / host / "bus/mdev/devices").iterdir())
         out[host + "-groups"] = sorted(p.name for p in (mp / host / "kernel/iommu_groups").iterdir())
-        out[host + "-avail"] = {t.name: (t / "available_instances").read_text()
-                                for t in sorted((mp / host / TYPES).iterdir())}
+        out[host + "-avail"] = {f"{p.name}/{t.name}": (t / "available_instances").read_text()
+                                for p in sorted((mp / host / "class/mdev_bus").iterdir())
+                                for t in sorted((p / "mdev_supported_types").iterdir())}
     return out
 
 
@@ -119,11 +129,12 @@ def test_cli_migrate_check_verdict_for_each_shipped_scenario(name: str, tmp_path
     uuid, code, words = VERDICTS[name]
     with scenario_mount(name, tmp_path) as mp:
         before = listing(mp)
-        r = run_cli("migrate", "check", f"src:{uuid}", "dst", "--mountpoint", str(mp))
+        extra = EXTRA_ARGS.get(name, [])
+        r = run_cli("migrate", "check", f"src:{uuid}", "dst", "--mountpoint", str(mp), *extra)
         assert (r.returncode, words in r.stdout) == (code, True), r.stdout + r.stderr
         assert r.stdout.startswith("compatible:" if code == 0 else "incompatible (")
         assert listing(mp) == before                     # a check changes nothing
-    local = run_cli("migrate", "check", f"src:{uuid}", "dst", "--scenario", str(SCEN / name), "--json")
+    local = run_cli("migrate", "check", f"src:{uuid}", "dst", "--scenario", str(SCEN / name), "--json", *extra)
     verdict = json.loads(local.stdout)
     assert (local.returncode, verdict["compatible"]) == (code, code == 0)
 
