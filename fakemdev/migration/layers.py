@@ -178,8 +178,8 @@ def check(src: Host, names: str | list[str], dst: Host, type_id: str | None = No
         verdict = Verdict(False, "", source=here, policy=policy)
         pairs: list[tuple[Endpoint, Endpoint]] = []
         for s in sources:
-            uuid = (new_uuid or (policies.claimed_uuid(s, dst.name) if policies.renames_target(policy)
-                                 else s.name)).lower()
+            renamed = policies.renames_target(policy) or s.kind == "vf"   # a VF's address is no mdev UUID
+            uuid = (new_uuid or (policies.claimed_uuid(s, dst.name) if renamed else s.name)).lower()
             t, missing = _target(s, dst, type_id, parent, uuid)
             if t is None:
                 verdict.target = f"{dst.name}:{type_id or s.type_id}"

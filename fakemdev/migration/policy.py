@@ -56,7 +56,7 @@ def check(policy: str, pairs: list[tuple[Endpoint, Endpoint]]) -> PolicyVerdict:
         return PolicyVerdict(False, f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}",
                              errno.EINVAL)
     if policy == "none" or not pairs:
-        return PolicyVerdict(True, "no manager policy (libvirt alone: the target keeps the source's UUID)")
+        return PolicyVerdict(True, "no manager policy (libvirt alone: an mdev target keeps the source's UUID)")
     src_host, dst_host = pairs[0][0].host, pairs[0][1].host
     if policy == "nova":
         return _nova(pairs, src_host.name, dst_host.name)
