@@ -119,7 +119,11 @@ def next_state(flags: int, cur: MigState, new: MigState) -> MigState:
         raise KernelError(errno.EINVAL, f"{new.name} needs migration flags {describe_flags(STATE_FLAGS[new])}; "
                                         f"the device has {describe_flags(flags)}")
     nxt = FSM[cur][new]
-    while not _supports(flags, nxt):
+    # Skip states the device lacks. ERROR (flags ~0U) ends the walk: the
+    # model stops there and answers EINVAL, as the function's return intends
+    # (the kernel's loop has no such exit; that an arc to ERROR is never
+    # looped on there is assumed).
+    while nxt is not S.ERROR and not _supports(flags, nxt):
         nxt = FSM[nxt][new]
     if nxt is S.ERROR:
         raise KernelError(errno.EINVAL, f"no arc from {cur.name} to {new.name} (vfio_mig_get_next_state "
