@@ -64,3 +64,15 @@ def no_capacity_errno(kernel: str, table: tuple[tuple[Version, int], ...], defau
         if v >= since:
             return err
     return default
+
+
+# -- VFIO migration eras (fakemdev.migration.v2; shared/reference/kernel-mdev-abi.md §3.3, §6.4) --
+MIGRATION_V2_SINCE: Version = (5, 18)   # VFIO_DEVICE_FEATURE_MIGRATION / MIG_DEVICE_STATE (mig-pull)
+DMA_LOGGING_SINCE: Version = (6, 1)     # VFIO_DEVICE_FEATURE_DMA_LOGGING_* (device dirty tracking)
+PRE_COPY_SINCE: Version = (6, 2)        # VFIO_MIGRATION_PRE_COPY, VFIO_MIG_GET_PRECOPY_INFO
+MTTY_MIGRATION_SINCE: Version = (6, 7)  # samples/vfio-mdev/mtty.c gains migration
+
+
+def has_migration_v2(kernel: str) -> bool:
+    """VFIO migration protocol v2 in the uAPI: 5.18+."""
+    return at_least(kernel, MIGRATION_V2_SINCE)

@@ -28,7 +28,9 @@ RUN: dict[str, list[tuple[str, str]]] = {
     "README.md": [("S=/tmp/fakesys", "fakemdev mount /tmp/fakesys")],   # after the Quick start's mount
     "migration.md": [("fakemdev mount --scenario migration-no-common-version /tmp/m", ""),
                      ("fakemdev migrate check src:6a5d8c1e", ""),
-                     ("fakemdev mount --scenario migration-newer-target-older-state", "")],
+                     ("fakemdev mount --scenario migration-newer-target-older-state", ""),
+                     ("fakemdev mount --scenario migration-mtty-port-mismatch /tmp/v2", ""),
+                     ("fakemdev migrate run src:6a5d8c1e-0000-4000-8000-000000000012", "")],
     "scenarios.md": [("printf 'scenario: 1", ""), ("fakemdev play mtty-port-exhaustion", "")],
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]

@@ -184,7 +184,7 @@ def test_check_compatible_and_older_state_notes() -> None:
 
 
 @pytest.mark.parametrize("setup,err,words", [
-    ("no-source-version", errno.ENOENT, "can never be migrated"),
+    ("no-source-version", errno.ENOTTY, "can never be migrated"),   # no migration_version, no VFIO v2
     ("no-target-version", errno.ENOENT, "does not support migration; upgrade the target driver"),
     ("target-unsupported", errno.ENODEV, "cannot migrate this type"),
     ("no-target-type", errno.ENOENT, "has no type i915-GVTg_V5_4"),

@@ -32,9 +32,30 @@ VERDICTS = {
         ("6a5d8c1e-0000-4000-8000-000000000004", 1, "target driver i915 2.0 accepts device state 5.1 only; "
                                                     "source is 5.2: upgrade the target driver"),
     "migration-type-without-version.yaml":
-        ("6a5d8c1e-0000-4000-8000-000000000005", 1, "has no migration_version: driver mtty 0.1 on src does not "
-                                                    "support migration, so this device can never be migrated"),
+        ("6a5d8c1e-0000-4000-8000-000000000006", 1, "has no migration_version: driver i915 on src declares no "
+                                                    "state version for this type, so this device can never be "
+                                                    "migrated"),
+    "migration-mtty-same-type.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000011", 0, "mtty on dst accepts the stream header (magic "
+                                                    "0x7e9d09898c3e2c4e, version 1.0, nr_ports 1)"),
+    "migration-mtty-port-mismatch.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000012", 1, "nr_ports 1 in the stream, the target mtty-2 has 2 ports"),
+    "migration-pre-6.7-kernel.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000013", 1, "(the kernel's mtty sample has migration since 6.7)"),
+    "migration-variant-no-dirty-tracking.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000014", 1, "cannot migrate domain: 6a5d8c1e-0000-4000-8000-000000000014: "
+                                                    "VFIO device doesn't support device and IOMMU dirty tracking"),
+    "migration-kubevirt-vgpu.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000016", 0, "nvidia_vgpu_vfio on dst accepts P40-2Q vGPU state 1.0"),
+    "migration-nova-claims-target.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000016", 0, "layer manager policy: ok: nova: claims the target device "
+                                                    "f1d20b1f-d871-5d77-9b9f-873ce15ace96 (mtty-1) on dst"),
+    "migration-mdev-to-vf.yaml":
+        ("6a5d8c1e-0000-4000-8000-000000000018", 0, "nvidia on vgpu17 accepts L40S-4Q vGPU state 1.0"),
 }
+EXTRA_ARGS = {"migration-mtty-port-mismatch.yaml": ["--type", "mtty-2"],
+              "migration-nova-claims-target.yaml": ["--policy", "nova"]}
+HOSTS = {"migration-mdev-to-vf.yaml": ("vgpu16", "vgpu17")}
 
 
 def sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -63,14 +84,15 @@ def scenario_mount(name: str, tmp: Path) -> Iterator[Path]:
         assert r.returncode == 0, r.stderr
 
 
-def listing(mp: Path) -> dict[str, Any]:
+def listing(mp: Path, hosts: tuple[str, str] = ("src", "dst")) -> dict[str, Any]:
     """What a shell sees of both hosts' mdevs, plus the daemon's own snapshot."""
     out: dict[str, Any] = {}
-    for host in ("src", "dst"):
+    for host in hosts:
         out[host] = sorted(p.name for p in (mp / host / "bus/mdev/devices").iterdir())
         out[host + "-groups"] = sorted(p.name for p in (mp / host / "kernel/iommu_groups").iterdir())
-        out[host + "-avail"] = {t.name: (t / "available_instances").read_text()
-                                for t in sorted((mp / host / TYPES).iterdir())}
+        out[host + "-avail"] = {f"{p.name}/{t.name}": (t / "available_instances").read_text()
+                                for p in sorted((mp / host / "class/mdev_bus").iterdir())
+                                for t in sorted((p / "mdev_supported_types").iterdir())}
     return out
 
 
@@ -117,13 +139,15 @@ def test_shell_device_dir_migration_version_after_create(tmp_path: Path) -> None
 @pytest.mark.parametrize("name", sorted(VERDICTS))
 def test_cli_migrate_check_verdict_for_each_shipped_scenario(name: str, tmp_path: Path) -> None:
     uuid, code, words = VERDICTS[name]
+    src, dst = HOSTS.get(name, ("src", "dst"))
     with scenario_mount(name, tmp_path) as mp:
-        before = listing(mp)
-        r = run_cli("migrate", "check", f"src:{uuid}", "dst", "--mountpoint", str(mp))
+        before = listing(mp, (src, dst))
+        extra = EXTRA_ARGS.get(name, [])
+        r = run_cli("migrate", "check", f"{src}:{uuid}", dst, "--mountpoint", str(mp), *extra)
         assert (r.returncode, words in r.stdout) == (code, True), r.stdout + r.stderr
         assert r.stdout.startswith("compatible:" if code == 0 else "incompatible (")
-        assert listing(mp) == before                     # a check changes nothing
-    local = run_cli("migrate", "check", f"src:{uuid}", "dst", "--scenario", str(SCEN / name), "--json")
+        assert listing(mp, (src, dst)) == before         # a check changes nothing
+    local = run_cli("migrate", "check", f"{src}:{uuid}", dst, "--scenario", str(SCEN / name), "--json", *extra)
     verdict = json.loads(local.stdout)
     assert (local.returncode, verdict["compatible"]) == (code, code == 0)
 

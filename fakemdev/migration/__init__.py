@@ -1,36 +1,33 @@
-"""Migration versions: the unmerged ``migration_version`` proposal, and checks between hosts.
+"""Migration as it is decided today, layer by layer, and the seed's unmerged
+``migration_version`` proposal as the first of those layers.
 
-No sysfs migration-compatibility attribute was ever merged upstream, yet
-managers must decide *before* a live migration whether a target host's vendor
-driver can take the source device's state. This package models the 2019-2020
-proposal (Yan Zhao's ``migration_version`` series, GVT's implementation) so
-both sides can be built and tested. It has two levels:
-
-* :mod:`.versions`: a vendor driver declares, per mdev type, the **device state
-  version** its devices save and an **acceptance rule** for incoming state
-  (identical version only, a minimum, an explicit set, or a vendor function).
-  :func:`type_attributes` / :func:`device_attributes` give the sysfs projection
-  a ``migration_version`` file (0644) in the type directory and each device
-  directory of a migratable type. Read: an opaque ASCII string
-  (:func:`format_string`). Write a source's string: the byte count when
-  compatible, EINVAL when not, ENODEV when the target type cannot migrate at
-  all. This level never imports the projection.
-* :mod:`.manager`: :func:`check` decides as a manager would, before anything
-  is created on the target, and says in words what to do about a refusal;
-  :func:`run` then moves the device and undoes every step if a later one
-  fails. It reads a projected tree, so the projection and the drivers
-  import :mod:`.versions` itself, never this package (that would be a cycle).
+* :mod:`.versions`: the 2019-2020 proposal (Yan Zhao's ``migration_version``
+  series, GVT's implementation): a driver declares per mdev type a **device
+  state version** and an **acceptance rule**; :func:`type_attributes` /
+  :func:`device_attributes` give the projection the ``migration_version``
+  file (0644). Never merged upstream. This level never imports the projection.
+* :mod:`.v2`: VFIO migration protocol v2 (include/uapi/linux/vfio.h,
+  drivers/vfio/vfio_main.c): capability flags per driver and kernel
+  (``VendorDriver.migration_v2``), the state machine and its shortest path.
+* :mod:`.stream`: each driver's stream header and the destination's rule
+  (mtty exactly, hisi_acc-like, a version range on :mod:`.versions`' rules,
+  NVIDIA vGPU); :mod:`.endpoint`: an mdev or an SR-IOV VF end.
+* :mod:`.layers`: one check across the layers (sysfs ``migration_version``,
+  kernel/driver v2, QEMU's blockers, the device stream, the manager policy
+  of :mod:`.policy`, the target's room), node facts from :mod:`.node`.
+* :mod:`.phases`: ``run`` through libvirt's v3 phases; :mod:`.manager` the
+  entry points :func:`check` and :func:`run`.
 * :mod:`.ops`: the mount's ``migrate_check``/``migrate_run`` control ops;
   :mod:`.cli`: ``fakemdev migrate check|run``.
 
-See ``docs/migration.md`` for the string format and the rules, with examples.
+See ``docs/migration.md``: the map of the whole decision stack.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .manager import MigrationError, Moved, Verdict, check, run
+    from .manager import LayerResult, MigrationError, Moved, Verdict, check, run
     from .versions import (
         ATTR,
         MAX_STRING,
@@ -56,7 +53,7 @@ if TYPE_CHECKING:
         type_attributes,
     )
 
-_MANAGER = ("MigrationError", "Moved", "Verdict", "check", "run")
+_MANAGER = ("LayerResult", "MigrationError", "Moved", "Verdict", "check", "run")
 
 
 def __getattr__(name: str) -> Any:
@@ -74,6 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["ATTR", "MAX_STRING", "MODE", "UNSUPPORTED", "StateVersion", "Rule", "Identical", "Minimum",
-           "AcceptedSet", "VendorFunction", "TypeMigration", "VersionString", "Verdict", "Moved", "MigrationError",
+           "AcceptedSet", "VendorFunction", "TypeMigration", "VersionString", "Verdict", "LayerResult", "Moved",
+           "MigrationError",
            "parse_rule", "declared", "identity", "driver_label", "driver_saving", "device_driver", "format_string",
            "accept", "type_attributes", "device_attributes", "check", "run"]

@@ -1,6 +1,9 @@
-"""``fakemdev migrate check|run SRC_HOST:UUID DST_HOST``: the manager's pre-migration check.
+"""``fakemdev migrate check|run SRC_HOST:UUID DST_HOST``: every layer that decides a migration.
 
-Thin click wrappers over :mod:`fakemdev.migration.manager`. The hosts live in a
+Thin click wrappers over :mod:`fakemdev.migration.manager`. The source is
+``HOST:UUID``, ``HOST:UUID,UUID`` (one VM with several devices) or
+``HOST:PCI_ADDRESS`` (an SR-IOV VF with a vGPU); ``--policy`` picks the
+manager's rules (``none``, ``nova``, ``kubevirt``). The hosts live in a
 running mount (``--mountpoint``, or the one live mount holding both host
 names) and the decision is made by the daemon through its control socket,
 on the very attribute objects the mount serves, so the reason is the
@@ -27,9 +30,9 @@ def _fail(message: str, code: int = USAGE) -> None:
 
 
 def _split_source(source: str) -> tuple[str, str]:
-    host, sep, uuid = source.rpartition(":")
+    host, sep, uuid = source.partition(":")   # host names have no ':', VF addresses do
     if not sep or not host or not uuid:
-        _fail(f"source must be HOST:UUID, got {source!r}")
+        _fail(f"source must be HOST:UUID (or HOST:UUID,UUID, or HOST:PCI_ADDRESS of a VF), got {source!r}")
     return host, uuid
 
 
@@ -49,9 +52,11 @@ def _find_mount(mountpoint: str | None, hosts: tuple[str, str]) -> str:
 
 
 def _decide(op: str, source: str, dst: str, type_id: str | None, parent: str | None,
-            new_uuid: str | None, mountpoint: str | None, scenario: str | None) -> dict[str, Any]:
+            new_uuid: str | None, mountpoint: str | None, scenario: str | None, policy: str) -> dict[str, Any]:
     src, uuid = _split_source(source)
     args: dict[str, Any] = dict(src=src, uuid=uuid, dst=dst, type=type_id, parent=parent, new_uuid=new_uuid)
+    if policy != "none":   # an older daemon knows no policy argument
+        args["policy"] = policy
     if scenario is not None:
         return _decide_local(op, scenario, args)
     from ..control import ControlError, call
@@ -102,6 +107,12 @@ def _print(verdict: dict[str, Any], as_json: bool, ran: bool) -> None:
         click.echo(f"source migration_version: {verdict['source_string']}")
     for note in verdict.get("notes") or []:
         click.echo(f"note: {note}")
+    if ran:
+        for line in verdict.get("transcript") or []:
+            click.echo(f"phase {line}")
+        return
+    for layer in verdict.get("layers") or []:
+        click.echo(f"layer {layer['layer']}: {'ok' if layer['compatible'] else 'refused'}: {layer['reason']}")
 
 
 _common = [
@@ -114,6 +125,8 @@ _common = [
     click.option("--mountpoint", "-m", default=None, help="The mount holding both hosts."),
     click.option("--scenario", default=None, type=click.Path(dir_okay=False),
                  help="Build the hosts from this scenario file instead of asking a mount."),
+    click.option("--policy", type=click.Choice(["none", "nova", "kubevirt"]), default="none", show_default=True,
+                 help="The manager's rules on top of libvirt and QEMU."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable verdict."),
 ]
 
@@ -126,19 +139,21 @@ def _with_common(fn: Any) -> Any:
 
 @click.group()
 def migrate() -> None:
-    """Pre-migration compatibility checks between simulated hosts (migration_version)."""
+    """Migration checks and moves between simulated hosts, across every layer."""
 
 
 @migrate.command("check")
 @_with_common
 def migrate_check(source: str, dst: str, type_id: str | None, parent: str | None, new_uuid: str | None,
-                  mountpoint: str | None, scenario: str | None, as_json: bool) -> None:
+                  mountpoint: str | None, scenario: str | None, policy: str, as_json: bool) -> None:
     """Could SRC_HOST's device UUID move to DST_HOST? Changes nothing.
 
-    Reads the source device's migration_version and writes it into the
-    target type's, as a manager would before creating anything; then checks
-    the target has room. Exit 0 compatible, 1 incompatible."""
-    verdict = _decide("migrate_check", source, dst, type_id, parent, new_uuid, mountpoint, scenario)
+    Checks every layer in order, the first refusal deciding: sysfs
+    migration_version (where the driver publishes it), the kernel/driver's
+    VFIO migration v2, QEMU's blockers, the device stream header, the
+    manager policy; then that the target has room. Exit 0 compatible, 1
+    incompatible."""
+    verdict = _decide("migrate_check", source, dst, type_id, parent, new_uuid, mountpoint, scenario, policy)
     _print(verdict, as_json, ran=False)
     sys.exit(0 if verdict.get("compatible") else REFUSED)
 
@@ -146,11 +161,12 @@ def migrate_check(source: str, dst: str, type_id: str | None, parent: str | None
 @migrate.command("run")
 @_with_common
 def migrate_run(source: str, dst: str, type_id: str | None, parent: str | None, new_uuid: str | None,
-                mountpoint: str | None, scenario: str | None, as_json: bool) -> None:
-    """Check, then create the device on DST_HOST and remove it from SRC_HOST.
+                mountpoint: str | None, scenario: str | None, policy: str, as_json: bool) -> None:
+    """Move the device through libvirt's v3 phases: Begin, Prepare (check,
+    claim the target), Perform (VFIO v2 states), Finish, Confirm.
 
     Any failing step undoes the earlier ones: both hosts end as they were.
     Exit 0 moved, 1 refused or failed."""
-    verdict = _decide("migrate_run", source, dst, type_id, parent, new_uuid, mountpoint, scenario)
+    verdict = _decide("migrate_run", source, dst, type_id, parent, new_uuid, mountpoint, scenario, policy)
     _print(verdict, as_json, ran=True)
     sys.exit(0 if verdict.get("moved") else REFUSED)

@@ -126,6 +126,7 @@ class HostEntry:
     devices: list[DeviceEntry]
     where: str
     writes: list[WriteEntry] = field(default_factory=list)
+    node: dict[str, Any] = field(default_factory=dict)   # migration node facts (fakemdev.migration.node)
 
 
 # -- drivers -------------------------------------------------------------------------
@@ -170,6 +171,9 @@ def build_host(h: HostEntry, doc: Doc | None) -> Host:
         doc.fail(where, where, message)
 
     host = Host(h.name, kernel=h.kernel)
+    if h.node:
+        from ..migration.node import NodeFacts, set_facts
+        set_facts(host, NodeFacts(**h.node))
     for p in h.parents:
         from ..vendors.options import OptionError
         try:
@@ -277,7 +281,7 @@ class Validator:
 
     # -- sections ---------------------------------------------------------------
     def host(self, v: Any, where: str) -> HostEntry:
-        self.mapping(v, where, ("name", "kernel", "parents", "devices", "writes"), ("name",))
+        self.mapping(v, where, ("name", "kernel", "parents", "devices", "writes", "node"), ("name",))
         name = self.string(v["name"], f"{where}.name", _HOST_NAME, " host name ([A-Za-z0-9_.-]+)")
         kernel = v.get("kernel", "6.12")
         if isinstance(kernel, float):
@@ -307,7 +311,18 @@ class Validator:
         if not isinstance(writes_v, list):
             self.fail(f"{where}.writes", f"expected a list of {{path, value}}, got {kind_of(writes_v)}")
         writes = [self.write(w, f"{where}.writes[{i}]") for i, w in enumerate(writes_v)]
-        return HostEntry(name, kernel, parents, devices, where, writes)
+        return HostEntry(name, kernel, parents, devices, where, writes, self.node(v.get("node"), f"{where}.node"))
+
+    def node(self, v: Any, where: str) -> dict[str, Any]:
+        """Migration node facts (QEMU/libvirt versions, vGPU manager, ECC, ...)."""
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            self.fail(where, f"expected a mapping of node facts, got {kind_of(v)}")
+        from ..migration.node import validate
+        for k, problem in validate(v).items():
+            self.fail(join(where, k), problem)
+        return dict(v)
 
     def write(self, v: Any, where: str) -> WriteEntry:
         self.mapping(v, where, ("path", "value"), ("path", "value"))
@@ -368,7 +383,7 @@ class Validator:
         from ..vendors.declarative import ACCOUNTING
         self.mapping(v, where, ("module", "mdev_driver", "version", "module_attrs", "module_params", "parent",
                                 "accounting", "max_instances", "pool", "types", "migration_version",
-                                "migration_accepts", "migration_types"), ("module", "parent", "types"))
+                                "migration_accepts", "migration_types", "migration_v2"), ("module", "parent", "types"))
         self.string(v["module"], f"{where}.module", re.compile(r"[A-Za-z0-9_]+"), " module name")
         for k in ("module_attrs", "module_params"):
             if k in v and not isinstance(v[k], dict):

@@ -8,6 +8,7 @@ run on the library API (:meth:`Action.api`) and on a mount
 from __future__ import annotations
 
 import errno as _errno
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -352,15 +353,31 @@ class Migrate(Action):
     per_host = False
 
     def parse(self, check: Validator, value: Any, where: str, hosts: list[str]) -> dict[str, Any]:
-        check.mapping(value, where, ("uuid", "from", "to", "run", "type"), ("uuid", "from", "to"))
+        check.mapping(value, where, ("uuid", "vf", "from", "to", "run", "type", "policy"), ("from", "to"))
         for k in ("from", "to"):
             h = check.string(value[k], f"{where}.{k}")
             if h not in hosts:
                 check.fail(f"{where}.{k}", f"unknown host {h!r}; hosts: {', '.join(hosts)}")
         if "run" in value and not isinstance(value["run"], bool):
             check.fail(f"{where}.run", f"expected true or false, got {kind_of(value['run'])}")
-        out = {"uuid": check.uuid(value["uuid"], f"{where}.uuid"), "from": value["from"], "to": value["to"],
-               "run": value.get("run", False)}
+        if ("uuid" in value) == ("vf" in value):
+            check.fail(where, "give exactly one of 'uuid' (an mdev, or a list: one VM's mdevs) or 'vf' (an SR-IOV "
+                              "VF's PCI address)")
+        if "vf" in value:
+            names = [check.string(value["vf"], f"{where}.vf", re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"),
+                                  " PCI address such as 0000:41:00.4")]
+        elif isinstance(value["uuid"], list):
+            if not value["uuid"]:
+                check.fail(f"{where}.uuid", "expected one UUID or a non-empty list of them")
+            names = [check.uuid(u, f"{where}.uuid[{i}]") for i, u in enumerate(value["uuid"])]
+        else:
+            names = [check.uuid(value["uuid"], f"{where}.uuid")]
+        policy = value.get("policy", "none")
+        from ..migration.policy import POLICIES
+        if policy not in POLICIES:
+            check.fail(f"{where}.policy", f"expected one of {', '.join(POLICIES)}, got {policy!r}")
+        out = {"uuid": names[0] if len(names) == 1 else names, "from": value["from"], "to": value["to"],
+               "run": value.get("run", False), "policy": policy}
         if value.get("type") is not None:
             out["type"] = check.string(value["type"], f"{where}.type")
         return out
@@ -403,9 +420,10 @@ def run_migrate(hosts: dict[str, Host], args: dict[str, Any]) -> None:
     from ..migration import manager
     src, dst = hosts[args["from"]], hosts[args["to"]]
     type_id = args.get("type") or None
-    manager.check(src, args["uuid"], dst, type_id).raise_if_incompatible()
+    policy = args.get("policy", "none")
+    manager.check(src, args["uuid"], dst, type_id, policy=policy).raise_if_incompatible()
     if args.get("run"):
-        manager.run(src, args["uuid"], dst, type_id)
+        manager.run(src, args["uuid"], dst, type_id, policy=policy)
 
 
 # -- a step ------------------------------------------------------------------------

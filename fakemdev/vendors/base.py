@@ -22,6 +22,7 @@ from ..kernfs import Attribute, Node
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType, Parent, Uevent
     from ..events import Event
+    from ..migration.v2 import V2Capability
     from ..sysfs import SysfsTree
 
 
@@ -223,6 +224,18 @@ class VendorDriver:
             return _pci_id(attrs["vendor"]), _pci_id(attrs["device"])
         return self.name, parent.spec.driver_string
 
+    def migration_v2(self, kernel: str) -> V2Capability | None:
+        """VFIO migration protocol v2 as this driver offers it on ``kernel``
+        (what ``VFIO_DEVICE_FEATURE_MIGRATION`` answers, whether it has
+        dirty-tracking ``log_ops``, its stream format), or None (ENOTTY: no
+        migration). Default (:func:`fakemdev.migration.v2.declared_capability`):
+        the ``migration_v2`` option, else class metadata ``migration_flags``
+        (names such as ``("STOP_COPY", "P2P", "PRE_COPY")``) and
+        ``dirty_tracking``, else implied by a published ``migration_version``;
+        trimmed to what the kernel has. Override for a driver's own rule."""
+        from ..migration.v2 import declared_capability
+        return declared_capability(self, kernel)
+
     def on_parent_registered(self, parent: Parent) -> None:
         """Hook after the core has registered a parent."""
 
@@ -234,7 +247,7 @@ class VendorDriver:
     # a method migration_for(self, mdev_type) overrides both (vendor logic).
     migration: Mapping[str, Any] | None = None
     # Options every driver accepts through **options (scenario validation lists them).
-    common_options: tuple[str, ...] = ("migration_version", "migration_accepts", "migration_types")
+    common_options: tuple[str, ...] = ("migration_version", "migration_accepts", "migration_types", "migration_v2")
 
     def upgrade_from(self, old: VendorDriver) -> None:
         """Hook at the end of Host.upgrade_driver: take over state the mdev

@@ -15,6 +15,7 @@ from .options import integer
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType
+    from ..migration.v2 import V2Capability
 
 MAX_MTTYS = 24
 
@@ -57,6 +58,19 @@ class Driver(VendorDriver):
             return [{}]
         used = sum({"mtty-1": 1, "mtty-2": 2}.get(d.type_id, 0) for d in rec.devices if d.bound)
         return [{"ports": one.available + used}, {}]
+
+    def migration_v2(self, kernel: str) -> V2Capability | None:
+        """Since 6.7 ``mtty_init_dev()`` sets ``migration_flags = STOP_COPY |
+        P2P | PRE_COPY`` and ``log_ops`` whose start, stop and report do
+        nothing (mtty does no DMA, so nothing is ever dirty); its saves are
+        ``struct mtty_data`` (:class:`fakemdev.migration.stream.MttyStream`).
+        Before 6.7 the sample has no migration at all."""
+        from ..kernels import MTTY_MIGRATION_SINCE, at_least
+        from ..migration.v2 import MigFlag, V2Capability, on_kernel
+        if not at_least(kernel, MTTY_MIGRATION_SINCE):
+            return None
+        return on_kernel(V2Capability(MigFlag.STOP_COPY | MigFlag.P2P | MigFlag.PRE_COPY, True, "mtty",
+                                      "samples/vfio-mdev/mtty.c mtty_init_dev()"), kernel)
 
     def device_groups(self, mdev: MdevDevice) -> dict[str, dict[str, Attribute]]:
         text = f"This is MDEV {mdev.uuid}\n".encode()

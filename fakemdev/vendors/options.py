@@ -159,6 +159,18 @@ def _migration_types(v: Any) -> list[str]:
     return list(names)
 
 
+def _migration_v2(v: Any) -> Any:
+    """VFIO migration v2 flags (``STOP_COPY|P2P|PRE_COPY|dirty_tracking``) or ``off``."""
+    from ..migration.v2 import parse_flags
+    if isinstance(v, str) and v.strip().lower() in ("off", "none"):
+        return v
+    try:
+        parse_flags(v if isinstance(v, (str, list)) else str(v))
+    except ValueError as e:
+        raise OptionError("migration_v2", f"{e}; e.g. 'STOP_COPY|P2P|PRE_COPY|dirty_tracking' or 'off'") from None
+    return "|".join(v) if isinstance(v, list) else v
+
+
 COMMON: dict[str, Option] = {
     "migration_version": Option("a state version such as \"5.2\" or 'unsupported'", _migration_version,
                                 "the device state version the types save (fakemdev.migration)"),
@@ -166,6 +178,8 @@ COMMON: dict[str, Option] = {
                                 "which incoming state versions the types accept"),
     "migration_types": Option("type names, separated by | or commas", _migration_types,
                               "only these types get migration_version (default: all)"),
+    "migration_v2": Option("VFIO migration v2 flags such as 'STOP_COPY|P2P|dirty_tracking', or 'off'",
+                           _migration_v2, "the driver's VFIO migration v2 support (fakemdev.migration.v2)"),
 }
 
 
