@@ -254,6 +254,8 @@ class Host:
         self._seqnum = itertools.count(1)
         self.generation = 0
         self.boot_time = time.time()
+        from .pci.bus import PciBus
+        self.pci = PciBus(self)  # the PCI functions and drivers (fakemdev.pci)
 
     # -- events -------------------------------------------------------
     def _commit(self, change: Change) -> None:
@@ -282,6 +284,17 @@ class Host:
 
     def free_group_id(self, group: int) -> None:
         self._group_ids.put(group)
+
+    def wait_released(self, done: Callable[[], bool]) -> None:
+        """Wait, with the lock released, until ``done()`` (a VFIO user closed
+        its device) or the server aborts its waits (as a blocked mdev remove)."""
+        epoch = self._wait_epoch
+        with self.wait_guard():
+            while not done() and epoch == self._wait_epoch:
+                self._released.wait()
+
+    def notify_released(self) -> None:
+        self._released.notify_all()
 
     def post(self, events: Iterable[ev.Event], uevents: Iterable[Uevent] = ()) -> None:
         """Announce what a driver changed on its own, as one mutation."""
@@ -430,6 +443,7 @@ class Host:
             parents = [p for p in self.parents.values() if p.driver is driver]
             if any(d.open_count for p in parents for d in p.devices.values()):
                 raise KernelError(errno.EAGAIN, f"{name}: a device is in use")
+            driver.check_unload()
             change = Change()
             for parent in parents:
                 for dev in list(parent.devices.values()):

@@ -22,6 +22,7 @@ from ..kernfs import Attribute, Node
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType, Parent, Uevent
     from ..events import Event
+    from ..pci.bus import PciBus
     from ..sysfs import SysfsTree
 
 
@@ -46,6 +47,9 @@ class HostServices(Protocol):
     def free_group_id(self, group: int) -> None: ...
 
     def post(self, events: Iterable[Event], uevents: Iterable[Uevent] = ()) -> None: ...
+
+    @property
+    def pci(self) -> PciBus: ...
 
 
 @dataclass
@@ -239,6 +243,10 @@ class VendorDriver:
     def upgrade_from(self, old: VendorDriver) -> None:
         """Hook at the end of Host.upgrade_driver: take over state the mdev
         core does not hold (per-VF vGPUs of an SR-IOV driver, say)."""
+
+    def check_unload(self) -> None:
+        """rmmod's refusal, before anything changes: raise (EAGAIN) while a
+        device of the module is in use. Default: never refuses."""
 
     def on_unload(self) -> None:
         """Hook after the core has removed the driver's devices and parents
