@@ -27,6 +27,7 @@ from .errors import KernelError
 from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 
 UUID_LEN = 36
+_PCI_NAME = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 _UUID_RE = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 VFIO_GROUP_MAJOR = 245  # dynamic on a real kernel; 245 on the captured 6.12
 CORE_MODULES = ("vfio", "vfio_iommu_type1", "mdev")
@@ -798,7 +799,10 @@ class Host:
 
     # -- VFIO device fds (library API, fault knobs) -------------------------
     def open_device(self, uuid: str) -> None:
-        """Hold the device open as a VFIO user would (remove then blocks)."""
+        """Hold the device open as a VFIO user would (remove then blocks).
+        A PCI address holds a function bound to a VFIO driver (its unbind blocks)."""
+        if _PCI_NAME.fullmatch(uuid):
+            return self.pci.open_device(uuid)
         with self.lock:
             dev = self.find_device(uuid)
             if not dev.bound:
@@ -806,6 +810,8 @@ class Host:
             dev.open_count += 1
 
     def close_device(self, uuid: str) -> None:
+        if _PCI_NAME.fullmatch(uuid):
+            return self.pci.close_device(uuid)
         with self.lock:
             dev = self.devices.get(uuid.lower())
             if dev is None or not dev.open_count:

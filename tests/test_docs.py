@@ -30,6 +30,7 @@ RUN: dict[str, list[tuple[str, str]]] = {
                      ("fakemdev migrate check src:6a5d8c1e", ""),
                      ("fakemdev mount --scenario migration-newer-target-older-state", "")],
     "scenarios.md": [("printf 'scenario: 1", ""), ("fakemdev play mtty-port-exhaustion", "")],
+    "pci.md": [("fakemdev mount --driver nvidia_sriov", "")],
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
 # container recipes: run on real podman and docker, with their output compared, by tests/test_containers.py

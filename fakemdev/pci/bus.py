@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 VFIO_GROUP_MAJOR = 243   # /dev/vfio/N: dynamic major, 243 on the captured 6.12
 MAX_OVERRIDE = 4095      # driver_set_override: len >= PAGE_SIZE - 1 is EINVAL
+PCI_COMMAND_MASTER, PCI_COMMAND_INTX_DISABLE = 0x0004, 0x0400
 _BDF_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
 
@@ -393,7 +394,7 @@ class PciBus:
                                  reset_methods=old.reset_methods, power_state=old.power_state, owner=old.owner)
                 del self.removed[bdf]
                 self.functions[bdf] = fn
-                fn.iommu_group = self.host.alloc_group_id()
+                fn.iommu_group = self._group_for(fn)
                 self.topology += 1
                 events.append(ev.PciFunctionAdded(fn))
                 uevents.append(self._fn_uevent("add", fn))
@@ -413,6 +414,15 @@ class PciBus:
         with self.host.lock:
             fn.driver_override = value.decode("utf-8", "surrogateescape") if value else None
         return len(buf)
+
+    def _group_for(self, fn: PciFunction) -> int:
+        """pci_device_group(): a function behind a conventional PCI bridge shares the
+        bridge's group (it cannot be told apart on the bus); otherwise a new group,
+        the lowest free number (so a rescan reuses the numbers a remove gave back)."""
+        parent = next((p for p in self.functions.values() if p.devpath == fn.parent_devpath), None)
+        if parent is not None and parent.header_type == 1 and not parent.pcie and parent.iommu_group is not None:
+            return parent.iommu_group
+        return self.host.alloc_group_id()
 
     def remove_store(self, fn: PciFunction, buf: bytes) -> int:
         """remove_store(): kstrtoul; 0 does nothing."""
@@ -548,6 +558,7 @@ class PciBus:
                 vf = PciFunction(bdf=bdf, devpath=devpath, config=bytearray(vf_cfg), physfn=pf,
                                  vendor=pf.vendor, device=sr.vf_device, numa_node=pf.numa_node,
                                  local_cpulist=pf.local_cpulist, local_cpus=pf.local_cpus,
+                                 resource=vf_resources(pf, i),
                                  reset_methods=tuple(m for m in pf.reset_methods if m == "flr"), owner=pf.owner)
             vf.iommu_group = self.host.alloc_group_id()
             self.functions[bdf] = vf
@@ -641,6 +652,16 @@ class PciBus:
             fn = self.find(bdf)
             if fn is None or fn.driver is None or not fn.driver.vfio or fn.unbinding:
                 raise KernelError(errno.ENODEV, f"{bdf} is not bound to a VFIO driver")
+            if not fn.open_count:
+                # vfio_pci_core_enable: state saved, device reset; IO/MEM on, bus master and the
+                # driver's MSI-X off until the user sets them up
+                fn.saved_config = bytes(fn.config)
+                cmd = int.from_bytes(fn.config[4:6], "little")
+                cmd = (cmd & ~(PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE)) | 0x3
+                fn.config[4:6] = cmd.to_bytes(2, "little")
+                msix = cfgspace.find_cap(fn.config, cfgspace.CAP_MSIX)
+                if msix:
+                    fn.config[msix + 3] &= 0x3F
             fn.open_count += 1
             fn.enable_cnt += 1
 
@@ -651,6 +672,9 @@ class PciBus:
                 raise KernelError(errno.EBADF, f"{bdf} is not open")
             fn.open_count -= 1
             fn.enable_cnt = max(0, fn.enable_cnt - 1)
+            if not fn.open_count and fn.saved_config is not None:  # vfio_pci_core_disable restores it
+                fn.config[:] = fn.saved_config
+                fn.saved_config = None
             self.host.notify_released()
 
     # -- synthetic uevents ------------------------------------------------------------------------
@@ -668,6 +692,24 @@ class PciBus:
                                              [*env, f"SYNTH_UUID={words[1] if len(words) > 1 else 0}", *args,
                                               *tail])])
         return len(buf)
+
+
+def vf_resources(pf: PciFunction, index: int) -> list[str]:
+    """A VF's BARs: its slice of the PF's IOV resources (lines 7-12 of the PF's
+    ``resource``, each VF BAR size times TotalVFs; pci_iov_add_virtfn)."""
+    assert pf.sriov is not None
+    zero = "0x0000000000000000 0x0000000000000000 0x0000000000000000"
+    out = []
+    for line in pf.resource[7:13]:
+        start, end, flags = (int(x, 16) for x in line.split())
+        if not end:
+            out.append(zero)
+            continue
+        size = (end - start + 1) // max(pf.sriov.total, 1)
+        begin = start + index * size
+        out.append(f"0x{begin:016x} 0x{begin + size - 1:016x} 0x{flags:016x}")
+    out += [zero] * (13 - len(out))
+    return out
 
 
 def _group_env(g: int, minor: int) -> list[str]:

@@ -21,7 +21,7 @@ PCIE_SIZE = 4096
 UNPRIVILEGED_BYTES = 64  # pci_read_config: "if (!capable(CAP_SYS_ADMIN)) size = 64"
 
 # capability ids (include/uapi/linux/pci_regs.h)
-CAP_PM, CAP_MSI, CAP_EXP, CAP_MSIX = 0x01, 0x05, 0x10, 0x11
+CAP_PM, CAP_MSI, CAP_SSVID, CAP_EXP, CAP_MSIX = 0x01, 0x05, 0x0D, 0x10, 0x11
 EXT_CAP_SRIOV = 0x0010
 SRIOV_CTRL, SRIOV_INITIAL_VF, SRIOV_TOTAL_VF, SRIOV_NUM_VF = 0x08, 0x0C, 0x0E, 0x10
 SRIOV_VF_OFFSET, SRIOV_VF_STRIDE, SRIOV_VF_DID = 0x14, 0x16, 0x1A
@@ -48,10 +48,23 @@ def identity(cfg: bytes | bytearray) -> Identity:
     header = cfg[0x0E] & 0x7F
     if header == 0:
         sv, sd = struct.unpack_from("<HH", cfg, 0x2C)
-    else:  # a bridge's subsystem ids live in its SSVID capability; none here
-        sv = sd = 0
+    else:  # a bridge's subsystem ids live in its SSVID capability (pci_read_bridge_ssvid), if it has one
+        pos = find_cap(cfg, CAP_SSVID)
+        sv, sd = struct.unpack_from("<HH", cfg, pos + 4) if pos else (0, 0)
     cls = cfg[0x09] | cfg[0x0A] << 8 | cfg[0x0B] << 16
     return Identity(vendor, device, cls, cfg[0x08], header, sv, sd, cfg[0x3D])
+
+
+def find_cap(cfg: bytes | bytearray, cap_id: int) -> int:
+    """Offset of a standard capability (pci_find_capability), 0 when absent."""
+    pos = cfg[0x34] if cfg[0x06] & 0x10 else 0
+    seen = 0
+    while pos and seen < 48:
+        if cfg[pos] == cap_id:
+            return pos
+        pos = cfg[pos + 1]
+        seen += 1
+    return 0
 
 
 def find_ext_cap(cfg: bytes | bytearray, cap_id: int) -> int | None:
@@ -114,17 +127,32 @@ def build(vendor: int, device: int, class_code: int, revision: int = 0,
 def vf_config(pf_cfg: bytes | bytearray) -> bytearray:
     """A VF's config space as the VF presents it: vendor and device read
     ``ffff`` (SR-IOV spec §3.4.1.1: the VF's own ids are in the PF's SR-IOV
-    capability); no SR-IOV capability of its own; the rest like its PF."""
+    capability); its command register has only Memory Space set, its BARs
+    read 0 (they live in the PF's SR-IOV capability), no interrupt line; no
+    SR-IOV capability of its own; the rest like its PF."""
     cfg = bytearray(pf_cfg)
     struct.pack_into("<HH", cfg, 0, 0xFFFF, 0xFFFF)
-    pos = find_ext_cap(cfg, EXT_CAP_SRIOV)
-    if pos is not None:
-        end = pos + 0x40
-        # keep the chain: the VF header points where the PF's SR-IOV cap pointed
-        nxt = struct.unpack_from("<I", cfg, pos)[0] >> 20
-        cfg[pos:end] = bytes(end - pos)
-        if pos == 0x100:
-            struct.pack_into("<I", cfg, pos, (nxt << 20) if nxt else 0)
+    struct.pack_into("<H", cfg, 0x04, 0x0002)
+    cfg[0x10:0x28] = bytes(0x18)
+    cfg[0x3C] = 0
+    msix = find_cap(cfg, CAP_MSIX)
+    if msix:
+        cfg[msix + 3] &= 0x3F  # MSI-X enable and function mask: the PF driver's, not the VF's
+    prev, pos = None, 0x100
+    while pos and len(cfg) > CONVENTIONAL_SIZE:  # unlink the SR-IOV capability: a VF has none
+        header = struct.unpack_from("<I", cfg, pos)[0]
+        if header in (0, 0xFFFFFFFF):
+            break
+        nxt = (header >> 20) & 0xFFC
+        if header & 0xFFFF == EXT_CAP_SRIOV:
+            cfg[pos:pos + 0x40] = bytes(0x40)
+            if prev is not None:
+                h = struct.unpack_from("<I", cfg, prev)[0]
+                struct.pack_into("<I", cfg, prev, (h & 0xFFFFF) | nxt << 20)
+            elif nxt:
+                cfg[pos:pos + 4] = cfg[nxt:nxt + 4]
+            break
+        prev, pos = pos, nxt
     return cfg
 
 

@@ -77,6 +77,7 @@ class PciFunction:
     vfio_index: int | None = None
     vfio_minor: int | None = None
     open_count: int = 0
+    saved_config: bytes | None = None                # what vfio_pci_core_enable saved, while a user holds it
     unbinding: bool = False
     children: list[ChildDevice] = field(default_factory=list)
     child_index: int | None = None

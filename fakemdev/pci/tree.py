@@ -49,14 +49,18 @@ def _link(tree_link: Callable[[str, str], str], here: str, target: str) -> Link:
 
 
 class ConfigAttribute(Attribute):
-    """``config``: a binary attribute (its size is the config space's; root reads it all)."""
+    """``config``: a binary attribute (its size is the config space's; root reads it all).
 
-    __slots__ = ("size",)
+    A write needs its file offset (pci_write_config): :meth:`write_at` takes it.
+    The plain ``store`` of the text-attribute path has none, so it accepts the
+    bytes and changes nothing rather than write them at offset 0."""
+
+    __slots__ = ("size", "write_at")
 
     def __init__(self, bus: PciBus, fn: PciFunction) -> None:
-        super().__init__(RW, lambda: fn.config_bytes(caller_privileged()),
-                         lambda buf: bus.config_write(fn, buf, 0), fn)
+        super().__init__(RW, lambda: fn.config_bytes(caller_privileged()), len, fn)
         self.size = len(fn.config)
+        self.write_at: Callable[[bytes, int], int] = lambda data, offset: bus.config_write(fn, data, offset)
 
 
 class PciFunctionDir(Directory):
@@ -158,6 +162,9 @@ class PciFunctionDir(Directory):
                 t[f"virtfn{i}"] = link(vf.devpath)
         if fn.physfn is not None:
             t["physfn"] = link(fn.physfn.devpath)
+        if fn.header_type == 1:  # a bridge: its secondary bus
+            bus_name = f"{fn.bdf[:4]}:{fn.config[0x19]:02x}"
+            t["pci_bus"] = lambda: StaticDir({bus_name: pci_bus_dir(tree, f"{here}/pci_bus/{bus_name}", here)})
         for child_fn in bus.functions_below(here):
             t[child_fn.bdf] = functools.partial(PciFunctionDir, tree, child_fn)
         return t
@@ -387,6 +394,43 @@ def vfio_group_dir(tree: SysfsTree, g: int, minor: int) -> StaticDir:
     })
 
 
+def pci_bus_dir(tree: SysfsTree, here: str, bridge: str) -> StaticDir:
+    """``.../pci_bus/<dddd:bb>`` (drivers/pci/probe.c pcibus_class): ``rescan`` rescans
+    the whole bus as the bus-level file does (dev_rescan_store / rescan_store)."""
+    from ..sysfs import kernfs_link
+    bus = tree.host.pci
+    return StaticDir({
+        "uevent": Attribute(RW, lambda: b"", lambda buf: bus.synth_uevent("/" + here, buf, ["SUBSYSTEM=pci_bus"])),
+        "rescan": Attribute(WO, store=bus.rescan),
+        "power": tree.power_dir(("pci_bus", here), here),
+        "device": Link(kernfs_link(here, bridge)),
+        "subsystem": Link(kernfs_link(here, "class/pci_bus")),
+    })
+
+
+def root_buses(bus: PciBus) -> dict[str, str]:
+    """Root buses (``pciDDDD:BB`` host bridges) that have functions: name -> host bridge path."""
+    out = {}
+    for fn in bus.functions.values():
+        root = fn.devpath.split("/")[1]
+        if root.startswith("pci"):
+            out[root[3:]] = f"devices/{root}"
+    return out
+
+
+def class_pci_bus(tree: SysfsTree) -> dict[str, Node]:
+    """``/sys/class/pci_bus``: a link per bus (root buses and bridges' secondary buses)."""
+    from ..sysfs import kernfs_link
+    bus = tree.host.pci
+    out: dict[str, Node] = {name: Link(kernfs_link("class/pci_bus", f"{path}/pci_bus/{name}"))
+                            for name, path in root_buses(bus).items()}
+    for fn in bus.functions.values():
+        if fn.header_type == 1:
+            name = f"{fn.bdf[:4]}:{fn.config[0x19]:02x}"
+            out[name] = Link(kernfs_link("class/pci_bus", f"{fn.devpath}/pci_bus/{name}"))
+    return out
+
+
 def dev_char_links(tree: SysfsTree) -> dict[str, Node]:
     """``/sys/dev/char/<major>:<minor>``: the vfio misc device and each PCI VFIO group."""
     out: dict[str, Node] = {"10:196": Link("../../devices/virtual/misc/vfio")}
@@ -406,6 +450,10 @@ def mounts(tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
         "bus/pci": functools.partial(BusPciDir, tree),
         "dev/char": lambda: StaticDir(dev_char_links(tree)),
     }
+    m["class/pci_bus"] = lambda: StaticDir(class_pci_bus(tree))
+    for name, path in root_buses(bus).items():
+        m[f"{path}/pci_bus"] = functools.partial(
+            lambda n, p: StaticDir({n: pci_bus_dir(tree, f"{p}/pci_bus/{n}", p)}), name, path)
     parents = {p.devpath for p in host.parents.values()}
     paths = {fn.devpath for fn in bus.functions.values()}
     for fn in bus.functions.values():
@@ -442,13 +490,14 @@ def paths_of(e: ev.Event) -> tuple[list[str], list[str]]:
         fn = e.function
         group = [] if fn.iommu_group is None else [f"kernel/iommu_groups/{fn.iommu_group}"]
         pf = [] if fn.physfn is None else [fn.physfn.devpath]
-        return ([fn.devpath, f"bus/pci/devices/{fn.bdf}", *group],
-                [fn.parent_devpath, "bus/pci/devices", "kernel/iommu_groups", *pf])
+        root = "/".join(fn.devpath.split("/")[:2])
+        return ([fn.devpath, f"bus/pci/devices/{fn.bdf}", *group, "class/pci_bus", f"{root}/pci_bus"],
+                [fn.parent_devpath, "bus/pci/devices", "kernel/iommu_groups", "class", root, *pf])
     if isinstance(e, (ev.PciFunctionBound, ev.PciFunctionUnbound)):
         fn = e.function
         vfio = [*([] if e.vfio_index is None else [f"class/vfio-dev/vfio{e.vfio_index}"]),
                 *([] if e.vfio_group is None else [f"devices/virtual/vfio/{e.vfio_group}", f"class/vfio/{e.vfio_group}",
-                                                   "dev/char"])]
+                                                   "devices/virtual/vfio", "dev/char"])]
         return ([f"{fn.devpath}/driver", f"{fn.devpath}/vfio-dev", f"{fn.devpath}/uevent",
                  f"bus/pci/drivers/{e.driver_name}/{fn.bdf}", *vfio],
                 [fn.devpath, f"bus/pci/drivers/{e.driver_name}", *vfio_dirs])

@@ -137,10 +137,10 @@ class Driver(VendorDriver):
         from ..pci import PciDriver, PciFunction, PciId
         from ..pci import config as cfgspace
         bus = self.services.pci
+        if "i915" not in bus.drivers:  # binds the function again after an rmmod
+            bus.register_driver(PciDriver("i915", "i915", (PciId(0x8086, int(self.pci_device, 16)),)))
         if bus.find(self.bdf) is not None:
             return
-        if "i915" not in bus.drivers:
-            bus.register_driver(PciDriver("i915", "i915", (PciId(0x8086, int(self.pci_device, 16)),)))
         cfg = cfgspace.build(0x8086, int(self.pci_device, 16), 0x030000, subsystem=(0x8086, 0x2212),
                              msix_vectors=0)
         fn = PciFunction(bdf=self.bdf, devpath=devpath, config=cfg, irq=128, reset_methods=("flr", "bus"),
@@ -151,12 +151,10 @@ class Driver(VendorDriver):
         bus.add_function(fn, driver="i915", iommu=False)
 
     def on_unload(self) -> None:
+        """rmmod i915: the PCI driver goes (the iGPU is unbound); the function stays on the bus."""
         bus = self.services.pci
-        fn = bus.find(self.bdf)
-        if fn is not None and fn.owner is self:
-            bus.remove_function(fn)
-            if "i915" in bus.drivers and not any(f.driver is bus.drivers["i915"] for f in bus.functions.values()):
-                bus.unregister_driver("i915")
+        if "i915" in bus.drivers:
+            bus.unregister_driver("i915")
 
     def upgrade_from(self, old: VendorDriver) -> None:
         fn = self.services.pci.find(self.bdf)
