@@ -158,8 +158,8 @@ class PciFunctionDir(Directory):
             t["sriov_drivers_autoprobe"] = rw(lambda: f"{int(sr.drivers_autoprobe)}\n",
                                               lambda buf: _autoprobe_store(sr, buf))
             t["sriov_vf_total_msix"] = text(lambda: f"{sr.vf_total_msix}\n")
-            for i, vf in enumerate(bus.virtfns(fn)):
-                t[f"virtfn{i}"] = link(vf.devpath)
+            for i in range(sr.num_vfs):  # pci_iov_sysfs_link: stays (dangling) if the VF alone is removed
+                t[f"virtfn{i}"] = link(f"{fn.parent_devpath}/{bus.vf_bdf(fn, i)}")
         if fn.physfn is not None:
             t["physfn"] = link(fn.physfn.devpath)
         if fn.header_type == 1:  # a bridge: its secondary bus

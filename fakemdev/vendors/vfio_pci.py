@@ -119,6 +119,13 @@ class Driver(VendorDriver):
             self.services.pci.unregister_driver(self.pci_driver.name)
             self.pci_driver = None
 
+    def vfio_devs(self) -> dict[str, str]:
+        """The ``vfioN`` devices of functions bound to this driver (``/dev/vfio/devices/vfioN``);
+        their groups are ``host.pci.vfio_groups()`` (group -> /dev/vfio/<group> minor)."""
+        bus = self.services.pci
+        return {name: path for name, path in bus.vfio_devs().items()
+                if bus.functions[path.split("/vfio-dev/")[0].rsplit("/", 1)[1]].driver is self.pci_driver}
+
     @classmethod
     def migration_capability(cls) -> dict[str, Any]:
         """The metadata the migration model reads."""
