@@ -1099,13 +1099,13 @@ class ModuleDir(Directory):
                                         **pci_drivers})
         if params:
             mode = RW if name == "vfio_iommu_type1" else RO
-            out["parameters"] = StaticDir({k: Attribute(mode, const(v)) for k, v in params.items()})
+            modes = driver.module_param_modes if driver is not None else {}
+            out["parameters"] = StaticDir({k: Attribute(modes.get(k, mode), const(v)) for k, v in params.items()})
         return out
 
     def _holders(self) -> list[str]:
         host = self.tree.host
-        if self.name == "mdev":
-            return list(host.drivers)
-        if self.name == "vfio":
-            return list(host.drivers) + ["vfio_iommu_type1"]
+        if self.name in ("mdev", "vfio"):
+            users = [n for n, d in host.drivers.items() if self.name in d.holds]
+            return users + (["vfio_iommu_type1"] if self.name == "vfio" else [])
         return []

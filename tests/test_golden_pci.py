@@ -7,8 +7,14 @@ that guest; here every captured op is done with plain syscalls on a FUSE
 mount of it (uid 65534 ones in a forked child), in the capture's order, and
 its result, errno, content and uevents are compared.
 
+Every tree dump of the capture is compared too, node by node: type, mode,
+uid/gid, link target, content and readdir order (sizes are not: the FUSE
+layer reports every attribute as 4096 bytes, ``config`` included).
+
 What a filesystem cannot reproduce is listed in :data:`SKIPPED` with the
-reason, and counted, never dropped silently. Differences the model does not
+reason, and counted, never dropped silently; nodes and uevents of devices
+outside the PCI model are listed in :data:`NOT_SIMULATED_NODES` and
+:data:`NOT_SIMULATED_SUBSYSTEMS`. Differences the model does not
 close yet are listed in :data:`KNOWN` (op label -> what differs); the test
 fails if one of them starts to match (so the list shrinks) or if anything
 else differs.
@@ -51,6 +57,27 @@ NOT_SIMULATED_SUBSYSTEMS: dict[str, str] = {
     "net": "the e1000 network interface",
     "queues": "the e1000 interface's queues",
 }
+
+#: tree nodes outside the PCI model (name patterns, matched against each path component), with the reason;
+#: they are neither looked up nor expected in a directory listing
+NOT_SIMULATED_NODES: dict[str, str] = {
+    r"firmware_node|iommu|waiting_for_supplier": "ACPI companions, the IOMMU device and fw_devlink state",
+    r"msi_irqs": "MSI vectors (interrupts are not simulated)",
+    r"resource\d+(_wc)?|rom": "BAR and ROM windows (never read by the capture: mmap targets)",
+    r"aer_.*|0000:00:0[78]\.0:pcie0\d\d": "PCIe port services (AER, PME, hotplug) of the root ports",
+    r"secondary_bus_number|subordinate_bus_number|reset_subordinate": "bridge bus numbers",
+    r"pools": "dma pools of the nvme driver",
+    r"virtio\d+|net|nvme": "devices drivers create below a function (only their place is simulated)",
+    r"pci_express|iommu|dmar0": "the PCIe port bus and the IOMMU class",
+    r"vfio_pci_core|virtio_pci": "module directories of modules fakemdev does not load separately",
+    r"wakeup.*": "wakeup sources of PME-capable ports",
+    r"slots": "hotplug slots of the bridges (bus/pci/slots)",
+    r"notes|sections": "ELF notes and section addresses of modules",
+    r"QEMU\d+:\d+": "ACPI platform devices below the host bridge (QEMU's fw_cfg)",
+}
+#: contents that are clocks (they differ on every read of a real kernel too)
+TIME_VARYING = ("runtime_active_time", "runtime_suspended_time")
+COMPARED_NODE_KEYS = ("type", "mode", "uid", "gid", "target", "content", "open_errno", "read_errno")
 
 COMPARED = ("result", "ret", "errno", "open_errno", "content", "content_b64", "ret2", "returns",
             "second_read_ret", "pread_off2_ret", "pread_off2_content")
@@ -157,6 +184,25 @@ def strip(env: list[str]) -> list[str]:
     return [e for e in env if not e.startswith(("ACTION=", "DEVPATH=", "SEQNUM="))]
 
 
+def not_simulated(path: str) -> bool:
+    import re
+    return any(re.fullmatch(pattern, part) for part in path.split("/") for pattern in NOT_SIMULATED_NODES)
+
+
+def diff_node(n: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    if "lstat_errno" in n or "lstat_errno" in got:
+        return [] if n.get("lstat_errno") == got.get("lstat_errno") else [
+            f"lstat expected {n.get('lstat_errno', 'ok')}, got {got.get('lstat_errno', 'ok')}"]
+    keys = [k for k in COMPARED_NODE_KEYS if not (k == "content" and n["path"].endswith(TIME_VARYING))]
+    out = [f"{k} expected {n[k]!r:.80}, got {got.get(k)!r:.80}" for k in keys if k in n and n[k] != got.get(k)]
+    if "entries_readdir_order" in n:
+        want = [e for e in n["entries_readdir_order"] if not not_simulated(e)]
+        have = [e for e in got.get("entries", []) if not not_simulated(e)]
+        if want != have:
+            out.append(f"readdir expected {want}, got {have}")
+    return out
+
+
 def simulated(env: list[str]) -> bool:
     return not any(e.startswith("SUBSYSTEM=") and e[10:] in NOT_SIMULATED_SUBSYSTEMS for e in env)
 
@@ -178,9 +224,12 @@ class PciReplay:
         self._blocked_result: dict[str, Any] = {}
         self._blocked_since = 0
         self._holds = 0
+        self.tree_problems: dict[str, list[str]] = {}
 
     def events(self) -> list[tuple[int, str, Any]]:
         ev: list[tuple[int, str, Any]] = [(o["t_us"], "op", o) for o in self.capture["ops"]]
+        for stage, nodes in self.capture["trees"].items():
+            ev.append((min(x["t_us"] for x in nodes), "tree", (stage, nodes)))
         ev += [(v["t_us"], "vfio", v) for v in self.capture["vfio"]]
         ev += [(n["t_us"], "note", n) for n in self.capture["notes"] if n["label"].startswith("MOD_reinsmod")]
         return sorted(ev, key=lambda e: e[0])
@@ -260,6 +309,22 @@ class PciReplay:
             self._problem(op, [f"uevents expected {want}, got {ours}"])
         self._blocked = None
 
+    def on_tree(self, item: tuple[str, list[dict[str, Any]]]) -> None:
+        """A tree dump: every node the model simulates, compared as the capture saw it."""
+        from golden import observe_node
+        stage, nodes = item
+        self.counts["trees"] = self.counts.get("trees", 0) + 1
+        for n in nodes:
+            p = n["path"]
+            if not p.startswith("/sys/") or not_simulated(p):
+                self.counts["nodes_not_simulated"] = self.counts.get("nodes_not_simulated", 0) + 1
+                continue
+            got = in_child(0, lambda p=p: observe_node(self.root, p))
+            self.counts["nodes"] = self.counts.get("nodes", 0) + 1
+            what = diff_node(n, got)
+            if what:
+                self.tree_problems.setdefault(f"{stage} {p}", []).extend(what)
+
     def on_note(self, note: dict[str, Any]) -> None:
         self.control("driver_load", name="vfio_pci")
 
@@ -294,6 +359,10 @@ def test_pci_golden_capture_replays(world_tmp: Path) -> None:
     report = "\n".join(f"{k}: {'; '.join(v)[:1500]}" for k, v in unexpected.items())
     assert not unexpected, f"{len(unexpected)} ops differ:\n{report}"
     assert not fixed, f"now matching, drop from KNOWN: {fixed}"
+    # every tree dump, node by node (type, mode, uid/gid, link target, content, readdir order)
+    assert replay.counts["trees"] == len(capture["trees"]) and replay.counts["nodes"] > 1500
+    trees = "\n".join(f"{k}: {'; '.join(v)[:300]}" for k, v in list(replay.tree_problems.items())[:40])
+    assert not replay.tree_problems, f"{len(replay.tree_problems)} tree nodes differ:\n{trees}"
 
 
 def _lspci_norm(text: str) -> list[str]:

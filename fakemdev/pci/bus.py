@@ -243,6 +243,10 @@ class PciBus:
     def _attach(self, fn: PciFunction, drv: PciDriver, events: list[ev.Event], uevents: list[Uevent],
                 announce: bool) -> None:
         fn.driver = drv
+        if drv.dma_mask_bits is not None:
+            fn.dma_mask_bits = drv.dma_mask_bits
+        if fn.power_state == "unknown":
+            fn.power_state = "D0"  # pci_enable_device
         if not drv.vfio:
             fn.enable_cnt = max(fn.enable_cnt, 1)   # pci_enable_device in the driver's probe
         if drv.vfio:
@@ -555,7 +559,7 @@ class PciBus:
             if callable(factory):
                 vf: PciFunction = factory(pf, i, bdf, devpath, bytearray(vf_cfg))
             else:
-                vf = PciFunction(bdf=bdf, devpath=devpath, config=bytearray(vf_cfg), physfn=pf,
+                vf = PciFunction(bdf=bdf, devpath=devpath, config=bytearray(vf_cfg), physfn=pf, power_state="unknown",
                                  vendor=pf.vendor, device=sr.vf_device, numa_node=pf.numa_node,
                                  local_cpulist=pf.local_cpulist, local_cpus=pf.local_cpus,
                                  resource=vf_resources(pf, i),

@@ -73,6 +73,7 @@ class PciDriver:
     ids: tuple[PciId, ...] = ()
     vfio: bool = False
     sriov_configure: bool = False
+    dma_mask_bits: int | None = 64                # what its probe sets (dma_set_mask_and_coherent); None: not
     dynids: list[PciId] = field(default_factory=list)
 
     def children(self, fn: PciFunction) -> list[ChildDevice]:
@@ -83,7 +84,8 @@ class PciDriver:
         """The driver's remove(): give back what :meth:`children` took."""
 
     def probe_error(self, fn: PciFunction) -> int:
-        """vfio_pci_probe(): only normal (type 0) headers; other drivers accept what they match."""
+        """Why probe() fails for this function (errno), 0 when it succeeds.
+        vfio_pci_probe(): only normal (type 0) headers; other drivers accept what they match."""
         if self.vfio and fn.header_type != 0:
             return 22  # EINVAL
         return 0

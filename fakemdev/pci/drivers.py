@@ -20,7 +20,8 @@ class PcieportDriver(PciDriver):
     """drivers/pci/pcie/portdrv.c: PCIe root and switch ports (class 0x0604, a PCIe capability)."""
 
     def __init__(self) -> None:
-        super().__init__("pcieport", "pcieportdrv", (PciId(class_code=0x060400, class_mask=0xFFFFFF),))
+        super().__init__("pcieport", "pcieportdrv", (PciId(class_code=0x060400, class_mask=0xFFFFFF),),
+                         dma_mask_bits=32)
 
     def match(self, fn: PciFunction) -> PciId | None:
         return super().match(fn) if fn.pcie or fn.driver_override == self.name else None
@@ -68,14 +69,27 @@ class NvmeDriver(PciDriver):
         super().__init__("nvme", "nvme", (PciId(class_code=0x010802, class_mask=0xFFFFFF),), sriov_configure=True)
 
     def probe_error(self, fn: PciFunction) -> int:
-        return errno.ENODEV if fn.is_virtfn else super().probe_error(fn)
+        if fn.is_virtfn:  # nvme_probe enabled it and set its DMA mask before the controller failed
+            fn.power_state, fn.dma_mask_bits = "D0", 64
+            return errno.ENODEV
+        return super().probe_error(fn)
 
 
 def e1000() -> PciDriver:
     """drivers/net/ethernet/intel/e1000: the 82540EM QEMU emulates, among its ids."""
-    return PciDriver("e1000", "e1000", tuple(PciId(0x8086, d) for d in (0x100E, 0x100F, 0x1004, 0x1010)))
+    return PciDriver("e1000", "e1000", tuple(PciId(0x8086, d) for d in (0x100E, 0x100F, 0x1004, 0x1010)),
+                     dma_mask_bits=32)  # the 82540EM has no 64-bit DMA (e1000_probe: pci_using_dac only on PCI-X)
+
+
+#: Built-in or loaded drivers of the captured guest that match none of its functions:
+#: (driver name, module). They are registered so ``bus/pci/drivers`` lists them.
+IDLE_DRIVERS = (("shpchp", "shpchp"), ("agpgart-intel", "intel_agp"), ("agpgart-sis", "sis_agp"),
+                ("agpgart-via", "via_agp"), ("serial", "8250_pci"), ("8250_mid", "8250_mid"),
+                ("8250_pericom", "8250_pericom"), ("iosf_mbi_pci", "iosf_mbi"),
+                ("xen-platform-pci", "platform_pci"))
 
 
 def in_kernel_drivers() -> list[PciDriver]:
     """In registration order (built-ins first, then the modules the capture loads)."""
-    return [PcieportDriver(), VirtioPciDriver(), e1000(), NvmeDriver()]
+    return [*(PciDriver(name, module) for name, module in IDLE_DRIVERS), PcieportDriver(), VirtioPciDriver(),
+            e1000(), NvmeDriver()]

@@ -82,7 +82,8 @@ class PciFunction:
     children: list[ChildDevice] = field(default_factory=list)
     child_index: int | None = None
     broken_parity_status: int = 0
-    d3cold_allowed: int = 1
+    d3cold_allowed: int = -1                         # pci_pm_init: PCIe endpoints 1, the others 0
+    dma_mask_bits: int = 32                          # until a driver sets its own (dma_set_mask)
     alive: bool = True
 
     def __post_init__(self) -> None:
@@ -99,6 +100,8 @@ class PciFunction:
             if fields is not None:
                 self.sriov = Sriov(*fields)
         self.reset_enabled = list(self.reset_methods)
+        if self.d3cold_allowed < 0:
+            self.d3cold_allowed = 1 if self.pcie and self.header_type == 0 else 0
 
     @property
     def name(self) -> str:

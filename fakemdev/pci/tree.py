@@ -98,8 +98,8 @@ class PciFunctionDir(Directory):
 
         t: dict[str, Callable[[], Node]] = {
             "uevent": lambda: Attribute(RW, lambda: uevent_text().encode(), uevent_store, fn),
-            "power": lambda: tree.power_dir(fn, here),
-            "power_state": text(lambda: f"{fn.power_state}\n"),
+            "power": lambda: PciPowerDir(fn, tree.host, here),
+            "power_state": text(lambda: f"{power_state(fn)}\n"),
             "broken_parity_status": rw(lambda: f"{fn.broken_parity_status}\n",
                                        functools.partial(_int_store, fn, "broken_parity_status")),
             "vendor": text(lambda: f"0x{fn.vendor:04x}\n"),
@@ -108,8 +108,8 @@ class PciFunctionDir(Directory):
             "subsystem_device": text(lambda: f"0x{fn.subsystem_device:04x}\n"),
             "class": text(lambda: f"0x{fn.class_code:06x}\n"),
             "revision": text(lambda: f"0x{fn.revision:02x}\n"),
-            "dma_mask_bits": text(lambda: "64\n" if fn.driver else "32\n"),
-            "consistent_dma_mask_bits": text(lambda: "64\n" if fn.driver else "32\n"),
+            "dma_mask_bits": text(lambda: f"{fn.dma_mask_bits}\n"),
+            "consistent_dma_mask_bits": text(lambda: f"{fn.dma_mask_bits}\n"),
             "irq": text(lambda: f"{fn.irq}\n"),
             "local_cpus": text(lambda: f"{fn.local_cpus}\n"),
             "local_cpulist": text(lambda: f"{fn.local_cpulist}\n"),
@@ -122,26 +122,30 @@ class PciFunctionDir(Directory):
             "msi_bus": rw(lambda: "1\n", lambda buf: len(buf)),
             "d3cold_allowed": rw(lambda: f"{fn.d3cold_allowed}\n",
                                  functools.partial(_int_store, fn, "d3cold_allowed")),
-            "ari_enabled": text(lambda: "0\n"),
+            "ari_enabled": text(lambda: "1\n" if ari_enabled(fn) else "0\n"),
             "config": lambda: ConfigAttribute(bus, fn),
-            "remove": lambda: Attribute(WO_REMOVE, store=lambda buf: bus.remove_store(fn, buf), owner=fn),
-            "rescan": lambda: Attribute(WO, store=bus.rescan, owner=fn),
             "subsystem": link("bus/pci"),
-            "link": lambda: StaticDir({}),
+            "link": lambda: StaticDir(aspm_link_files(fn)),
         }
+        if not fn.is_virtfn:  # pci_dev_hp_attrs_are_visible: not on a VF
+            t["remove"] = lambda: Attribute(WO_REMOVE, store=lambda buf: bus.remove_store(fn, buf), owner=fn)
+            t["rescan"] = lambda: Attribute(WO, store=bus.rescan, owner=fn)
+        else:  # sriov_vf_attrs_are_visible: the PF driver can set a VF's MSI-X count (not modelled: EINVAL)
+            t["sriov_vf_msix_count"] = lambda: Attribute(WO, store=_no_msix_store, owner=fn)
         if fn.reset_methods:
             t["reset"] = lambda: Attribute(WO, store=lambda buf: bus.reset_store(fn, buf), owner=fn)
             t["reset_method"] = rw(lambda: (" ".join(fn.reset_enabled) + "\n") if fn.reset_enabled else "",
                                    lambda buf: bus.reset_method_store(fn, buf))
-        if fn.pcie:
-            speed = LINK_SPEED.get(fn.config[0x72] & 0xF if len(fn.config) > 0x72 else 1, "2.5 GT/s PCIe")
-            t["current_link_speed"] = text(lambda: f"{speed}\n")
-            t["max_link_speed"] = text(lambda: f"{speed}\n")
-            t["current_link_width"] = text(lambda: "1\n")
-            t["max_link_width"] = text(lambda: "1\n")
+        link_info = pcie_link(fn)
+        if link_info is not None:
+            (cap_speed, cap_width), (cur_speed, cur_width) = link_info
+            t["current_link_speed"] = text(lambda: f"{LINK_SPEED.get(cur_speed, 'Unknown')}\n")
+            t["max_link_speed"] = text(lambda: f"{LINK_SPEED.get(cap_speed, 'Unknown')}\n")
+            t["current_link_width"] = text(lambda: f"{cur_width}\n")
+            t["max_link_width"] = text(lambda: f"{cap_width}\n")
         if fn.iommu_group is not None:
             t["iommu_group"] = link(f"kernel/iommu_groups/{fn.iommu_group}")
-        if fn.driver is not None:
+        if fn.driver is not None and not fn.unbinding:  # a blocked unbind has let go of the link
             t["driver"] = link(f"bus/pci/drivers/{fn.driver.name}")
         if fn.vfio_index is not None:
             t["vfio-dev"] = self._vfio_dev_dir
@@ -229,6 +233,109 @@ class PciFunctionDir(Directory):
 
     def subdir_count(self) -> int:
         return sum(1 for n in self.entries().values() if n.kind == "dir")
+
+
+def _no_msix_store(buf: bytes) -> int:
+    raise KernelError(errno.EOPNOTSUPP, "sriov_vf_msix_count: the PF driver does not set MSI-X counts here")
+
+
+def pcie_link(fn: PciFunction) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((max speed, max width), (current speed, current width)) from LnkCap/LnkSta, for a
+    function with a link (PCIe endpoint or downstream port; not a root-complex-integrated one)."""
+    from . import config as cfgspace
+    pos = cfgspace.find_cap(fn.config, cfgspace.CAP_EXP)
+    if not pos or not fn.pcie:
+        return None
+    lnkcap = int.from_bytes(fn.config[pos + 0x0C:pos + 0x10], "little")
+    lnksta = int.from_bytes(fn.config[pos + 0x12:pos + 0x14], "little")
+    return (lnkcap & 0xF, (lnkcap >> 4) & 0x3F), (lnksta & 0xF, (lnksta >> 4) & 0x3F)
+
+
+def aspm_link_files(fn: PciFunction) -> dict[str, Node]:
+    """``link/`` (pcie/aspm.c aspm_ctrl_attr_group): ``l0s_aspm`` on an endpoint whose link
+    supports L0s (LnkCap ASPM support bit 10)."""
+    from . import config as cfgspace
+    pos = cfgspace.find_cap(fn.config, cfgspace.CAP_EXP)
+    if not pos or fn.header_type != 0:
+        return {}
+    lnkcap = int.from_bytes(fn.config[pos + 0x0C:pos + 0x10], "little")
+    return {"l0s_aspm": Attribute(RW, lambda: b"0\n", lambda buf: len(buf), fn)} if lnkcap & 0x400 else {}
+
+
+def power_state(fn: PciFunction) -> str:
+    """power_state_show(): a function vfio-pci holds idle is runtime-suspended to D3hot
+    (when it has the PM capability); otherwise what it was put in."""
+    from . import config as cfgspace
+    if (fn.driver is not None and fn.driver.vfio and not fn.open_count
+            and cfgspace.find_cap(fn.config, cfgspace.CAP_PM)):
+        return "D3hot"
+    return fn.power_state
+
+
+def ari_enabled(fn: PciFunction) -> bool:
+    """ARI forwarding: a function with the ARI capability below a PCIe port that forwards it."""
+    from . import config as cfgspace
+    return fn.bus_number != 0 and cfgspace.find_ext_cap(fn.config, 0x000E) is not None
+
+
+class PciPowerDir(Directory):
+    """A PCI function's ``power/``: runtime PM forbidden by the PCI core
+    (``control`` on, pm_runtime_forbid), a usage count of 1, 2 while a driver holds
+    it; a function vfio-pci holds idle is runtime-suspended (usage 0) until opened."""
+
+    __slots__ = ("base", "fn")
+    fast_lookup = True
+
+    def __init__(self, fn: PciFunction, host: object, devpath: str) -> None:
+        from ..sysfs import PowerDir
+        self.base = PowerDir(fn, host, devpath)  # type: ignore[arg-type]
+        self.fn = fn
+
+    def lookup(self, name: str) -> Node | None:
+        fn, base = self.fn, self.base
+        if name == "async":
+            return Attribute(RW, lambda: base._setting(name, b"enabled\n"), lambda buf: base._store(name, buf), fn)
+        if name == "control":
+            return Attribute(RW, lambda: base._setting(name, self._control()), lambda buf: base._store(name, buf), fn)
+        if name == "runtime_enabled":
+            return Attribute(RO, lambda: b"forbidden\n" if base._setting("control", self._control()) == b"on\n"
+                             else b"enabled\n", owner=fn)
+        if name == "runtime_active_kids":
+            return Attribute(RO, lambda: f"{self._active_kids()}\n".encode(), owner=fn)
+        if name == "runtime_status":
+            return Attribute(RO, lambda: b"suspended\n" if self._idle_vfio() else b"active\n", owner=fn)
+        if name == "runtime_usage":
+            return Attribute(RO, lambda: f"{self._usage()}\n".encode(), owner=fn)
+        return base.lookup(name)
+
+    def _control(self) -> bytes:
+        """vfio_pci_core_register_device calls pm_runtime_allow: ``auto`` while vfio-pci has it."""
+        fn = self.fn
+        return b"auto\n" if fn.driver is not None and fn.driver.vfio else b"on\n"
+
+    def _active_kids(self) -> int:
+        bus = self.base.host.pci
+        return sum(1 for c in bus.functions_below(self.fn.devpath)
+                   if not (c.driver is not None and c.driver.vfio and not c.open_count))
+
+    def _idle_vfio(self) -> bool:
+        fn = self.fn
+        return fn.driver is not None and fn.driver.vfio and not fn.open_count
+
+    def _usage(self) -> int:
+        fn = self.fn
+        if fn.driver is not None and fn.driver.vfio:
+            return fn.open_count
+        return 2 if fn.driver is not None else 1
+
+    def entries(self) -> Mapping[str, Node]:
+        return {name: node for name in self.base.names() if (node := self.lookup(name)) is not None}
+
+    def names(self) -> list[str]:
+        return self.base.names()
+
+    def subdir_count(self) -> int:
+        return 0
 
 
 def _int_store(fn: PciFunction, attr: str, buf: bytes) -> int:
@@ -358,6 +465,14 @@ def module_driver_links(tree: SysfsTree, module: str) -> dict[str, Node]:
             for d in tree.host.pci.drivers.values() if d.module == module}
 
 
+def reserved_regions(fns: list[PciFunction]) -> bytes:
+    """iommu_get_group_resv_regions(): the x86 MSI window, and with an ISA bridge in the
+    group the VT-d driver's relaxable identity map of the low 16 MB (legacy DMA)."""
+    isa = b"0x0000000000000000 0x0000000000ffffff direct-relaxable\n" if any(
+        fn.class_code >> 8 == 0x0601 for fn in fns) else b""
+    return isa + IOMMU_RESERVED
+
+
 def iommu_group_dirs(tree: SysfsTree) -> dict[str, StaticDir]:
     """``kernel/iommu_groups/<N>`` of PCI functions (several functions may share one)."""
     from ..sysfs import kernfs_link
@@ -371,7 +486,7 @@ def iommu_group_dirs(tree: SysfsTree) -> dict[str, StaticDir]:
         here = f"kernel/iommu_groups/{g}/devices"
         out[str(g)] = StaticDir({
             "devices": StaticDir({fn.bdf: Link(kernfs_link(here, fn.devpath)) for fn in fns}),
-            "reserved_regions": Attribute(RO, lambda: IOMMU_RESERVED),
+            "reserved_regions": Attribute(RO, functools.partial(reserved_regions, fns)),
             "type": Attribute(RW, lambda: IOMMU_DOMAIN_TYPE, _group_type_store),
         })
     return out
@@ -399,9 +514,13 @@ def pci_bus_dir(tree: SysfsTree, here: str, bridge: str) -> StaticDir:
     the whole bus as the bus-level file does (dev_rescan_store / rescan_store)."""
     from ..sysfs import kernfs_link
     bus = tree.host.pci
+    below = [fn for fn in bus.functions.values() if fn.parent_devpath == bridge]
+    cpus, cpulist = (below[0].local_cpus, below[0].local_cpulist) if below else ("1", "0")
     return StaticDir({
         "uevent": Attribute(RW, lambda: b"", lambda buf: bus.synth_uevent("/" + here, buf, ["SUBSYSTEM=pci_bus"])),
         "rescan": Attribute(WO, store=bus.rescan),
+        "cpuaffinity": Attribute(RO, lambda: f"{cpus}\n".encode()),
+        "cpulistaffinity": Attribute(RO, lambda: f"{cpulist}\n".encode()),
         "power": tree.power_dir(("pci_bus", here), here),
         "device": Link(kernfs_link(here, bridge)),
         "subsystem": Link(kernfs_link(here, "class/pci_bus")),
@@ -451,7 +570,10 @@ def mounts(tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
         "dev/char": lambda: StaticDir(dev_char_links(tree)),
     }
     m["class/pci_bus"] = lambda: StaticDir(class_pci_bus(tree))
-    for name, path in root_buses(bus).items():
+    for name, path in root_buses(bus).items():  # the host bridge device pciDDDD:BB
+        m[f"{path}/uevent"] = functools.partial(
+            lambda p: Attribute(RW, lambda: b"", lambda buf: bus.synth_uevent("/" + p, buf, [])), path)
+        m[f"{path}/power"] = functools.partial(lambda p: tree.power_dir(("host-bridge", p), p), path)
         m[f"{path}/pci_bus"] = functools.partial(
             lambda n, p: StaticDir({n: pci_bus_dir(tree, f"{p}/pci_bus/{n}", p)}), name, path)
     parents = {p.devpath for p in host.parents.values()}

@@ -90,6 +90,9 @@ class VendorDriver:
     version: str | None = None            # /sys/module/<name>/version
     max_instances: int | None = None      # core accounting (EUSERS when exhausted)
     module_params: Mapping[str, bytes] = {}
+    module_param_modes: Mapping[str, int] = {}   # a parameter's mode when not 0444 (module_param perm)
+    # The core modules this module uses: it shows in their holders/ (a PCI-only module holds vfio alone).
+    holds: tuple[str, ...] = ("mdev", "vfio")
     module_attrs: Mapping[str, str] = {}     # coresize, srcversion, version, taint
     # Capacity errno by kernel era, newest first: ((since, errno), ...); empty
     # means the 6.x one (EUSERS from the core, ENOSPC from probe).

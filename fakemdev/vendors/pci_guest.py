@@ -26,6 +26,7 @@ class Driver(VendorDriver):
     name = "pci_guest"
     registers_mdev_driver = False
     module_attrs = {"coresize": "16384", "taint": ""}
+    holds = ()
     option_schema = {"machine": choice(list(MACHINES), "the captured machine whose PCI functions are placed")}
 
     def __init__(self, machine: str = "golden-pci-6.12", **options: Any) -> None:

@@ -82,7 +82,12 @@ class Driver(VendorDriver):
 
     name = "vfio_pci"
     registers_mdev_driver = False
-    module_attrs = {"coresize": "16384", "srcversion": "1F5A7E7A4B4A1A3CEF4C3B2", "taint": ""}
+    module_attrs = {"coresize": "16384", "taint": ""}
+    holds = ("vfio",)
+    # vfio_pci.c module parameters (6.12), with their permissions
+    module_params = {"disable_vga": b"N\n", "disable_idle_d3": b"N\n", "enable_sriov": b"N\n",
+                     "nointxmask": b"N\n", "disable_denylist": b"N\n"}
+    module_param_modes = {"disable_idle_d3": 0o644, "enable_sriov": 0o644, "nointxmask": 0o644}
     pci_driver_name = "vfio-pci"
     pci_ids: ClassVar[tuple[PciId, ...]] = (PciId(ANY, ANY, override_only=True),)
     #: migration metadata (vfio-pci itself: none)
@@ -101,7 +106,7 @@ class Driver(VendorDriver):
             raise KernelError(2, f"{self.name}: not in kernel {self.kernel} (added in "
                                  f"{'.'.join(map(str, self.variant.since))})")
         bus = self.services.pci
-        drv = VfioPciDriver(self.pci_driver_name, self.name, self.pci_ids, vfio=True)
+        drv = VfioPciDriver(self.pci_driver_name, self.name, self.pci_ids, vfio=True, dma_mask_bits=None)
         for item in filter(None, self.ids.split(",")):
             vendor, _, device = item.partition(":")
             drv.dynids.append(PciId(int(vendor, 16), int(device or "ffffffff", 16)))
