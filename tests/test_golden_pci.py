@@ -8,7 +8,7 @@ mount of it (uid 65534 ones in a forked child), in the capture's order, and
 its result, errno, content and uevents are compared.
 
 Every tree dump of the capture is compared too, node by node: type, mode,
-uid/gid, link target, content and readdir order (sizes are not: the FUSE
+uid/gid, link target, content, readdir order and nlink (sizes are not: the FUSE
 layer reports every attribute as 4096 bytes, ``config`` included).
 
 What a filesystem cannot reproduce is listed in :data:`SKIPPED` with the
@@ -189,12 +189,19 @@ def not_simulated(path: str) -> bool:
     return any(re.fullmatch(pattern, part) for part in path.split("/") for pattern in NOT_SIMULATED_NODES)
 
 
-def diff_node(n: dict[str, Any], got: dict[str, Any]) -> list[str]:
+def diff_node(n: dict[str, Any], got: dict[str, Any], stage: dict[str, dict[str, Any]]) -> list[str]:
     if "lstat_errno" in n or "lstat_errno" in got:
         return [] if n.get("lstat_errno") == got.get("lstat_errno") else [
             f"lstat expected {n.get('lstat_errno', 'ok')}, got {got.get('lstat_errno', 'ok')}"]
     keys = [k for k in COMPARED_NODE_KEYS if not (k == "content" and n["path"].endswith(TIME_VARYING))]
     out = [f"{k} expected {n[k]!r:.80}, got {got.get(k)!r:.80}" for k in keys if k in n and n[k] != got.get(k)]
+    if n.get("type") == "dir" and "nlink" in n:
+        # a directory's nlink counts its subdirectories: less those outside the model that are absent here
+        base = n["path"].rstrip("/")
+        absent = sum(1 for e in n.get("entries_readdir_order", []) if not_simulated(e)
+                     and e not in got.get("entries", []) and stage.get(f"{base}/{e}", {}).get("type") == "dir")
+        if n["nlink"] - absent != got.get("nlink"):
+            out.append(f"nlink expected {n['nlink']} ({absent} subdirectories not simulated), got {got.get('nlink')}")
     if "entries_readdir_order" in n:
         want = [e for e in n["entries_readdir_order"] if not not_simulated(e)]
         have = [e for e in got.get("entries", []) if not not_simulated(e)]
@@ -313,6 +320,7 @@ class PciReplay:
         """A tree dump: every node the model simulates, compared as the capture saw it."""
         from golden import observe_node
         stage, nodes = item
+        by_path = {x["path"].rstrip("/"): x for x in nodes}
         self.counts["trees"] = self.counts.get("trees", 0) + 1
         for n in nodes:
             p = n["path"]
@@ -321,7 +329,7 @@ class PciReplay:
                 continue
             got = in_child(0, lambda p=p: observe_node(self.root, p))
             self.counts["nodes"] = self.counts.get("nodes", 0) + 1
-            what = diff_node(n, got)
+            what = diff_node(n, got, by_path)
             if what:
                 self.tree_problems.setdefault(f"{stage} {p}", []).extend(what)
 
@@ -359,7 +367,7 @@ def test_pci_golden_capture_replays(world_tmp: Path) -> None:
     report = "\n".join(f"{k}: {'; '.join(v)[:1500]}" for k, v in unexpected.items())
     assert not unexpected, f"{len(unexpected)} ops differ:\n{report}"
     assert not fixed, f"now matching, drop from KNOWN: {fixed}"
-    # every tree dump, node by node (type, mode, uid/gid, link target, content, readdir order)
+    # every tree dump, node by node (type, mode, uid/gid, link target, content, readdir order, nlink)
     assert replay.counts["trees"] == len(capture["trees"]) and replay.counts["nodes"] > 1500
     trees = "\n".join(f"{k}: {'; '.join(v)[:300]}" for k, v in list(replay.tree_problems.items())[:40])
     assert not replay.tree_problems, f"{len(replay.tree_problems)} tree nodes differ:\n{trees}"
