@@ -40,7 +40,7 @@ from .function import RESET_METHODS, PciFunction
 if TYPE_CHECKING:
     from ..core import Host, Uevent
 
-VFIO_GROUP_MAJOR = 243   # /dev/vfio/N: dynamic major, 243 on the captured 6.12
+GOLDEN_PCI_GROUP_MAJOR = 243  # the dynamic vfio group major of the golden-pci machine (245 on the mdev one)
 MAX_OVERRIDE = 4095      # driver_set_override: len >= PAGE_SIZE - 1 is EINVAL
 PCI_COMMAND_MASTER, PCI_COMMAND_INTX_DISABLE = 0x0004, 0x0400
 _BDF_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
@@ -90,6 +90,9 @@ class PciBus:
         self.removed: dict[str, PciFunction] = {}     # what a rescan brings back
         self.topology = 0                             # bumped when a function or driver comes or goes
         self._group_minors: dict[int, int] = {}       # vfio group -> /dev/vfio minor
+        # /dev/vfio/<group>'s major: dynamic (alloc_chrdev_region), one for every group of the host
+        from ..core import VFIO_GROUP_MAJOR
+        self.group_major = VFIO_GROUP_MAJOR
         self._vfio_groups_open: dict[int, int] = {}
 
     # -- registration (vendor drivers, scenarios) ------------------------------------
@@ -252,10 +255,12 @@ class PciBus:
         if drv.vfio:
             g = fn.iommu_group
             if g is not None and g not in self._group_minors:
-                minor = min(set(range(len(self._group_minors) + 1)) - set(self._group_minors.values()))
+                # one minor IDA for every VFIO group: an mdev group's minor is its number (fakemdev.core)
+                taken = set(self._group_minors.values()) | set(self.host.groups)
+                minor = min(set(range(len(taken) + 1)) - taken)
                 self._group_minors[g] = minor
                 if announce:
-                    uevents.append(self._uevent("add", f"/devices/virtual/vfio/{g}", _group_env(g, minor)))
+                    uevents.append(self._uevent("add", f"/devices/virtual/vfio/{g}", self._group_env(g, minor)))
             if kernels.has_vfio_dev(self.host.kernel):
                 fn.vfio_index = self.host.alloc_vfio_id()
                 if announce:
@@ -287,7 +292,7 @@ class PciBus:
             if g is not None and g in self._group_minors and not any(
                     o.driver is not None and o.driver.vfio for o in self.group_members(g) if o is not fn):
                 minor = self._group_minors.pop(g)
-                uevents.append(self._uevent("remove", f"/devices/virtual/vfio/{g}", _group_env(g, minor)))
+                uevents.append(self._uevent("remove", f"/devices/virtual/vfio/{g}", self._group_env(g, minor)))
         for child in reversed(fn.children):
             if child.driver:
                 uevents.append(self._uevent("unbind", f"/{fn.devpath}/{child.name}",
@@ -681,6 +686,9 @@ class PciBus:
                 fn.saved_config = None
             self.host.notify_released()
 
+    def _group_env(self, g: int, minor: int) -> list[str]:
+        return ["SUBSYSTEM=vfio", f"MAJOR={self.group_major}", f"MINOR={minor}", f"DEVNAME=vfio/{g}"]
+
     # -- synthetic uevents ------------------------------------------------------------------------
     def synth_uevent(self, devpath: str, buf: bytes, env: Iterable[str], tail: Iterable[str] = ()) -> int:
         """kobject_synth_uevent(): ``ACTION [UUID [KEY=VALUE...]]``; env, SYNTH_UUID, SYNTH_ARG_*, then tail."""
@@ -716,5 +724,4 @@ def vf_resources(pf: PciFunction, index: int) -> list[str]:
     return out
 
 
-def _group_env(g: int, minor: int) -> list[str]:
-    return ["SUBSYSTEM=vfio", f"MAJOR={VFIO_GROUP_MAJOR}", f"MINOR={minor}", f"DEVNAME=vfio/{g}"]
+

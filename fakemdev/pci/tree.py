@@ -20,7 +20,7 @@ from .. import events as ev
 from .. import kernels
 from ..errors import KernelError
 from ..kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir
-from .bus import VFIO_GROUP_MAJOR, PciBus
+from .bus import PciBus
 from .function import PciFunction
 
 if TYPE_CHECKING:
@@ -501,10 +501,10 @@ def vfio_group_dir(tree: SysfsTree, g: int, minor: int) -> StaticDir:
     bus = tree.host.pci
     here = f"devices/virtual/vfio/{g}"
     return StaticDir({
-        "uevent": Attribute(RW, lambda: f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={minor}\nDEVNAME=vfio/{g}\n".encode(),
+        "uevent": Attribute(RW, lambda: f"MAJOR={bus.group_major}\nMINOR={minor}\nDEVNAME=vfio/{g}\n".encode(),
                             lambda buf: bus.synth_uevent("/" + here, buf, ["SUBSYSTEM=vfio"])),
         "power": tree.power_dir(("vfio", g), here),
-        "dev": Attribute(RO, lambda: f"{VFIO_GROUP_MAJOR}:{minor}\n".encode()),
+        "dev": Attribute(RO, lambda: f"{bus.group_major}:{minor}\n".encode()),
         "subsystem": Link("../../../../class/vfio"),
     })
 
@@ -554,7 +554,7 @@ def dev_char_links(tree: SysfsTree) -> dict[str, Node]:
     """``/sys/dev/char/<major>:<minor>``: the vfio misc device and each PCI VFIO group."""
     out: dict[str, Node] = {"10:196": Link("../../devices/virtual/misc/vfio")}
     for g, minor in tree.host.pci.vfio_groups().items():
-        out[f"{VFIO_GROUP_MAJOR}:{minor}"] = Link(f"../../devices/virtual/vfio/{g}")
+        out[f"{tree.host.pci.group_major}:{minor}"] = Link(f"../../devices/virtual/vfio/{g}")
     return out
 
 

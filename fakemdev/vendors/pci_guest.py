@@ -37,7 +37,9 @@ class Driver(VendorDriver):
         self.placed: list[PciFunction] = []
 
     def parents(self) -> list[ParentSpec]:
+        from ..pci.bus import GOLDEN_PCI_GROUP_MAJOR
         bus = self.services.pci
+        bus.group_major = GOLDEN_PCI_GROUP_MAJOR  # the captured boot's dynamic vfio major
         table = MACHINES[self.machine]
         for drv in in_kernel_drivers():
             if drv.name not in bus.drivers:
