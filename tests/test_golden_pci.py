@@ -409,3 +409,30 @@ def test_lspci_on_the_mount_prints_what_it_printed_on_the_captured_kernel(world_
         assert lspci(0, "-xxxx", "-s", "03:00.0").rstrip("\n") == notes["lspci_x_rng2_root"].rstrip("\n")
         assert lspci(65534, "-xxxx", "-s", "00:02.0").rstrip("\n") == notes["lspci_x_rng0_nobody"].rstrip("\n")
         assert _lspci_norm(lspci(0, "-nn", "-k")) == _lspci_norm(notes["lspci_nn_k"])
+
+
+def test_without_an_iommu_vfio_pci_cannot_bind_as_captured(world_tmp: Path) -> None:
+    """The capture's no-IOMMU boot (``noiommu``): the same override, unbind, drivers_probe,
+    bind and new_id ops; drivers_probe succeeds and leaves the function unbound, bind gives
+    EINVAL (vfio-pci's probe fails: no IOMMU group), and no group directory exists; its tree
+    dumps match node by node."""
+    from fakemdev.control import call
+    from fakemdev.core import Host
+    from fakemdev.fuse.daemon import socket_path
+    from fakemdev.vendors import get_driver
+    from golden import load
+
+    capture = load(CAPTURE)["noiommu"]
+    host = Host(name="guest")
+    host.load_driver(get_driver("pci_guest")(iommu="off"))
+    host.load_driver(get_driver("vfio_pci")())
+    with mounted({"default": host}, world_tmp / "sys", threads=True) as root:
+        sock = socket_path(str(root))
+        replay = PciReplay({"ops": capture["ops"], "vfio": [], "notes": [], "trees": capture["trees"]}, root,
+                           lambda op, **kw: call(sock, op, **kw))
+        replay.run()
+        assert os.listdir(root / "kernel/iommu_groups") == []
+        assert not (root / "bus/pci/devices/0000:00:02.0/iommu_group").exists()
+    assert replay.counts["ops"] == len(capture["ops"]) and replay.counts["uevents_compared"] > 0
+    assert not replay.problems, replay.problems
+    assert replay.counts["trees"] == len(capture["trees"]) and not replay.tree_problems, replay.tree_problems

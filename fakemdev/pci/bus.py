@@ -87,6 +87,7 @@ class PciBus:
         self.functions: dict[str, PciFunction] = {}
         self.drivers: dict[str, PciDriver] = {}       # registration order: drivers_probe tries them so
         self.drivers_autoprobe = True
+        self.iommu = True                             # an IOMMU: hot-added functions get groups
         self.removed: dict[str, PciFunction] = {}     # what a rescan brings back
         self.topology = 0                             # bumped when a function or driver comes or goes
         self._group_minors: dict[int, int] = {}       # vfio group -> /dev/vfio minor
@@ -233,15 +234,12 @@ class PciBus:
         if not self._can_probe(fn):
             return errno.ENODEV
         err = drv.probe_error(fn)
-        if err == 0 and drv.vfio and self.host.kernel and not self.iommu_present():
-            err = errno.EINVAL  # vfio_pci_core_register_device: no IOMMU group
+        if err == 0 and drv.vfio and fn.iommu_group is None:
+            err = errno.EINVAL  # vfio_pci_core_register_device: no IOMMU group (no noiommu mode either)
         if err:
             return err
         self._attach(fn, drv, events, uevents, announce=True)
         return 0
-
-    def iommu_present(self) -> bool:
-        return True
 
     def _attach(self, fn: PciFunction, drv: PciDriver, events: list[ev.Event], uevents: list[Uevent],
                 announce: bool) -> None:
@@ -424,10 +422,12 @@ class PciBus:
             fn.driver_override = value.decode("utf-8", "surrogateescape") if value else None
         return len(buf)
 
-    def _group_for(self, fn: PciFunction) -> int:
+    def _group_for(self, fn: PciFunction) -> int | None:
         """pci_device_group(): a function behind a conventional PCI bridge shares the
         bridge's group (it cannot be told apart on the bus); otherwise a new group,
         the lowest free number (so a rescan reuses the numbers a remove gave back)."""
+        if not self.iommu:
+            return None
         parent = next((p for p in self.functions.values() if p.devpath == fn.parent_devpath), None)
         if parent is not None and parent.header_type == 1 and not parent.pcie and parent.iommu_group is not None:
             return parent.iommu_group
@@ -569,7 +569,7 @@ class PciBus:
                                  local_cpulist=pf.local_cpulist, local_cpus=pf.local_cpus,
                                  resource=vf_resources(pf, i),
                                  reset_methods=tuple(m for m in pf.reset_methods if m == "flr"), owner=pf.owner)
-            vf.iommu_group = self.host.alloc_group_id()
+            vf.iommu_group = self.host.alloc_group_id() if self.iommu else None
             self.functions[bdf] = vf
             self.topology += 1
             events.append(ev.PciFunctionAdded(vf))

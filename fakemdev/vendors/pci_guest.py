@@ -27,24 +27,27 @@ class Driver(VendorDriver):
     registers_mdev_driver = False
     module_attrs = {"coresize": "16384", "taint": ""}
     holds = ()
-    option_schema = {"machine": choice(list(MACHINES), "the captured machine whose PCI functions are placed")}
+    option_schema = {"machine": choice(list(MACHINES), "the captured machine whose PCI functions are placed"),
+                     "iommu": choice(["on", "off"], "off: booted without an IOMMU (no groups; vfio-pci cannot bind)")}
 
-    def __init__(self, machine: str = "golden-pci-6.12", **options: Any) -> None:
+    def __init__(self, machine: str = "golden-pci-6.12", iommu: str = "on", **options: Any) -> None:
         super().__init__(**options)
         if machine not in MACHINES:
             raise ValueError(f"pci_guest: unknown machine {machine!r}; known: {', '.join(MACHINES)}")
         self.machine = machine
+        self.iommu = iommu != "off"
         self.placed: list[PciFunction] = []
 
     def parents(self) -> list[ParentSpec]:
         from ..pci.bus import GOLDEN_PCI_GROUP_MAJOR
         bus = self.services.pci
         bus.group_major = GOLDEN_PCI_GROUP_MAJOR  # the captured boot's dynamic vfio major
+        bus.iommu = self.iommu
         table = MACHINES[self.machine]
         for drv in in_kernel_drivers():
             if drv.name not in bus.drivers:
                 bus.register_driver(drv)
-        groups = max(row["group"] for row in table) + 1
+        groups = max(row["group"] for row in table) + 1 if self.iommu else 0
         taken = [self.services.alloc_group_id() for _ in range(groups)]
         if taken != list(range(groups)):
             raise KernelError(16, "pci_guest: its IOMMU group numbers are already in use")  # EBUSY
@@ -54,9 +57,9 @@ class Driver(VendorDriver):
                              config=bytearray(raw + bytes(row["size"] - len(raw))), irq=row["irq"],
                              resource=list(row["resource"]), reset_methods=tuple(row["reset"]),
                              power_state=row["power_state"], owner=self)
-            fn.iommu_group = row["group"]
+            fn.iommu_group = row["group"] if self.iommu else None
             fn.enable_cnt = row["enable"]
-            bus.add_function(fn, driver=row["driver"], probe=False)
+            bus.add_function(fn, driver=row["driver"], probe=False, iommu=self.iommu)
             self.placed.append(fn)
         return []
 
