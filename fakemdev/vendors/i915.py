@@ -153,6 +153,9 @@ class Driver(VendorDriver):
     def on_unload(self) -> None:
         """rmmod i915: the PCI driver goes (the iGPU is unbound); the function stays on the bus."""
         bus = self.services.pci
+        fn = bus.find(self.bdf)
+        if fn is not None and fn.owner is not self:
+            return  # an upgrade took the function over: the PCI driver stays
         if "i915" in bus.drivers:
             bus.unregister_driver("i915")
 

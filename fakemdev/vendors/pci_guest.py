@@ -16,7 +16,7 @@ from ..errors import KernelError
 from ..pci import PciFunction
 from ..pci.drivers import in_kernel_drivers
 from ..pci.guests import GOLDEN_PCI_6_12
-from .base import ParentSpec, VendorDriver
+from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
 from .options import choice
 
 MACHINES = {"golden-pci-6.12": GOLDEN_PCI_6_12}
@@ -37,6 +37,22 @@ class Driver(VendorDriver):
         self.machine = machine
         self.iommu = iommu != "off"
         self.placed: list[PciFunction] = []
+
+    @classmethod
+    def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
+        """A tree whose PCI functions are exactly a known machine's (addresses and ids)."""
+        have = sorted(root.names("bus/pci/devices"))
+        for machine, table in MACHINES.items():
+            rows = {row["bdf"]: row for row in table}
+            if have != sorted(rows):
+                continue
+            if all(root.text(f"bus/pci/devices/{bdf}/vendor") == "0x" + base64.b64decode(row["config"])[1::-1].hex()
+                   for bdf, row in rows.items()):
+                iommu = "on" if root.link(f"bus/pci/devices/{table[0]['bdf']}/iommu_group") else "off"
+                return [Recorded({"machine": machine, "iommu": iommu},
+                                 notes=["pci_guest: the functions' boot state is replayed; later bindings, "
+                                        "overrides and removals are not recorded"])]
+        return []
 
     def parents(self) -> list[ParentSpec]:
         from ..pci.bus import GOLDEN_PCI_GROUP_MAJOR

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ..errors import KernelError
 from ..kernels import Version, at_least
 from ..pci.driver import ANY, PciDriver, PciId
-from .base import ParentSpec, VendorDriver
+from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,15 @@ class Driver(VendorDriver):
         self.pci_driver = drv
         bus.register_driver(drv)
         return []
+
+    @classmethod
+    def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
+        """The module is loaded when its PCI driver is registered (functions bound to it are
+        recorded by whoever placed them; a new_id or an override is not recorded)."""
+        if not root.names(f"bus/pci/drivers/{cls.pci_driver_name}"):
+            return []
+        return [Recorded({"ids": ""}, notes=[f"{cls.name}: dynamic ids and driver_override values are not "
+                                             f"recorded"])]
 
     def check_unload(self) -> None:
         bus = self.services.pci
