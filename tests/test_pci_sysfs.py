@@ -159,3 +159,27 @@ def test_binding_errnos(mount_tree: Any, tmp_path: Path) -> None:
         assert _errno(lambda: _write(drivers / "vfio-pci/new_id", b"zzzz\n")) == errno.EINVAL
         assert _write(drivers / "vfio-pci/remove_id", b"10de 26b9\n") == 10
         assert _errno(lambda: _write(drivers / "vfio-pci/remove_id", b"10de 26b9\n")) == errno.ENODEV
+
+
+def test_what_go_nvlib_reads_of_a_pf_and_its_vfs(mount_tree: Any, tmp_path: Path) -> None:
+    """go-nvlib's nvpci (pkg/nvpci/nvpci.go, NewDevice): vendor, class, device, numa_node,
+    resource (3 hex fields a line, BAR0 its MMIO), config (the PCI capability walk),
+    driver, iommu_group, physfn and sriov_totalvfs/sriov_numvfs."""
+    with mount_tree({"default": _host(numvfs=2)}, tmp_path / "sys") as root:
+        devices = root / "bus/pci/devices"
+        pf, vf = devices / PF, devices / VFS[1]
+        assert (pf / "vendor").read_text() == "0x10de\n" and (pf / "class").read_text() == "0x030200\n"
+        assert (pf / "numa_node").read_text() == "0\n"
+        for fn in (pf, vf):
+            lines = (fn / "resource").read_text().splitlines()
+            assert len(lines) == 13 and all(len(line.split()) == 3 for line in lines)
+            start, end, flags = (int(x, 16) for x in lines[0].split())
+            assert end > start and flags & 0x200  # BAR0: memory
+            cfg = (fn / "config").read_bytes()
+            assert len(cfg) == 4096 and cfg[0x06] & 0x10  # a capability list
+            assert os.path.basename(os.readlink(fn / "driver")) == "nvidia"
+            assert os.readlink(fn / "iommu_group").startswith("../../../../kernel/iommu_groups/")
+        assert (pf / "sriov_totalvfs").read_text() == "32\n" and (pf / "sriov_numvfs").read_text() == "2\n"
+        assert os.readlink(vf / "physfn") == "../0000:41:00.0" and not (vf / "sriov_totalvfs").exists()
+        # the VF's ids are the PF's SR-IOV capability's, its own config reads ffff
+        assert (vf / "device").read_text() == "0x26b9\n" and (vf / "config").read_bytes()[:2] == b"\xff\xff"
