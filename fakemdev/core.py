@@ -27,6 +27,7 @@ from .errors import KernelError
 from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 
 UUID_LEN = 36
+_PCI_NAME = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 _UUID_RE = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 VFIO_GROUP_MAJOR = 245  # dynamic on a real kernel; 245 on the captured 6.12
 CORE_MODULES = ("vfio", "vfio_iommu_type1", "mdev")
@@ -254,6 +255,8 @@ class Host:
         self._seqnum = itertools.count(1)
         self.generation = 0
         self.boot_time = time.time()
+        from .pci.bus import PciBus
+        self.pci = PciBus(self)  # the PCI functions and drivers (fakemdev.pci)
 
     # -- events -------------------------------------------------------
     def _commit(self, change: Change) -> None:
@@ -282,6 +285,17 @@ class Host:
 
     def free_group_id(self, group: int) -> None:
         self._group_ids.put(group)
+
+    def wait_released(self, done: Callable[[], bool]) -> None:
+        """Wait, with the lock released, until ``done()`` (a VFIO user closed
+        its device) or the server aborts its waits (as a blocked mdev remove)."""
+        epoch = self._wait_epoch
+        with self.wait_guard():
+            while not done() and epoch == self._wait_epoch:
+                self._released.wait()
+
+    def notify_released(self) -> None:
+        self._released.notify_all()
 
     def post(self, events: Iterable[ev.Event], uevents: Iterable[Uevent] = ()) -> None:
         """Announce what a driver changed on its own, as one mutation."""
@@ -430,6 +444,7 @@ class Host:
             parents = [p for p in self.parents.values() if p.driver is driver]
             if any(d.open_count for p in parents for d in p.devices.values()):
                 raise KernelError(errno.EAGAIN, f"{name}: a device is in use")
+            driver.check_unload()
             change = Change()
             for parent in parents:
                 for dev in list(parent.devices.values()):
@@ -784,7 +799,10 @@ class Host:
 
     # -- VFIO device fds (library API, fault knobs) -------------------------
     def open_device(self, uuid: str) -> None:
-        """Hold the device open as a VFIO user would (remove then blocks)."""
+        """Hold the device open as a VFIO user would (remove then blocks).
+        A PCI address holds a function bound to a VFIO driver (its unbind blocks)."""
+        if _PCI_NAME.fullmatch(uuid):
+            return self.pci.open_device(uuid)
         with self.lock:
             dev = self.find_device(uuid)
             if not dev.bound:
@@ -792,6 +810,8 @@ class Host:
             dev.open_count += 1
 
     def close_device(self, uuid: str) -> None:
+        if _PCI_NAME.fullmatch(uuid):
+            return self.pci.close_device(uuid)
         with self.lock:
             dev = self.devices.get(uuid.lower())
             if dev is None or not dev.open_count:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .core import MdevDevice, Parent
+    from .pci.function import PciFunction
     from .vendors.base import VendorDriver
 
 
@@ -124,9 +125,70 @@ class VfioIdsChanged:
     index: int
 
 
+# -- the PCI bus (fakemdev.pci) ------------------------------------------------------
+@dataclass(frozen=True)
+class PciFunctionAdded:
+    """A function was enumerated, hot-added, rescanned or enabled as a VF."""
+
+    function: PciFunction
+
+
+@dataclass(frozen=True)
+class PciFunctionRemoved:
+    function: PciFunction
+
+
+@dataclass(frozen=True)
+class PciFunctionBound:
+    function: PciFunction
+    driver_name: str
+    vfio_index: int | None = None   # its vfio-dev/vfioN (a VFIO driver, 6.1+)
+    vfio_group: int | None = None   # the VFIO group device it made or joined
+
+
+@dataclass(frozen=True)
+class PciFunctionUnbound:
+    function: PciFunction
+    driver_name: str
+    vfio_index: int | None = None
+    vfio_group: int | None = None
+
+
+@dataclass(frozen=True)
+class PciFunctionChanged:
+    """Entries of the function's directory came or went (``names``: virtfnN, vfio-dev, ...)."""
+
+    function: PciFunction
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PciDriverAdded:
+    name: str
+    module: str
+
+
+@dataclass(frozen=True)
+class PciDriverRemoved:
+    name: str
+    module: str
+
+
+@dataclass(frozen=True)
+class PciDriverIdsChanged:
+    """new_id / remove_id: no entry changes, the driver's matching does."""
+
+    name: str
+
+
+PciEvent = (PciFunctionAdded | PciFunctionRemoved | PciFunctionBound | PciFunctionUnbound | PciFunctionChanged
+            | PciDriverAdded | PciDriverRemoved | PciDriverIdsChanged)
+PCI_EVENTS = (PciFunctionAdded, PciFunctionRemoved, PciFunctionBound, PciFunctionUnbound, PciFunctionChanged,
+              PciDriverAdded, PciDriverRemoved, PciDriverIdsChanged)
+
 Event = (DriverLoaded | DriverUnloaded | DriverUpgraded | ParentAdded | ParentRemoved | ParentTypesChanged
          | DeviceAdded | DeviceBound | DeviceUnbound | DeviceHidden | DeviceRemoved | DeviceDriverChanged
-         | CoreLoaded | CoreUnloaded | DriverNodesChanged | VfioIdsChanged)
+         | CoreLoaded | CoreUnloaded | DriverNodesChanged | VfioIdsChanged | PciEvent)
 
 
 @dataclass

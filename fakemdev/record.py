@@ -273,9 +273,29 @@ def _reproduces(driver: Any, recs: list[RecParent]) -> bool:
     return all(_same_parent(host.parents[rec.name], driver, rec) for rec in recs)
 
 
+def _projected_attrs(parent: Any) -> dict[str, str]:
+    """The parent directory's plain files as the projection shows them (the recording's
+    rule: regular text files, not links, not PARENT_SKIP): its spec's attributes, and
+    those of the PCI function it is when the driver places one (fakemdev.pci)."""
+    from . import vfs
+    from .sysfs import SysfsTree
+    d = SysfsTree(parent.host).lookup(parent.devpath)
+    out: dict[str, str] = {}
+    for name, node in (d.entries().items() if d is not None and d.kind == "dir" else ()):  # type: ignore[union-attr]
+        if name in PARENT_SKIP or node.kind != "file":
+            continue
+        try:
+            text = vfs.show(node).decode("utf-8")  # type: ignore[arg-type]
+        except (KernelError, UnicodeDecodeError):
+            continue
+        if "\0" not in text:
+            out[name] = text[:-1] if text.endswith("\n") else text
+    return out
+
+
 def _same_parent(parent: Any, driver: Any, rec: RecParent) -> bool:
     spec = parent.spec
-    got_attrs = {k: v.decode()[:-1] if v.endswith(b"\n") else v.decode() for k, v in spec.attrs.items()}
+    got_attrs = _projected_attrs(parent)
     if (parent.devpath != rec.devpath or spec.uevent.decode() != rec.uevent or got_attrs != rec.attrs
             or driver.driver_name != rec.mdev_driver):
         return False

@@ -20,6 +20,7 @@ from . import kernels
 from .core import VFIO_GROUP_MAJOR, Change, Host, MdevDevice, MdevType, Parent
 from .errors import KernelError
 from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
+from .pci import tree as pci_tree
 
 RO, WO, RW = 0o444, 0o200, 0o644
 VFIO_MISC = (10, 196)
@@ -158,6 +159,8 @@ def _module_paths(name: str) -> list[str]:
 
 def _paths_of(e: ev.Event) -> tuple[list[str], list[str]]:
     """(gone, changed) for one event: where in sysfs it shows."""
+    if isinstance(e, ev.PCI_EVENTS):
+        return pci_tree.paths_of(e)
     if isinstance(e, ev.DeviceAdded):
         dev = e.device
         # gone: dentries of an earlier device with this name may be cached
@@ -179,12 +182,11 @@ def _paths_of(e: ev.Event) -> tuple[list[str], list[str]]:
         dev = e.device
         names = {*e.old_groups, *dev.parent.driver.device_groups(dev), *dev.parent.driver.device_attributes(dev)}
         return [f"{dev.path}/{n}" for n in names], [dev.path]
-    if isinstance(e, ev.ParentAdded):
+    if isinstance(e, (ev.ParentAdded, ev.ParentRemoved)):
         p = e.parent
-        return [p.devpath, f"class/mdev_bus/{p.name}"], [_dirname(p.devpath), p.devpath, "class/mdev_bus", "class"]
-    if isinstance(e, ev.ParentRemoved):
-        p = e.parent
-        return [p.devpath, f"class/mdev_bus/{p.name}"], [_dirname(p.devpath), "class/mdev_bus"]
+        on_bus = [f"bus/{p.spec.bus}/devices/{p.name}"] if p.spec.bus else []
+        return ([p.devpath, f"class/mdev_bus/{p.name}", *on_bus],
+                [_dirname(p.devpath), p.devpath, "class/mdev_bus", "class", *(_dirname(b) for b in on_bus)])
     if isinstance(e, ev.ParentTypesChanged):
         return [f"{e.parent.devpath}/mdev_supported_types"], [e.parent.devpath]
     if isinstance(e, ev.DriverLoaded):
@@ -306,7 +308,8 @@ class SysfsTree:
         host = self.host
         if host.generation == self._mounts_gen:
             return self._mounts
-        key = (tuple(host.parents), host.mdev_loaded, tuple(map(id, host.drivers.values())))
+        key = (tuple(host.parents), host.mdev_loaded, tuple(map(id, host.drivers.values())),
+               pci_tree.mounts_key(host.pci))
         self._mounts_gen = host.generation
         if key != self._mounts_key:
             self._mounts = self._build_mounts()
@@ -334,7 +337,7 @@ class SysfsTree:
             if parent.spec.class_name:
                 m[f"class/{parent.spec.class_name}/{parent.name}"] = functools.partial(
                     link_to, f"class/{parent.spec.class_name}", parent.devpath)
-            if parent.spec.bus:
+            if parent.spec.bus and parent.spec.bus != "pci":  # bus/pci lists its own (fakemdev.pci)
                 m[f"bus/{parent.spec.bus}/devices/{parent.name}"] = functools.partial(
                     link_to, f"bus/{parent.spec.bus}/devices", parent.devpath)
         m["class/vfio"] = lambda: GroupLinksDir(self)
@@ -342,7 +345,7 @@ class SysfsTree:
             m["class/vfio-dev"] = lambda: LazyDir(self._class_vfio_dev)
         m["class/misc/vfio"] = lambda: Link("../../devices/virtual/misc/vfio")
         m["devices/virtual/misc/vfio"] = self._misc_vfio
-        m["devices/virtual/vfio"] = lambda: VfioGroupsDir(self) if host.groups else None
+        m["devices/virtual/vfio"] = lambda: VfioGroupsDir(self) if host.groups or host.pci.vfio_groups() else None
         m["kernel/iommu_groups"] = lambda: IommuGroupsDir(self)
         modules = ["vfio", "vfio_iommu_type1"] + (["mdev"] if host.mdev_loaded else []) + list(host.drivers)
         if any(d.driver_module == kernels.VFIO_MDEV for d in host.drivers.values()):
@@ -351,6 +354,7 @@ class SysfsTree:
             m[f"module/{name}"] = functools.partial(ModuleDir, self, name)
         for drv in host.drivers.values():  # devices outside the mdev core (SR-IOV VFs, ...)
             m.update(drv.sysfs_mounts(self))
+        m.update(pci_tree.mounts(self))  # the PCI bus, its functions and drivers
         for path in SYSFS_SKELETON:  # an empty one, unless something lives below it
             if path not in m and not any(p.startswith(path + "/") for p in m):
                 m[path] = _empty_dir
@@ -466,7 +470,11 @@ class SysfsTree:
         return {p.name: Link(kernfs_link("class/mdev_bus", p.devpath)) for p in self.host.parents.values()}
 
     def _class_vfio(self) -> Mapping[str, Node]:
-        return {str(g): Link(f"../../devices/virtual/vfio/{g}") for g in self.host.groups}
+        return {str(g): Link(f"../../devices/virtual/vfio/{g}") for g in self._all_vfio_groups()}
+
+    def _all_vfio_groups(self) -> list[int]:
+        """VFIO groups of mdevs and of PCI functions bound to a VFIO driver."""
+        return [*self.host.groups, *self.host.pci.vfio_groups()]
 
     def _class_vfio_dev(self) -> Mapping[str, Node]:
         out: dict[str, Node] = {}
@@ -477,12 +485,17 @@ class SysfsTree:
         for drv in self.host.drivers.values():  # vfio devices that are not mdevs
             for name, path in drv.vfio_devs().items():
                 out[name] = Link(kernfs_link("class/vfio-dev", path))
+        for name, path in pci_tree.vfio_dev_paths(self.host.pci).items():
+            out[name] = Link(kernfs_link("class/vfio-dev", path))
         return out
 
     def _vfio_groups(self) -> Mapping[str, Node]:
-        return {str(g): self._vfio_group_dir(g) for g in self.host.groups}
+        return {str(g): self._vfio_group_dir(g) for g in self._all_vfio_groups()}
 
     def _vfio_group_dir(self, g: int) -> StaticDir:
+        minor = self.host.pci.vfio_groups().get(g)
+        if minor is not None:
+            return pci_tree.vfio_group_dir(self, g, minor)
         owner = self.host.groups.get(g)
         return StaticDir({
             "uevent": Attribute(RW, const(f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={g}\nDEVNAME=vfio/{g}\n".encode()),
@@ -518,7 +531,7 @@ class GroupLinksDir(Directory):
 
     def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
-        if g is None or g not in self.tree.host.groups:
+        if g is None or g not in self.tree._all_vfio_groups():
             return None
         return Link(f"../../devices/virtual/vfio/{g}")
 
@@ -540,7 +553,7 @@ class VfioGroupsDir(Directory):
 
     def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
-        if g is None or g not in self.tree.host.groups:
+        if g is None or g not in self.tree._all_vfio_groups():
             return None
         return self.tree._vfio_group_dir(g)
 
@@ -548,7 +561,7 @@ class VfioGroupsDir(Directory):
         return self.tree._vfio_groups()
 
     def subdir_count(self) -> int:
-        return len(self.tree.host.groups)
+        return len(self.tree._all_vfio_groups())
 
 
 def _group_number(name: str) -> int | None:
@@ -674,6 +687,10 @@ class ParentDir(Directory):
             out[name] = ro(value, p)
         if spec.bus == "pci" and "config" not in out:
             out["config"] = Attribute(RW, const(pci_config_space(spec.attrs)), owner=p)
+        pci = pci_tree.function_entries(self.tree, p.devpath)  # a parent that is a PCI function of the model
+        if pci:
+            pci["mdev_supported_types"] = out["mdev_supported_types"]
+            return pci
         return out
 
     def lookup(self, name: str) -> Node | None:
@@ -887,8 +904,8 @@ class IommuGroupsDir(Directory):
 
     def _extra_groups(self) -> dict[str, StaticDir]:
         """Hardware groups of devices outside the mdev core (a driver's
-        ``iommu_groups()``: group -> (device name, sysfs path))."""
-        out: dict[str, StaticDir] = {}
+        ``iommu_groups()``: group -> (device name, sysfs path); PCI functions)."""
+        out: dict[str, StaticDir] = pci_tree.iommu_group_dirs(self.tree)
         for drv in self.tree.host.drivers.values():
             for g, (name, path) in drv.iommu_groups().items():
                 here = f"kernel/iommu_groups/{g}/devices"
@@ -1075,15 +1092,20 @@ class ModuleDir(Directory):
         elif driver is not None and driver.driver_module == name and driver.registers_mdev_driver:
             out["drivers"] = StaticDir({f"mdev:{driver.driver_name}": Link(
                 kernfs_link(f"{here}/drivers", f"bus/mdev/drivers/{driver.driver_name}"))})
+        pci_drivers = pci_tree.module_driver_links(self.tree, name)
+        if pci_drivers:  # the module also registers PCI drivers
+            mdev_drivers = out.get("drivers")
+            out["drivers"] = StaticDir({**(mdev_drivers.entries() if isinstance(mdev_drivers, Directory) else {}),
+                                        **pci_drivers})
         if params:
             mode = RW if name == "vfio_iommu_type1" else RO
-            out["parameters"] = StaticDir({k: Attribute(mode, const(v)) for k, v in params.items()})
+            modes = driver.module_param_modes if driver is not None else {}
+            out["parameters"] = StaticDir({k: Attribute(modes.get(k, mode), const(v)) for k, v in params.items()})
         return out
 
     def _holders(self) -> list[str]:
         host = self.tree.host
-        if self.name == "mdev":
-            return list(host.drivers)
-        if self.name == "vfio":
-            return list(host.drivers) + ["vfio_iommu_type1"]
+        if self.name in ("mdev", "vfio"):
+            users = [n for n, d in host.drivers.items() if self.name in d.holds]
+            return users + (["vfio_iommu_type1"] if self.name == "vfio" else [])
         return []

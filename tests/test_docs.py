@@ -32,6 +32,7 @@ RUN: dict[str, list[tuple[str, str]]] = {
                      ("fakemdev mount --scenario migration-mtty-port-mismatch /tmp/v2", ""),
                      ("fakemdev migrate run src:6a5d8c1e-0000-4000-8000-000000000012", "")],
     "scenarios.md": [("printf 'scenario: 1", ""), ("fakemdev play mtty-port-exhaustion", "")],
+    "pci.md": [("fakemdev mount --driver nvidia_sriov", "")],
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
 # container recipes: run on real podman and docker, with their output compared, by tests/test_containers.py

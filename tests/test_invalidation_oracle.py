@@ -29,7 +29,7 @@ from fakemdev.errors import KernelError
 from fakemdev.kernfs import Directory
 from fakemdev.sysfs import SysfsTree
 
-DRIVERS = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "vfio_ap", "nvidia_sriov")
+DRIVERS = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "vfio_ap", "nvidia_sriov", "vfio_pci")
 UUIDS = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(1, 6)]
 
 Shape = tuple[Any, ...]
@@ -174,6 +174,48 @@ class Oracle(RuleBasedStateMachine):
         table = getattr(drv, "table", [])
         type_id = table[vgpu % len(table)][0] if vgpu and table else 0
         self._op(lambda: drv.set_vgpu_type(vfs[vf % len(vfs)], type_id))  # type: ignore[attr-defined]
+
+    # -- the PCI bus (fakemdev.pci): SR-IOV, override, unbind/probe, bind, new_id, remove/rescan
+    def _pci_fn(self, i: int) -> Any | None:
+        fns = sorted(self.host.pci.functions)
+        return self.host.pci.functions[fns[i % len(fns)]] if fns else None
+
+    @rule(n=st.sampled_from([0, 2, 3]))
+    def sriov_numvfs(self, n: int) -> None:
+        pf = self.host.pci.find("0000:41:00.0")
+        if pf is not None:
+            self._op(lambda: self.host.pci.sriov_numvfs_store(pf, f"{n}\n".encode()))
+
+    @rule(i=st.integers(0, 10), override=st.sampled_from(["vfio-pci", "\n", "nvidia"]))
+    def override_unbind_probe(self, i: int, override: str) -> None:
+        fn = self._pci_fn(i)
+        if fn is None:
+            return
+        bus = self.host.pci
+        self._op(lambda: bus.set_override(fn, override.encode()))
+        if fn.driver is not None:
+            name = fn.driver.name
+            self._op(lambda: bus.unbind(name, fn.bdf.encode()))
+        self._op(lambda: bus.drivers_probe(fn.bdf.encode()))
+
+    @rule(i=st.integers(0, 10), driver=st.sampled_from(["vfio-pci", "nvidia", "i915"]))
+    def pci_bind(self, i: int, driver: str) -> None:
+        fn = self._pci_fn(i)
+        if fn is not None and driver in self.host.pci.drivers:
+            self._op(lambda: self.host.pci.bind(driver, fn.bdf.encode()))
+
+    @rule()
+    def pci_new_id(self) -> None:
+        if "vfio-pci" in self.host.pci.drivers:
+            self._op(lambda: self.host.pci.new_id("vfio-pci", b"10de 26b9\n"))
+            self._op(lambda: self.host.pci.remove_id("vfio-pci", b"10de 26b9\n"))
+
+    @rule(i=st.integers(0, 10))
+    def pci_remove_rescan(self, i: int) -> None:
+        fn = self._pci_fn(i)
+        if fn is not None:
+            self._op(lambda: self.host.pci.remove_store(fn, b"1\n"))
+            self._op(lambda: self.host.pci.rescan(b"1\n"))
 
     @rule(path=st.sampled_from(["bus/mdev/devices", "class/mdev_bus", "kernel/iommu_groups"]))
     def chmod(self, path: str) -> None:

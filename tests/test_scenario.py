@@ -101,7 +101,7 @@ def test_migrate_steps_keep_the_refusals_own_errno(backend: str) -> None:
 MALFORMED = [
     # (what is wrong, file text, expected message)
     ("unknown driver", GOOD_HOST + "      - driver: i916\n",
-     "scenarios/x.yaml:6: hosts[0].parents[1].driver: unknown driver 'i916'; known: i915, "),
+     "scenarios/x.yaml:6: hosts[0].parents[1].driver: unknown driver 'i916'; known: hisi_acc_vfio_pci, i915, "),
     ("not YAML", "scenario: 1\nhosts: [\n", "scenarios/x.yaml:3: not valid YAML"),
     ("empty file", "", "scenarios/x.yaml:1: empty file"),
     ("wrong version", "scenario: 2\nhosts: []\n", "scenarios/x.yaml:1: scenario: unsupported format version 2"),

@@ -61,7 +61,9 @@ def test_unload_from_another_process_removes_devices_then_parent_only(tmp_path: 
         since = _uevents(root)[-1]["seqnum"]
         r = run_cli("driver", "unload", str(root), "i915")
         assert r.returncode == 0, r.stderr
-        assert not root.joinpath(*GVT).exists()
+        # the iGPU stays a PCI function, unbound: no longer an mdev parent
+        assert not (root.joinpath(*GVT) / "mdev_supported_types").exists()
+        assert not (root.joinpath(*GVT) / "driver").exists()
         assert not (root / "bus" / "mdev" / "devices" / u).exists()
         assert sorted(os.listdir(root / "class" / "mdev_bus")) == ["mbochs", "mdpy", "mtty"]
         assert "intel_vgpu_mdev" not in os.listdir(root / "bus" / "mdev" / "drivers")

@@ -97,13 +97,13 @@ def test_sriov_vf_create_and_destroy_through_current_vgpu_type(mount_tree: Any, 
         group = os.readlink(vf0 / "iommu_group").rsplit("/", 1)[1]
         assert os.listdir(root / "kernel" / "iommu_groups" / group / "devices") == ["0000:41:00.4"]
         lines = (vf0 / "nvidia" / "creatable_vgpu_types").read_text().splitlines()
-        assert lines[0] == "1155 : NVIDIA L40S-1Q" and len(lines) == 7
+        assert lines[:2] == ["ID    : vGPU Name", "1155 : NVIDIA L40S-1Q"] and len(lines) == 8
         assert (vf0 / "nvidia" / "current_vgpu_type").read_text() == "0\n"
         assert "vfio-dev" not in os.listdir(vf0)
         (vf0 / "nvidia" / "current_vgpu_type").write_text("1160\n")  # 24Q: two fit on 48 GB
         assert (vf0 / "nvidia" / "current_vgpu_type").read_text() == "1160\n"
-        assert (vf0 / "nvidia" / "creatable_vgpu_types").read_text() == ""
-        assert (vf1 / "nvidia" / "creatable_vgpu_types").read_text() == "1160 : NVIDIA L40S-24Q\n"
+        assert (vf0 / "nvidia" / "creatable_vgpu_types").read_text() == "ID    : vGPU Name\n"
+        assert (vf1 / "nvidia" / "creatable_vgpu_types").read_text() == "ID    : vGPU Name\n1160 : NVIDIA L40S-24Q\n"
         (vfio,) = os.listdir(vf0 / "vfio-dev")
         assert os.path.realpath(root / "class" / "vfio-dev" / vfio) == str(vf0 / "vfio-dev" / vfio)
         with pytest.raises(OSError) as e:
@@ -113,12 +113,13 @@ def test_sriov_vf_create_and_destroy_through_current_vgpu_type(mount_tree: Any, 
             (vf0 / "nvidia" / "current_vgpu_type").write_text("1160")
         assert e.value.errno == errno.EBUSY
         (vf1 / "nvidia" / "current_vgpu_type").write_text("1160")
-        assert (_vf(root, "00.6") / "nvidia" / "creatable_vgpu_types").read_text() == ""  # board full
+        assert (_vf(root, "00.6") / "nvidia" / "creatable_vgpu_types").read_text() == "ID    : vGPU Name\n"  # full
         (vf0 / "nvidia" / "current_vgpu_type").write_text("0")
         assert (vf0 / "nvidia" / "current_vgpu_type").read_text() == "0\n"
         assert "vfio-dev" not in os.listdir(vf0)
         assert not (root / "class" / "vfio-dev" / vfio).exists()
-        assert (_vf(root, "00.6") / "nvidia" / "creatable_vgpu_types").read_text() == "1160 : NVIDIA L40S-24Q\n"
+        assert (_vf(root, "00.6") / "nvidia" / "creatable_vgpu_types").read_text() == (
+            "ID    : vGPU Name\n1160 : NVIDIA L40S-24Q\n")
 
 
 def test_the_name_a_driver_is_loaded_by_and_its_kernel_module_are_both_documented() -> None:

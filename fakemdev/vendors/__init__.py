@@ -15,7 +15,10 @@ from typing import Any
 from .base import MdevTypeSpec, ParentSpec, VendorDriver
 from .options import OptionError, check
 
-BUILTIN = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "nvidia_sriov", "vfio_ap", "vfio_ccw")
+# (a recording loads them in this order: a guest's in-kernel PCI drivers before vfio-pci)
+BUILTIN = ("mtty", "mdpy", "mbochs", "i915", "nvidia", "nvidia_sriov", "vfio_ap", "vfio_ccw", "pci_guest",
+           "vfio_pci", "mlx5_vfio_pci", "hisi_acc_vfio_pci", "pds_vfio_pci", "virtio_vfio_pci",
+           "nvgrace_gpu_vfio_pci", "qat_vfio_pci", "xe_vfio_pci")
 
 __all__ = ["MdevTypeSpec", "ParentSpec", "VendorDriver", "get_driver", "known_drivers", "make", "upgraded",
            "BUILTIN", "OptionError"]

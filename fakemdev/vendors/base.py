@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType, Parent, Uevent
     from ..events import Event
     from ..migration.v2 import V2Capability
+    from ..pci.bus import PciBus
     from ..sysfs import SysfsTree
 
 
@@ -47,6 +48,9 @@ class HostServices(Protocol):
     def free_group_id(self, group: int) -> None: ...
 
     def post(self, events: Iterable[Event], uevents: Iterable[Uevent] = ()) -> None: ...
+
+    @property
+    def pci(self) -> PciBus: ...
 
 
 @dataclass
@@ -87,6 +91,9 @@ class VendorDriver:
     version: str | None = None            # /sys/module/<name>/version
     max_instances: int | None = None      # core accounting (EUSERS when exhausted)
     module_params: Mapping[str, bytes] = {}
+    module_param_modes: Mapping[str, int] = {}   # a parameter's mode when not 0444 (module_param perm)
+    # The core modules this module uses: it shows in their holders/ (a PCI-only module holds vfio alone).
+    holds: tuple[str, ...] = ("mdev", "vfio")
     module_attrs: Mapping[str, str] = {}     # coresize, srcversion, version, taint
     # Capacity errno by kernel era, newest first: ((since, errno), ...); empty
     # means the 6.x one (EUSERS from the core, ENOSPC from probe).
@@ -252,6 +259,10 @@ class VendorDriver:
     def upgrade_from(self, old: VendorDriver) -> None:
         """Hook at the end of Host.upgrade_driver: take over state the mdev
         core does not hold (per-VF vGPUs of an SR-IOV driver, say)."""
+
+    def check_unload(self) -> None:
+        """rmmod's refusal, before anything changes: raise (EAGAIN) while a
+        device of the module is in use. Default: never refuses."""
 
     def on_unload(self) -> None:
         """Hook after the core has removed the driver's devices and parents

@@ -119,6 +119,7 @@ class Driver(VendorDriver):
     def parents(self) -> list[ParentSpec]:
         bus_no = self.bdf.split(":")[1]
         dev = self.pci_device[2:].upper()
+        self._place_pci_function(f"devices/pci0000:{bus_no}/{self.bdf}")
         return [ParentSpec(
             name=self.bdf, devpath=f"devices/pci0000:{bus_no}/{self.bdf}", driver_string="i915", bus="pci",
             types=self._type_specs(),
@@ -127,6 +128,41 @@ class Driver(VendorDriver):
             uevent=(f"DRIVER=i915\nPCI_CLASS=30000\nPCI_ID=8086:{dev}\nPCI_SUBSYS_ID=8086:2212\n"
                     f"PCI_SLOT_NAME={self.bdf}\nMODALIAS=pci:v00008086d0000{dev}sv00008086sd00002212bc03sc00i00\n"
                     ).encode())]
+
+    # -- the iGPU as a PCI function (fakemdev.pci) ---------------------------
+    def _place_pci_function(self, devpath: str) -> None:
+        """The iGPU's PCI function, bound to the ``i915`` PCI driver: config
+        space, ids and the files lspci and libvirt read (the mdev parent's
+        directory shows them). An upgrade keeps the function in place."""
+        from ..pci import PciDriver, PciFunction, PciId
+        from ..pci import config as cfgspace
+        bus = self.services.pci
+        if "i915" not in bus.drivers:  # binds the function again after an rmmod
+            bus.register_driver(PciDriver("i915", "i915", (PciId(0x8086, int(self.pci_device, 16)),)))
+        if bus.find(self.bdf) is not None:
+            return
+        cfg = cfgspace.build(0x8086, int(self.pci_device, 16), 0x030000, subsystem=(0x8086, 0x2212),
+                             msix_vectors=0)
+        fn = PciFunction(bdf=self.bdf, devpath=devpath, config=cfg, irq=128, reset_methods=("flr", "bus"),
+                         resource=["0x00000000f6000000 0x00000000f6ffffff 0x0000000000140204",
+                                   *["0x0000000000000000 0x0000000000000000 0x0000000000000000"] * 12],
+                         owner=self)
+        # no IOMMU group: the GVT-g host (as the captured mdev machine) runs without one
+        bus.add_function(fn, driver="i915", iommu=False)
+
+    def on_unload(self) -> None:
+        """rmmod i915: the PCI driver goes (the iGPU is unbound); the function stays on the bus."""
+        bus = self.services.pci
+        fn = bus.find(self.bdf)
+        if fn is not None and fn.owner is not self:
+            return  # an upgrade took the function over: the PCI driver stays
+        if "i915" in bus.drivers:
+            bus.unregister_driver("i915")
+
+    def upgrade_from(self, old: VendorDriver) -> None:
+        fn = self.services.pci.find(self.bdf)
+        if fn is not None and fn.owner is old:
+            fn.owner = self
 
     # -- accounting --------------------------------------------------------
     def get_available(self, mdev_type: MdevType) -> int:

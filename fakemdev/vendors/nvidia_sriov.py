@@ -1,13 +1,23 @@
 """NVIDIA vGPU 17+ (Ada, Hopper and newer): SR-IOV, no mdev at all.
 
-The GPU's physical function is bound to ``nvidia``; its virtual functions
-(enabled by ``sriov-manage -e``, here at load) are PCI devices next to it.
-Each VF has ``nvidia/creatable_vgpu_types`` (lines ``<id> : <name>``; the
-list shrinks as siblings are used, and is empty on a VF that already has a
-vGPU) and ``nvidia/current_vgpu_type`` (``0`` or the type id): writing a type
-id creates the vGPU on that VF, writing ``0`` destroys it. A VF with a vGPU
-gets a ``vfio-dev/vfioN`` device (6.1+), which a VM uses as it would a
-vfio-pci device. Nothing appears under ``mdev_bus`` or ``bus/mdev``.
+The GPU's physical function is a PCI function of the host's PCI bus
+(:mod:`fakemdev.pci`: config space with its SR-IOV capability, every file
+lspci and go-nvlib read) bound to the ``nvidia`` PCI driver. Its virtual
+functions appear when ``sriov_numvfs`` is written (what ``sriov-manage -e``
+does; the ``numvfs`` option enables them at load), ``virtfn0..N-1``, each
+probed by ``nvidia`` too, and go again on ``0``. While any VF carries a vGPU a
+change of ``sriov_numvfs`` fails with EBUSY (assumed: NVIDIA's driver refuses
+to disable VFs in use; its sriov_configure is not public).
+Each VF has ``nvidia/creatable_vgpu_types`` (a header row
+``ID    : vGPU Name``, then lines ``<id> : <name>``; the list shrinks as
+siblings are used, and only the header is left on a VF that already has a
+vGPU or once the GPU is full) and ``nvidia/current_vgpu_type`` (``0`` or the
+type id): writing a type id creates the vGPU on that VF, writing ``0``
+destroys it. A VF with a vGPU gets a ``vfio-dev/vfioN`` device (6.1+), which
+a VM uses as it would a vfio-pci device. Nothing appears under ``mdev_bus``
+or ``bus/mdev``.
+
+The board table (:data:`GPUS`) is the seam for more boards.
 
 Placement is homogeneous as on the mdev-era boards: every vGPU of a GPU
 has the same framebuffer size; a type lists while its
@@ -19,8 +29,6 @@ for a type not creatable on that VF, EBUSY for a VF that already has one.
 from __future__ import annotations
 
 import errno
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +37,8 @@ from ..errors import KernelError
 from ..events import DriverNodesChanged, VfioIdsChanged
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
+from ..pci import ANY, PciDriver, PciFunction, PciId
+from ..pci import config as cfgspace
 from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
 from .nvidia import parse_vgpu_params, pci_devpath
 from .options import PCI_ADDRESS, choice, integer
@@ -66,10 +76,14 @@ class VirtualFunction:
     index: int
     bdf: str
     devpath: str
-    iommu_group: int | None = None
+    function: PciFunction | None = None
     vgpu_type: int = 0
     vfio_index: int | None = None
     vgpu_params: str = ""
+
+    @property
+    def iommu_group(self) -> int | None:
+        return None if self.function is None else self.function.iommu_group
 
 
 def vf_bdf(pf: str, index: int, first_offset: int = 4) -> str:
@@ -80,6 +94,12 @@ def vf_bdf(pf: str, index: int, first_offset: int = 4) -> str:
     return f"{domain}:{bus}:{n // 8:02x}.{n % 8}"
 
 
+VF_OFFSET, VF_STRIDE = 4, 1
+HEADER = "ID    : vGPU Name"  # the first row of creatable_vgpu_types (vGPU 17+)
+NVIDIA_IDS = (PciId(0x10DE, ANY, class_code=0x030000, class_mask=0xFFFF00),
+              PciId(0x10DE, ANY, class_code=0x030200, class_mask=0xFFFF00))
+
+
 class Driver(VendorDriver):
     name = "nvidia"
     registers_mdev_driver = False
@@ -87,7 +107,7 @@ class Driver(VendorDriver):
     option_schema = {
         "gpu": choice(list(GPUS), "the board model"),
         "bdf": PCI_ADDRESS,
-        "numvfs": integer(0, max(g[3] for g in GPUS.values()), "VFs enabled (default: all the GPU has)"),
+        "numvfs": integer(0, max(g[3] for g in GPUS.values()), "VFs enabled at load, as sriov-manage -e (default 0)"),
     }
 
     def __init__(self, gpu: str = "L40S", bdf: str = "0000:41:00.0", numvfs: Any = None, **options: Any) -> None:
@@ -98,48 +118,109 @@ class Driver(VendorDriver):
         self.pf_device, self.vf_device, self.fb_total, self.total_vfs, self.table = GPUS[gpu]
         self.bdf = bdf
         self.pf_devpath = pci_devpath(bdf)
-        n = self.total_vfs if numvfs is None else int(numvfs)
-        if not 0 <= n <= self.total_vfs:
+        self.numvfs_at_load = 0 if numvfs is None else int(numvfs)
+        if not 0 <= self.numvfs_at_load <= self.total_vfs:
             raise ValueError(f"nvidia: numvfs must be 0..{self.total_vfs}")
-        base = self.pf_devpath.rsplit("/", 1)[0]
-        self.vfs = [VirtualFunction(i, vf_bdf(bdf, i), f"{base}/{vf_bdf(bdf, i)}") for i in range(n)]
+        self.pf: PciFunction | None = None
+        self.pci_driver: PciDriver | None = None
+        self.vgpus: dict[str, VirtualFunction] = {}   # VF bdf -> its vGPU state
+
+    @property
+    def vfs(self) -> list[VirtualFunction]:
+        """The VFs enabled now, virtfn order."""
+        return sorted(self.vgpus.values(), key=lambda v: v.index)
 
     def parents(self) -> list[ParentSpec]:
-        # Called by load_driver once the host is known: the VFs' hardware
-        # IOMMU groups exist from the moment sriov-manage enabled them.
-        self._ensure_groups()
-        return []  # no mdev parent: the VFs are plain PCI devices
+        """Place the PF (bound to ``nvidia``) on the PCI bus; enable ``numvfs`` VFs.
+        An upgrade finds the PF of the version it replaces and takes it over instead."""
+        bus = self.services.pci
+        existing = bus.find(self.bdf)
+        if existing is not None and isinstance(existing.owner, Driver):
+            return []  # upgrade_from takes it over
+        self.pci_driver = bus.drivers.get("nvidia") or PciDriver("nvidia", "nvidia", NVIDIA_IDS,
+                                                                 sriov_configure=True)
+        if "nvidia" not in bus.drivers:
+            bus.register_driver(self.pci_driver)
+        pf_id, vf_id = int(self.pf_device, 16), int(self.vf_device, 16)
+        cfg = cfgspace.build(0x10DE, pf_id, 0x030200, revision=0xA1, subsystem=(0x10DE, 0x1851), msix_vectors=6,
+                             sriov=(self.total_vfs, VF_OFFSET, VF_STRIDE, vf_id))
+        self.pf = PciFunction(bdf=self.bdf, devpath=self.pf_devpath, config=cfg, irq=0, numa_node=0,
+                              local_cpulist="0-63", local_cpus="ffffffff,ffffffff",
+                              resource=_bars(), reset_methods=("flr", "bus"), owner=self)
+        bus.add_function(self.pf, driver="nvidia")
+        if self.numvfs_at_load:
+            bus.enable_vfs(self.pf, self.numvfs_at_load)
+        return []  # no mdev parent: the GPU and its VFs are plain PCI functions
+
+    # -- PCI hooks (fakemdev.pci.bus) ------------------------------------------------
+    def make_vf(self, pf: PciFunction, index: int, bdf: str, devpath: str, cfg: bytearray) -> PciFunction:
+        """pci_iov_add_virtfn() for this GPU: the VF and the vGPU slot it carries."""
+        fn = PciFunction(bdf=bdf, devpath=devpath, config=cfg, physfn=pf, vendor=pf.vendor,
+                         device=int(self.vf_device, 16), numa_node=pf.numa_node, local_cpulist=pf.local_cpulist,
+                         local_cpus=pf.local_cpus, resource=_bars(), reset_methods=("flr",), owner=self)
+        self.vgpus[bdf] = VirtualFunction(index, bdf, devpath, fn)
+        return fn
+
+    def sriov_veto(self, pf: PciFunction, num: int) -> None:
+        """Assumed: the NVIDIA driver refuses to change VFs while one carries a vGPU."""
+        busy = [v.bdf for v in self.vgpus.values() if v.vgpu_type]
+        if busy:
+            raise KernelError(errno.EBUSY, f"nvidia: vGPUs exist on {', '.join(busy)}")
+        if num == 0:
+            self.vgpus.clear()
+
+    def pci_function_entries(self, tree: SysfsTree, fn: PciFunction) -> dict[str, Node]:
+        """A VF's ``nvidia/`` directory and, with a vGPU, its ``vfio-dev``."""
+        vf = self.vgpus.get(fn.bdf)
+        if vf is None or vf.function is not fn:
+            return {}
+        from ..sysfs import kernfs_link
+        out: dict[str, Node] = {"nvidia": StaticDir(self._nvidia_attrs(vf))}
+        if vf.vfio_index is not None:
+            here = f"{vf.devpath}/vfio-dev/vfio{vf.vfio_index}"
+            out["vfio-dev"] = StaticDir({f"vfio{vf.vfio_index}": StaticDir({
+                "uevent": Attribute(RW, lambda: b"", tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), vf),
+                "power": tree.power_dir((vf, "vfio-dev"), here),
+                "device": Link(kernfs_link(here, vf.devpath)),
+                "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
+            })})
+        return out
 
     # -- host resources ------------------------------------------------------
-    def _ensure_groups(self) -> None:
-        """Each VF has its own hardware IOMMU group, numbered from the host's pool."""
-        if self.host is None:
-            return
-        for vf in self.vfs:
-            if vf.iommu_group is None:
-                vf.iommu_group = self.host.alloc_group_id()
+    def check_unload(self) -> None:
+        if any(v.vgpu_type for v in self.vgpus.values()):
+            raise KernelError(errno.EAGAIN, "nvidia: vGPUs exist")
 
     def on_unload(self) -> None:
-        for vf in self.vfs:
+        for vf in self.vgpus.values():
             if vf.vfio_index is not None:
                 self.services.free_vfio_id(vf.vfio_index)
                 vf.vfio_index = None
-            if vf.iommu_group is not None:
-                self.services.free_group_id(vf.iommu_group)
-                vf.iommu_group = None
+        self.vgpus = {}
+        bus = self.services.pci
+        if self.pf is not None and self.pf.alive:
+            bus.remove_function(self.pf)
+        self.pf = None
+        if self.pci_driver is not None and self.pci_driver.name in bus.drivers and not any(
+                fn.driver is self.pci_driver for fn in bus.functions.values()):
+            bus.unregister_driver(self.pci_driver.name)
+        self.pci_driver = None
 
     def upgrade_from(self, old: VendorDriver) -> None:
-        """vGPUs survive a driver update: take the VFs' state over."""
-        if isinstance(old, Driver) and old.bdf == self.bdf and len(old.vfs) == len(self.vfs):
-            self.on_unload()  # give back the groups this instance took for itself
-            self.vfs, old.vfs = old.vfs, []
+        """vGPUs survive a driver update: take the PF, its VFs and their state over."""
+        if isinstance(old, Driver) and old.bdf == self.bdf and old.pf is not None:
+            self.pf, self.pci_driver, self.vgpus = old.pf, old.pci_driver, old.vgpus
+            old.pf, old.pci_driver, old.vgpus = None, None, {}
+            for fn in [self.pf, *(v.function for v in self.vgpus.values())]:
+                if fn is not None:
+                    fn.owner = self
 
     @classmethod
     def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
-        """Each PF bound to ``nvidia`` with SR-IOV enabled: the GPU model
-        (from its device id), its VF count, and one ``current_vgpu_type``
-        write (plus ``vgpu_params``) per VF with a vGPU, in ``vfio-dev``
-        order so the replay numbers them alike."""
+        """Each PF bound to ``nvidia`` with SR-IOV: the GPU model (from its
+        device id), its VF count, and one ``current_vgpu_type`` write (plus
+        ``vgpu_params``) per VF with a vGPU, in ``vfio-dev`` order so the
+        replay numbers them alike."""
         out = []
         for bdf in root.names("bus/pci/devices"):
             pf = f"bus/pci/devices/{bdf}"
@@ -153,7 +234,7 @@ class Driver(VendorDriver):
                                                f"no built-in driver models: not recorded"]))
                 continue
             options: dict[str, Any] = {"gpu": gpu, "bdf": bdf}
-            if int(numvfs) != GPUS[gpu][3]:
+            if int(numvfs):
                 options["numvfs"] = int(numvfs)
             vgpus = []
             for fn in root.names(pf):
@@ -171,24 +252,20 @@ class Driver(VendorDriver):
             out.append(Recorded(options, writes))
         return out
 
-    def iommu_groups(self) -> dict[int, tuple[str, str]]:
-        self._ensure_groups()
-        return {vf.iommu_group: (vf.bdf, vf.devpath) for vf in self.vfs if vf.iommu_group is not None}
-
     def vfio_devs(self) -> dict[str, str]:
         return {f"vfio{vf.vfio_index}": f"{vf.devpath}/vfio-dev/vfio{vf.vfio_index}"
-                for vf in self.vfs if vf.vfio_index is not None}
+                for vf in self.vgpus.values() if vf.vfio_index is not None}
 
     # -- placement -------------------------------------------------------------
     def _max_instance(self, fb: int) -> int:
-        return min(self.fb_total // fb, len(self.vfs))
+        return min(self.fb_total // fb, len(self.vgpus))
 
     def creatable(self, vf: VirtualFunction) -> list[tuple[int, str, int]]:
         """Types this VF can take now: none if it has a vGPU; else those with
         the framebuffer size already in use on the GPU, while room is left."""
         if vf.vgpu_type:
             return []
-        used = [v for v in self.vfs if v.vgpu_type]
+        used = [v for v in self.vgpus.values() if v.vgpu_type]
         sizes = {self._type(v.vgpu_type)[2] for v in used}
         return [t for t in self.table
                 if (not sizes or sizes == {t[2]}) and len(used) < self._max_instance(t[2])]
@@ -203,6 +280,8 @@ class Driver(VendorDriver):
         """current_vgpu_type store: create (id) or destroy (0) the VF's vGPU."""
         host = self.services
         with host.lock:
+            if self.vgpus.get(vf.bdf) is not vf:
+                raise KernelError(errno.ENODEV, f"VF {vf.bdf} is gone")
             gone: list[str] = []
             changed = [vf.devpath, f"{vf.devpath}/nvidia"]
             uevents: list[Uevent] = []
@@ -231,67 +310,16 @@ class Driver(VendorDriver):
                     vfio_events.append(VfioIdsChanged(vf.vfio_index))
                     uevents.append(Uevent("add", f"/{vf.devpath}/vfio-dev/vfio{vf.vfio_index}",
                                                  ["SUBSYSTEM=vfio-dev"]))
-            for sibling in self.vfs:  # their creatable lists changed
+            for sibling in self.vgpus.values():  # their creatable lists changed
                 changed.append(f"{sibling.devpath}/nvidia")
             host.post([DriverNodesChanged(self, tuple(gone), tuple(changed)), *vfio_events], uevents)
 
     # -- sysfs -------------------------------------------------------------------
-    def sysfs_mounts(self, tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
-        from ..sysfs import link_to
-        self._ensure_groups()
-        m: dict[str, Callable[[], Node | None]] = {self.pf_devpath: lambda: self._pf_dir(tree)}
-        m[f"bus/pci/devices/{self.bdf}"] = functools.partial(link_to, "bus/pci/devices", self.pf_devpath)
-        for vf in self.vfs:
-            m[vf.devpath] = functools.partial(self._vf_dir, tree, vf)
-            m[f"bus/pci/devices/{vf.bdf}"] = functools.partial(link_to, "bus/pci/devices", vf.devpath)
-        return m
-
-    def _pci_common(self, tree: SysfsTree, devpath: str, device: str, owner: object) -> dict[str, Node]:
-        from ..sysfs import const, kernfs_link
-        bdf = devpath.rsplit("/", 1)[1]
-        dev = device[2:].upper()
-        uevent = (f"DRIVER=nvidia\nPCI_CLASS=30200\nPCI_ID=10DE:{dev}\nPCI_SLOT_NAME={bdf}\n"
-                  f"MODALIAS=pci:v000010DEd0000{dev}sv000010DEsd00001851bc03sc02i00\n").encode()
-        return {
-            "uevent": Attribute(RW, const(uevent), tree._uevent_store("/" + devpath, ["SUBSYSTEM=pci"]), owner),
-            "power": tree.power_dir(owner, devpath),
-            "subsystem": Link(kernfs_link(devpath, "bus/pci")),
-            "driver": Link(kernfs_link(devpath, "bus/pci/drivers/nvidia")),
-            "vendor": Attribute(RO, const(b"0x10de\n"), owner=owner),
-            "device": Attribute(RO, const(f"{device}\n".encode()), owner=owner),
-            "class": Attribute(RO, const(b"0x030200\n"), owner=owner),
-        }
-
-    def _pf_dir(self, tree: SysfsTree) -> StaticDir:
-        from ..sysfs import const, kernfs_link
-        out = self._pci_common(tree, self.pf_devpath, self.pf_device, self)
-        out["sriov_totalvfs"] = Attribute(RO, const(f"{self.total_vfs}\n".encode()), owner=self)
-        out["sriov_numvfs"] = Attribute(RO, const(f"{len(self.vfs)}\n".encode()), owner=self)
-        for vf in self.vfs:
-            out[f"virtfn{vf.index}"] = Link(kernfs_link(self.pf_devpath, vf.devpath))
-        return StaticDir(out)
-
-    def _vf_dir(self, tree: SysfsTree, vf: VirtualFunction) -> StaticDir:
-        from ..sysfs import kernfs_link
-        out = self._pci_common(tree, vf.devpath, self.vf_device, vf)
-        out["physfn"] = Link(kernfs_link(vf.devpath, self.pf_devpath))
-        if vf.iommu_group is not None:
-            out["iommu_group"] = Link(kernfs_link(vf.devpath, f"kernel/iommu_groups/{vf.iommu_group}"))
-        out["nvidia"] = StaticDir(self._nvidia_attrs(vf))
-        if vf.vfio_index is not None:
-            here = f"{vf.devpath}/vfio-dev/vfio{vf.vfio_index}"
-            out["vfio-dev"] = StaticDir({f"vfio{vf.vfio_index}": StaticDir({
-                "uevent": Attribute(RW, lambda: b"", tree._uevent_store("/" + here, ["SUBSYSTEM=vfio-dev"]), vf),
-                "power": tree.power_dir((vf, "vfio-dev"), here),
-                "device": Link(kernfs_link(here, vf.devpath)),
-                "subsystem": Link(kernfs_link(here, "class/vfio-dev")),
-            })})
-        return StaticDir(out)
-
     def _nvidia_attrs(self, vf: VirtualFunction) -> dict[str, Node]:
         def creatable() -> bytes:
             with self.services.lock:
-                return "".join(f"{tid} : {name}\n" for tid, name, _ in self.creatable(vf)).encode()
+                return "".join(f"{line}\n" for line in
+                               [HEADER, *(f"{tid} : {name}" for tid, name, _ in self.creatable(vf))]).encode()
 
         def current_store(buf: bytes) -> int:
             self.set_vgpu_type(vf, kstrtoul(buf))
@@ -308,3 +336,11 @@ class Driver(VendorDriver):
             "current_vgpu_type": Attribute(RW, lambda: f"{vf.vgpu_type}\n".encode(), current_store, owner=vf),
             "vgpu_params": Attribute(RW, lambda: f"{vf.vgpu_params}\n".encode(), params_store, owner=vf),
         }
+
+
+def _bars() -> list[str]:
+    """BAR0 (16 MB registers), BAR1 (64 GB framebuffer aperture, 64-bit prefetchable), BAR3 (32 MB)."""
+    zero = "0x0000000000000000 0x0000000000000000 0x0000000000000000"
+    return ["0x00000000f2000000 0x00000000f2ffffff 0x0000000000040200", zero,
+            "0x0000020000000000 0x0000020fffffffff 0x000000000014220c", zero,
+            "0x0000021000000000 0x0000021001ffffff 0x000000000014220c", zero, zero, *[zero] * 6]
