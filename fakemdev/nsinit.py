@@ -79,6 +79,50 @@ def setup_run_and_etc(cfg: dict[str, Any]) -> None:
     open("/run/udev/control", "w").close()  # libudev monitors subscribe only when udevd "runs"
 
 
+def setup_dev(cfg: dict[str, Any]) -> None:
+    """A private /dev: a tmpfs holding what the real /dev holds (each entry
+    bound from it, so /dev/null, /dev/pts, /dev/shm... are the real ones),
+    except the VFIO nodes, which are the simulated host's (:mod:`fakemdev.devnodes`)."""
+    stash = os.path.join(cfg["work"], "realdev")
+    os.makedirs(stash, exist_ok=True)
+    bind("/dev", stash)
+    tmpfs("/dev")
+    for name in sorted(os.listdir(stash)):
+        if name in ("vfio", "iommu"):  # the real host's: they name groups this /sys does not have
+            continue
+        src, dst = os.path.join(stash, name), os.path.join("/dev", name)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+            continue
+        if os.path.isdir(src):
+            os.mkdir(dst)
+        else:
+            open(dst, "w").close()
+        bind(src, dst)
+
+
+def follow_devnodes(cfg: dict[str, Any], since: int, stop: threading.Event) -> None:
+    """udev's event loop for the VFIO nodes: after each batch of the mount's
+    uevents, make /dev match what /sys shows (its /sys/dev/char links)."""
+    from .control import ControlError, call
+    from .devnodes import DevDir, read_sysfs_nodes
+    devdir = DevDir("/dev")
+    devdir.sync(read_sysfs_nodes("/sys"))  # coldplug, before COMMAND starts
+
+    def loop() -> None:
+        nonlocal since
+        while not stop.is_set():
+            try:
+                events = call(cfg["socket"], "uevents_wait", timeout=5.0, host=cfg["host"], since=since, wait=0.5)
+            except ControlError:
+                return
+            if events:
+                since = events[-1]["seqnum"]
+                devdir.sync(read_sysfs_nodes("/sys"))
+
+    threading.Thread(target=loop, daemon=True, name="devnodes").start()
+
+
 def loopback_up() -> None:
     ip = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
     if os.path.exists(ip):
@@ -134,6 +178,9 @@ def main(argv: list[str]) -> int:
     since = backlog[-1]["seqnum"] if backlog else 0
     relay = threading.Thread(target=forward, args=(cfg["socket"], cfg["host"], stop.is_set, since), daemon=True)
     relay.start()
+    if cfg.get("devnodes"):
+        setup_dev(cfg)
+        follow_devnodes(cfg, since, stop)
     libvirtd = start_libvirtd(cfg, env) if cfg.get("libvirt") else None
     try:
         child = subprocess.Popen(cfg["command"], env=env)

@@ -99,6 +99,7 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = No
             "mode": mode,
             "work": work,
             "libvirt": libvirt,
+            "devnodes": as_root,  # mknod needs CAP_MKNOD in the initial user namespace
             "command": list(command),
         }
         args = _unshare_args(as_root, net) + ["--", sys.executable, "-m", "fakemdev.nsinit", json.dumps(config)]
