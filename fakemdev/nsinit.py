@@ -123,6 +123,37 @@ def follow_devnodes(cfg: dict[str, Any], since: int, stop: threading.Event) -> N
     threading.Thread(target=loop, daemon=True, name="devnodes").start()
 
 
+def setup_modules_alias(cfg: dict[str, Any]) -> None:
+    """``/lib/modules/$(uname -r)/modules.alias`` with the vfio-pci variant
+    drivers' aliases (:mod:`fakemdev.modules_alias`) after the real file's lines.
+
+    An overlay on the deepest directory of that path that exists (the real
+    modules directory, or ``/usr/lib`` on a machine without one) adds the
+    file and any missing directories; everything else there stays the real one."""
+    from .modules_alias import merged
+    path = os.path.realpath(os.path.join("/lib/modules", os.uname().release, "modules.alias"))
+    try:
+        with open(path) as f:
+            real: str | None = f.read()
+    except OSError:
+        real = None
+    base = os.path.dirname(path)
+    while not os.path.isdir(base):
+        base = os.path.dirname(base)
+    upper, work = os.path.join(cfg["work"], "modules", "upper"), os.path.join(cfg["work"], "modules", "work")
+    inner = os.path.join(upper, os.path.relpath(path, base))
+    os.makedirs(os.path.dirname(inner), mode=0o755, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    with open(inner, "w") as f:
+        f.write(merged(real))
+    os.chmod(inner, 0o644)
+    opts = f"lowerdir={base},upperdir={upper},workdir={work}"
+    try:
+        sys_mount("overlay", base, "overlay", 0, opts)
+    except OSError:  # in a user namespace overlayfs keeps its metadata in user.* xattrs
+        sys_mount("overlay", base, "overlay", 0, opts + ",userxattr")
+
+
 def loopback_up() -> None:
     ip = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
     if os.path.exists(ip):
@@ -169,6 +200,10 @@ def main(argv: list[str]) -> int:
     env.pop("FAKEMDEV_RUNTIME_DIR", None)
     setup_sysfs(cfg)
     setup_run_and_etc(cfg)
+    try:
+        setup_modules_alias(cfg)
+    except OSError as e:
+        print(f"fakemdev run: no modules.alias for the variant drivers: {e}", file=sys.stderr)
     loopback_up()
     stop = threading.Event()
     from .control import call
