@@ -1,13 +1,17 @@
-"""The VFIO character devices of a simulated host, and the /dev nodes udev makes for them.
+"""The VFIO character devices of a simulated host, and their /dev nodes.
 
 On a real machine each VFIO char device is a kobject with a ``dev`` file, a
 ``/sys/dev/char/MAJOR:MINOR`` link and a ``uevent`` carrying ``DEVNAME`` (and
-``DEVMODE``); devtmpfs and udev make ``/dev/DEVNAME`` from exactly those.
-Here the model says which devices exist (:func:`vfio_nodes`), the projection
-shows them under ``/sys/dev/char`` (:mod:`fakemdev.sysfs`), and ``fakemdev
-run`` makes the nodes in its private /dev from what that sysfs shows
-(:func:`read_sysfs_nodes`, :class:`DevDir`), as udev's coldplug and its
-event loop do, so a node's numbers always match its ``dev`` file.
+``DEVMODE``); devtmpfs makes ``/dev/DEVNAME`` inside device_add, before the
+write that created the device returns (drivers/base/devtmpfs.c:
+devtmpfs_create_node). Here the model says which devices exist
+(:func:`vfio_nodes`); the projection shows them under ``/sys/dev/char``
+(:mod:`fakemdev.sysfs`), and :func:`attach` keeps a directory of real nodes
+equal to them from a listener on the host, so the nodes change in the same
+model commit as sysfs, as with devtmpfs. ``fakemdev run`` binds that
+directory at ``/dev/vfio`` in its namespace. :func:`read_sysfs_nodes` reads
+the nodes back from a sysfs tree the way udev's coldplug does (tests check
+the two agree).
 
 What the captured 6.12 kernel has (``shared/reference/golden-pci``):
 
@@ -30,6 +34,7 @@ system), and that is documented in docs/run.md.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -40,6 +45,8 @@ from .core import VFIO_GROUP_MAJOR
 
 if TYPE_CHECKING:
     from .core import Host
+
+log = logging.getLogger(__name__)
 
 VFIO_MISC = (10, 196)  # include/linux/miscdevice.h: VFIO_MINOR 196 on the misc major 10
 DEFAULT_MODE = 0o600   # devtmpfs's default for a device without DEVMODE (drivers/base/devtmpfs.c)
@@ -157,7 +164,7 @@ class DevDir:
     the initial user namespace (``fs/namei.c``: ``vfs_mknod``), so only a
     ``fakemdev run`` started as root gets nodes."""
 
-    def __init__(self, root: str = "/dev") -> None:
+    def __init__(self, root: str) -> None:
         self.root = root
         self.made: dict[str, DevNode] = {}
 
@@ -193,3 +200,21 @@ class DevDir:
             if e.errno != errno.ENOENT:
                 raise
         del self.made[node.name]
+
+
+def attach(host: Host, root: str) -> DevDir:
+    """Make ``root``'s nodes the host's VFIO nodes now and after every change
+    of the model (a :attr:`Host.listeners` entry, run in the commit, so the
+    nodes are there when the write that made the device returns). A node
+    that cannot be made is logged, never raised: the model's change stands."""
+    devdir = DevDir(root)
+
+    def sync(_change: object = None) -> None:
+        try:
+            devdir.sync(vfio_nodes(host))
+        except OSError as e:
+            log.warning("fakemdev: cannot update VFIO nodes in %s: %s", root, e)
+
+    sync()
+    host.listeners.append(sync)
+    return devdir

@@ -82,7 +82,9 @@ def setup_run_and_etc(cfg: dict[str, Any]) -> None:
 def setup_dev(cfg: dict[str, Any]) -> None:
     """A private /dev: a tmpfs holding what the real /dev holds (each entry
     bound from it, so /dev/null, /dev/pts, /dev/shm... are the real ones),
-    except the VFIO nodes, which are the simulated host's (:mod:`fakemdev.devnodes`)."""
+    except the VFIO nodes, which are the simulated host's: the directory the
+    mount's daemon keeps them in (:func:`fakemdev.devnodes.attach`) is bound
+    at /dev/vfio, so a node appears there in the write that made its device."""
     stash = os.path.join(cfg["work"], "realdev")
     os.makedirs(stash, exist_ok=True)
     bind("/dev", stash)
@@ -99,28 +101,9 @@ def setup_dev(cfg: dict[str, Any]) -> None:
         else:
             open(dst, "w").close()
         bind(src, dst)
-
-
-def follow_devnodes(cfg: dict[str, Any], since: int, stop: threading.Event) -> None:
-    """udev's event loop for the VFIO nodes: after each batch of the mount's
-    uevents, make /dev match what /sys shows (its /sys/dev/char links)."""
-    from .control import ControlError, call
-    from .devnodes import DevDir, read_sysfs_nodes
-    devdir = DevDir("/dev")
-    devdir.sync(read_sysfs_nodes("/sys"))  # coldplug, before COMMAND starts
-
-    def loop() -> None:
-        nonlocal since
-        while not stop.is_set():
-            try:
-                events = call(cfg["socket"], "uevents_wait", timeout=5.0, host=cfg["host"], since=since, wait=0.5)
-            except ControlError:
-                return
-            if events:
-                since = events[-1]["seqnum"]
-                devdir.sync(read_sysfs_nodes("/sys"))
-
-    threading.Thread(target=loop, daemon=True, name="devnodes").start()
+    nodes = os.path.join(cfg["devnodes"], "vfio")
+    os.mkdir("/dev/vfio", 0o755)
+    bind(nodes, "/dev/vfio")
 
 
 def setup_modules_alias(cfg: dict[str, Any]) -> None:
@@ -215,7 +198,6 @@ def main(argv: list[str]) -> int:
     relay.start()
     if cfg.get("devnodes"):
         setup_dev(cfg)
-        follow_devnodes(cfg, since, stop)
     libvirtd = start_libvirtd(cfg, env) if cfg.get("libvirt") else None
     try:
         child = subprocess.Popen(cfg["command"], env=env)

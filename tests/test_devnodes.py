@@ -15,7 +15,7 @@ import pytest
 
 from conftest import requires_fuse, sysfs_write
 from fakemdev.core import VFIO_GROUP_MAJOR, Host
-from fakemdev.devnodes import DevDir, DevNode, node_from_uevent, parse_uevent, read_sysfs_nodes, vfio_nodes
+from fakemdev.devnodes import DevDir, DevNode, attach, node_from_uevent, parse_uevent, read_sysfs_nodes, vfio_nodes
 from fakemdev.hosts import default_host
 from fakemdev.vendors import get_driver
 
@@ -87,6 +87,19 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a char de
 
 
 @requires_root
+def test_attach_follows_the_model_in_the_same_commit(tmp_path: Path) -> None:
+    host = default_host(with_gvt=False)
+    attach(host, str(tmp_path))
+    assert os.listdir(tmp_path / "vfio") == ["vfio"]
+    dev = host.create(host.parents["mtty"].types["mtty-1"], UUID)
+    st = os.stat(tmp_path / "vfio" / str(dev.iommu_group))
+    assert stat.S_ISCHR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert os.makedev(VFIO_GROUP_MAJOR, dev.iommu_group) == st.st_rdev
+    host.remove(dev)
+    assert os.listdir(tmp_path / "vfio") == ["vfio"]
+
+
+@requires_root
 def test_devdir_makes_replaces_and_removes_nodes(tmp_path: Path) -> None:
     d = DevDir(str(tmp_path))
     a, b = DevNode("vfio/vfio", 10, 196, 0o666, "m"), DevNode("vfio/7", 245, 7, 0o600, "g")
@@ -135,14 +148,16 @@ INSIDE = textwrap.dedent("""
     assert w.stdout.readline() == "ready\\n"
     with open(create, "w") as f:
         f.write(uuid)
-    out["event1"] = w.stdout.readline().strip()
     group = os.readlink(f"/sys/bus/mdev/devices/{uuid}/iommu_group").rsplit("/", 1)[1]
+    out["there_when_the_write_returned"] = os.path.exists(f"/dev/vfio/{group}")
+    out["event1"] = w.stdout.readline().strip()
     out["group"] = group
     out["group_node"] = node(f"/dev/vfio/{group}")
     out["group_dev_file"] = open(f"/sys/class/vfio/{group}/dev").read().strip()
     out["sys_dev_char"] = os.path.realpath(f"/sys/dev/char/{out['group_dev_file']}")
     with open(f"/sys/bus/mdev/devices/{uuid}/remove", "w") as f:
         f.write("1")
+    out["gone_when_the_write_returned"] = not os.path.exists(f"/dev/vfio/{group}")
     out["event2"] = w.stdout.readline().strip()
     out["listing2"] = sorted(os.listdir("/dev/vfio"))
     w.wait(30)
@@ -164,6 +179,7 @@ def test_run_makes_dev_vfio_nodes_that_come_and_go_with_the_devices(tmp_path: Pa
     assert out["container"] == {"chr": True, "mode": "0o666", "dev": "10:196"}
     assert out["listing0"] == ["vfio"]
     g = out["group"]
+    assert out["there_when_the_write_returned"] and out["gone_when_the_write_returned"]  # as with devtmpfs
     assert out["event1"] == f"CREATE {g}"
     assert out["group_node"] == {"chr": True, "mode": "0o600", "dev": out["group_dev_file"]}
     assert out["group_dev_file"] == f"{VFIO_GROUP_MAJOR}:{g}"
