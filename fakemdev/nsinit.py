@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+MS_NODEV = 4
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 LIBVIRT_NODEDEV = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_nodedev.so"
@@ -104,6 +106,9 @@ def setup_dev(cfg: dict[str, Any]) -> None:
     nodes = os.path.join(cfg["devnodes"], "vfio")
     os.mkdir("/dev/vfio", 0o755)
     bind(nodes, "/dev/vfio")
+    # nodev: the numbers may belong to a real driver here (245 is hidraw on many
+    # machines), so open(2) of a node must reach none: it fails with EACCES
+    sys_mount("none", "/dev/vfio", None, MS_REMOUNT | MS_BIND | MS_NODEV)
 
 
 def setup_modules_alias(cfg: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 `dev` files, and the real nodes `fakemdev run` makes and removes in its private /dev."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -144,6 +145,11 @@ INSIDE = textwrap.dedent("""
         return {"chr": stat.S_ISCHR(st.st_mode), "mode": oct(stat.S_IMODE(st.st_mode)),
                 "dev": f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"}
     out = {"container": node("/dev/vfio/vfio"), "listing0": sorted(os.listdir("/dev/vfio"))}
+    try:  # opening is not supported: the nodes are on a nodev mount
+        os.close(os.open("/dev/vfio/vfio", os.O_RDWR))
+        out["open"] = "opened"
+    except OSError as e:
+        out["open"] = e.errno
     w = subprocess.Popen([sys.executable, watcher, "/dev/vfio", "2"], stdout=subprocess.PIPE, text=True)
     assert w.stdout.readline() == "ready\\n"
     with open(create, "w") as f:
@@ -178,6 +184,7 @@ def test_run_makes_dev_vfio_nodes_that_come_and_go_with_the_devices(tmp_path: Pa
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["container"] == {"chr": True, "mode": "0o666", "dev": "10:196"}
     assert out["listing0"] == ["vfio"]
+    assert out["open"] == errno.EACCES
     g = out["group"]
     assert out["there_when_the_write_returned"] and out["gone_when_the_write_returned"]  # as with devtmpfs
     assert out["event1"] == f"CREATE {g}"
@@ -197,3 +204,18 @@ def test_run_keeps_the_real_dev_entries(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [1, 3, os.path.isdir("/dev/pts")]
+
+
+@requires_fuse
+@requires_root
+def test_the_run_doc_example_prints_what_it_shows() -> None:
+    """docs/run.md's transcript: its command, run, prints the lines shown under it."""
+    import re
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "run.md").read_text()
+    m = re.search(r"```text\n\$ sudo \.venv/bin/fakemdev run (?P<opts>[^\n]*?) -- sh -c '\n(?P<script>.*?)'\n"
+                  r"(?P<out>.*?)```", doc, re.S)
+    assert m is not None
+    r = subprocess.run([sys.executable, "-m", "fakemdev", "run", *m["opts"].split(), "--", "sh", "-c", m["script"]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == m["out"]
