@@ -219,3 +219,16 @@ def test_the_run_doc_example_prints_what_it_shows() -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == m["out"]
+
+
+@pytest.mark.xfail(strict=True, reason="needs devices/virtual/vfio/N and class/vfio/N for groups outside the mdev "
+                   "core (the PCI helper's vfio-pci work)")
+def test_a_vf_groups_dev_char_link_resolves_to_its_vfio_group_device(mount_tree: Any, tmp_path: Path) -> None:
+    host = _sriov_host()
+    with mount_tree({"default": host}, tmp_path / "sys") as root:
+        vf = sorted(b for b in os.listdir(root / "bus" / "pci" / "devices")
+                    if (root / "bus" / "pci" / "devices" / b / "physfn").exists())[0]
+        sysfs_write(root / "bus" / "pci" / "devices" / vf / "nvidia" / "current_vgpu_type", b"1160\n")
+        group = os.readlink(root / "bus" / "pci" / "devices" / vf / "iommu_group").rsplit("/", 1)[1]
+        node = next(n for n in read_sysfs_nodes(str(root)) if n.name == f"vfio/{group}")
+        assert (root / "class" / "vfio" / group / "dev").read_text() == f"{node.dev_t}\n"
