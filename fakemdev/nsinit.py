@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+MS_NODEV = 4
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 LIBVIRT_NODEDEV = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_nodedev.so"
@@ -79,6 +81,67 @@ def setup_run_and_etc(cfg: dict[str, Any]) -> None:
     open("/run/udev/control", "w").close()  # libudev monitors subscribe only when udevd "runs"
 
 
+def setup_dev(cfg: dict[str, Any]) -> None:
+    """A private /dev: a tmpfs holding what the real /dev holds (each entry
+    bound from it, so /dev/null, /dev/pts, /dev/shm... are the real ones),
+    except the VFIO nodes, which are the simulated host's: the directory the
+    mount's daemon keeps them in (:func:`fakemdev.devnodes.attach`) is bound
+    at /dev/vfio, so a node appears there in the write that made its device."""
+    stash = os.path.join(cfg["work"], "realdev")
+    os.makedirs(stash, exist_ok=True)
+    bind("/dev", stash)
+    tmpfs("/dev")
+    for name in sorted(os.listdir(stash)):
+        if name in ("vfio", "iommu"):  # the real host's: they name groups this /sys does not have
+            continue
+        src, dst = os.path.join(stash, name), os.path.join("/dev", name)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+            continue
+        if os.path.isdir(src):
+            os.mkdir(dst)
+        else:
+            open(dst, "w").close()
+        bind(src, dst)
+    nodes = os.path.join(cfg["devnodes"], "vfio")
+    os.mkdir("/dev/vfio", 0o755)
+    bind(nodes, "/dev/vfio")
+    # nodev: the numbers may belong to a real driver here (245 is hidraw on many
+    # machines), so open(2) of a node must reach none: it fails with EACCES
+    sys_mount("none", "/dev/vfio", None, MS_REMOUNT | MS_BIND | MS_NODEV)
+
+
+def setup_modules_alias(cfg: dict[str, Any]) -> None:
+    """``/lib/modules/$(uname -r)/modules.alias`` with the vfio-pci variant
+    drivers' aliases (:mod:`fakemdev.modules_alias`) after the real file's lines.
+
+    An overlay on the deepest directory of that path that exists (the real
+    modules directory, or ``/usr/lib`` on a machine without one) adds the
+    file and any missing directories; everything else there stays the real one."""
+    from .modules_alias import merged
+    path = os.path.realpath(os.path.join("/lib/modules", os.uname().release, "modules.alias"))
+    try:
+        with open(path) as f:
+            real: str | None = f.read()
+    except OSError:
+        real = None
+    base = os.path.dirname(path)
+    while not os.path.isdir(base):
+        base = os.path.dirname(base)
+    upper, work = os.path.join(cfg["work"], "modules", "upper"), os.path.join(cfg["work"], "modules", "work")
+    inner = os.path.join(upper, os.path.relpath(path, base))
+    os.makedirs(os.path.dirname(inner), mode=0o755, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    with open(inner, "w") as f:
+        f.write(merged(real))
+    os.chmod(inner, 0o644)
+    opts = f"lowerdir={base},upperdir={upper},workdir={work}"
+    try:
+        sys_mount("overlay", base, "overlay", 0, opts)
+    except OSError:  # in a user namespace overlayfs keeps its metadata in user.* xattrs
+        sys_mount("overlay", base, "overlay", 0, opts + ",userxattr")
+
+
 def loopback_up() -> None:
     ip = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip"
     if os.path.exists(ip):
@@ -125,6 +188,10 @@ def main(argv: list[str]) -> int:
     env.pop("FAKEMDEV_RUNTIME_DIR", None)
     setup_sysfs(cfg)
     setup_run_and_etc(cfg)
+    try:
+        setup_modules_alias(cfg)
+    except OSError as e:
+        print(f"fakemdev run: no modules.alias for the variant drivers: {e}", file=sys.stderr)
     loopback_up()
     stop = threading.Event()
     from .control import call
@@ -134,6 +201,8 @@ def main(argv: list[str]) -> int:
     since = backlog[-1]["seqnum"] if backlog else 0
     relay = threading.Thread(target=forward, args=(cfg["socket"], cfg["host"], stop.is_set, since), daemon=True)
     relay.start()
+    if cfg.get("devnodes"):
+        setup_dev(cfg)
     libvirtd = start_libvirtd(cfg, env) if cfg.get("libvirt") else None
     try:
         child = subprocess.Popen(cfg["command"], env=env)

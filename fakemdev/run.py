@@ -8,6 +8,10 @@ mount and network namespaces (``unshare``) where, by :mod:`fakemdev.nsinit`:
   mdevctl, not for libudev which insists on real paths under /sys);
 * ``/run`` is a private tmpfs with ``udev/control`` (so libudev monitors
   subscribe), and ``/etc/mdevctl.d`` a private directory;
+* ``/dev`` is a private tmpfs with the real entries bound in and, as root,
+  the host's VFIO nodes at ``/dev/vfio`` (:mod:`fakemdev.devnodes`);
+* ``/lib/modules/$(uname -r)/modules.alias`` shows the vfio-pci variant
+  drivers' aliases after the real lines (:mod:`fakemdev.modules_alias`);
 * the mount's uevents are re-broadcast in udev's format on that namespace's
   netlink only, never the host's;
 * ``SYSTEMD_DEVICE_VERIFY_SYSFS=0`` lets libudev accept a FUSE /sys.
@@ -86,6 +90,11 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = No
     mp = os.path.join(work, "mnt")
     os.mkdir(mp)
     multi = len(hosts) > 1
+    devnodes = None
+    if as_root:  # mknod needs CAP_MKNOD in the initial user namespace
+        from .devnodes import attach
+        devnodes = os.path.join(work, "dev")
+        attach(hosts[host], devnodes)  # before mount: the daemon it forks keeps the nodes
     try:
         try:
             mount(hosts, mp, multi=multi, description=description or "fakemdev run", runtime=runtime)
@@ -99,6 +108,7 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = No
             "mode": mode,
             "work": work,
             "libvirt": libvirt,
+            "devnodes": devnodes,
             "command": list(command),
         }
         args = _unshare_args(as_root, net) + ["--", sys.executable, "-m", "fakemdev.nsinit", json.dumps(config)]

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from . import events as ev
 from . import kernels
 from .core import VFIO_GROUP_MAJOR, Change, Host, MdevDevice, MdevType, Parent
+from .devnodes import VFIO_MISC, vfio_nodes
 from .errors import KernelError
 from .kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir, readdir_order
 from .pci import tree as pci_tree
 
 RO, WO, RW = 0o444, 0o200, 0o644
-VFIO_MISC = (10, 196)
 
 # /sys/module/<core module>: values from the captured 6.12 kernel.
 CORE_MODULE_ATTRS: dict[str, dict[str, str]] = {
@@ -138,7 +138,8 @@ def _device_paths(dev: MdevDevice) -> tuple[str, str]:
 
 
 def _group_paths(g: int | None, v: int | None) -> list[str]:
-    out = [] if g is None else [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}"]
+    out = [] if g is None else [f"kernel/iommu_groups/{g}", f"devices/virtual/vfio/{g}", f"class/vfio/{g}",
+                                f"dev/char/{VFIO_GROUP_MAJOR}:{g}"]
     return out + ([] if v is None else [f"class/vfio-dev/vfio{v}"])
 
 
@@ -147,7 +148,8 @@ def _vfio_groups_dir(dev: MdevDevice) -> list[str]:
     return [] if dev.parent.host.groups else ["devices/virtual/vfio"]
 
 
-_GROUP_DIRS = ("kernel/iommu_groups", "devices/virtual/vfio", "devices/virtual", "class/vfio", "class/vfio-dev")
+_GROUP_DIRS = ("kernel/iommu_groups", "devices/virtual/vfio", "devices/virtual", "class/vfio", "class/vfio-dev",
+               "dev/char")
 _DRIVER_DIRS = ("bus/mdev/drivers", "class/mdev_bus", "class", "module", "module/mdev/holders", "module/vfio/holders",
                 *_GROUP_DIRS)
 
@@ -202,10 +204,10 @@ def _paths_of(e: ev.Event) -> tuple[list[str], list[str]]:
                  f"bus/mdev/drivers/{e.new.driver_name}"], list(_DRIVER_DIRS))
     if isinstance(e, (ev.CoreLoaded, ev.CoreUnloaded)):
         return ["bus/mdev", "class/mdev_bus", "module/mdev"], ["bus", "class", "module", "module/vfio/holders"]
-    if isinstance(e, ev.DriverNodesChanged):
-        return list(e.gone), list(e.changed)
+    if isinstance(e, ev.DriverNodesChanged):  # a driver's VFIO devices may have come or gone: dev/char too
+        return list(e.gone), [*e.changed, "dev/char"]
     if isinstance(e, ev.VfioIdsChanged):
-        return [f"class/vfio-dev/vfio{e.index}"], ["class/vfio-dev"]
+        return [f"class/vfio-dev/vfio{e.index}"], ["class/vfio-dev", "dev/char"]
     raise TypeError(f"no projection for {e!r}")
 
 
@@ -346,6 +348,7 @@ class SysfsTree:
         m["class/misc/vfio"] = lambda: Link("../../devices/virtual/misc/vfio")
         m["devices/virtual/misc/vfio"] = self._misc_vfio
         m["devices/virtual/vfio"] = lambda: VfioGroupsDir(self) if host.groups or host.pci.vfio_groups() else None
+        m["dev/char"] = lambda: LazyDir(self._dev_char)
         m["kernel/iommu_groups"] = lambda: IommuGroupsDir(self)
         modules = ["vfio", "vfio_iommu_type1"] + (["mdev"] if host.mdev_loaded else []) + list(host.drivers)
         if any(d.driver_module == kernels.VFIO_MDEV for d in host.drivers.values()):
@@ -488,6 +491,11 @@ class SysfsTree:
         for name, path in pci_tree.vfio_dev_paths(self.host.pci).items():
             out[name] = Link(kernfs_link("class/vfio-dev", path))
         return out
+
+    def _dev_char(self) -> Mapping[str, Node]:
+        """``/sys/dev/char``: a ``MAJOR:MINOR`` link per char device (drivers/base/core.c:
+        device_create_sys_dev_entry), from :func:`fakemdev.devnodes.vfio_nodes`."""
+        return {n.dev_t: Link(kernfs_link("dev/char", n.devpath)) for n in vfio_nodes(self.host)}
 
     def _vfio_groups(self) -> Mapping[str, Node]:
         return {str(g): self._vfio_group_dir(g) for g in self._all_vfio_groups()}

@@ -550,24 +550,16 @@ def class_pci_bus(tree: SysfsTree) -> dict[str, Node]:
     return out
 
 
-def dev_char_links(tree: SysfsTree) -> dict[str, Node]:
-    """``/sys/dev/char/<major>:<minor>``: the vfio misc device and each PCI VFIO group."""
-    out: dict[str, Node] = {"10:196": Link("../../devices/virtual/misc/vfio")}
-    for g, minor in tree.host.pci.vfio_groups().items():
-        out[f"{tree.host.pci.group_major}:{minor}"] = Link(f"../../devices/virtual/vfio/{g}")
-    return out
-
-
 def mounts(tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
     """What the PCI bus adds to the tree's mount points: ``bus/pci``, each top-level
-    function (functions below a bridge are listed by the bridge), PCI driver modules
-    and ``dev/char``. A function at an mdev parent's path is merged into that parent's
-    directory instead (:func:`function_entries`)."""
+    function (functions below a bridge are listed by the bridge) and PCI driver modules
+    (``dev/char`` is the projection's, from :func:`fakemdev.devnodes.vfio_nodes`). A
+    function at an mdev parent's path is merged into that parent's directory instead
+    (:func:`function_entries`)."""
     host = tree.host
     bus = host.pci
     m: dict[str, Callable[[], Node | None]] = {
         "bus/pci": functools.partial(BusPciDir, tree),
-        "dev/char": lambda: StaticDir(dev_char_links(tree)),
     }
     m["class/pci_bus"] = lambda: StaticDir(class_pci_bus(tree))
     for name, path in root_buses(bus).items():  # the host bridge device pciDDDD:BB
