@@ -160,6 +160,7 @@ class PciFunctionChanged:
 
     function: PciFunction
     names: tuple[str, ...] = ()
+    vfio_group: int | None = None   # a VFIO group device it made or took away (a vGPU on a VF)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import yaml
 
 from .core import Host
 from .errors import KernelError
-from .kernels import DEFAULT_KERNEL
+from .kernels import DEFAULT_KERNEL, VFIO_MDEV
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PARENT_SKIP = {"uevent", "power", "subsystem", "mdev_supported_types", "driver", "driver_override"}
@@ -216,9 +216,7 @@ def _read_parent(root: str, name: str, reader: Reader) -> RecParent | None:
             value = _read(p)
             if value is not None:
                 attrs[entry] = value[:-1] if value.endswith("\n") else value
-    # A bus parent's driver link names its (PCI) driver, i.e. the module;
-    # a class parent (the samples) only has the type-dir prefix to go by.
-    module = _link_tail(os.path.join(pdir, "driver")) or driver_string
+    module = _parent_module(root, pdir, driver_string, mdev_driver)
     mdev_driver = mdev_driver or _mdev_driver_of(root, module) or module
     rec = RecParent(name, devpath, driver_string, kind, subsystem, attrs, _read(os.path.join(pdir, "uevent")) or "",
                     types, devices, module, mdev_driver)
@@ -239,6 +237,40 @@ def _read_parent(root: str, name: str, reader: Reader) -> RecParent | None:
     except OSError:
         pass
     return rec
+
+
+def _parent_module(root: str, pdir: str, driver_string: str, mdev_driver: str | None) -> str:
+    """The module that registered a parent, which sysfs never names. A bus
+    parent's driver link names its PCI driver: the vendor module itself when
+    that module also registers an mdev driver (i915 on 5.16+), but only the
+    GPU's base driver for NVIDIA (``nvidia``; the parent is registered by
+    ``nvidia_vgpu_vfio``). So, first match: the PCI driver's module if it has
+    an mdev driver; the module of the devices' mdev driver; an mdev driver
+    named after the type prefix; a loaded module named ``<prefix>_...`` that
+    a built-in driver plays; the PCI driver's module; the type prefix (a
+    class parent, the samples, has nothing else to go by)."""
+    pci_module = _link_tail(os.path.join(pdir, "driver"))
+    if pci_module and _mdev_driver_of(root, pci_module) is not None:
+        return pci_module
+    drivers = os.path.join(root, "bus", "mdev", "drivers")
+    if mdev_driver and mdev_driver != VFIO_MDEV:
+        module = _link_tail(os.path.join(drivers, mdev_driver, "module"))
+        if module:
+            return module
+    try:
+        for drv in sorted(os.listdir(drivers)):
+            module = _link_tail(os.path.join(drivers, drv, "module"))
+            if drv.startswith(driver_string) and module not in (None, VFIO_MDEV):
+                return str(module)
+    except OSError:
+        pass
+    try:
+        for module in sorted(os.listdir(os.path.join(root, "module"))):
+            if module.startswith(f"{driver_string}_") and _builtins_for_module(module):
+                return module
+    except OSError:
+        pass
+    return pci_module or driver_string
 
 
 def _mdev_driver_of(root: str, module: str) -> str | None:
@@ -293,10 +325,23 @@ def _projected_attrs(parent: Any) -> dict[str, str]:
     return out
 
 
+def _projected_uevent(parent: Any) -> str:
+    """The parent's ``uevent`` as the projection shows it (a PCI function's
+    has what the PCI core adds, such as PCI_SUBSYS_ID, besides the spec's)."""
+    from . import vfs
+    from .sysfs import SysfsTree
+    node = SysfsTree(parent.host).lookup(f"{parent.devpath}/uevent")
+    if node is None or node.kind != "file":
+        return str(parent.spec.uevent.decode())
+    try:
+        return vfs.show(node).decode("utf-8")  # type: ignore[arg-type]
+    except (KernelError, UnicodeDecodeError):
+        return str(parent.spec.uevent.decode())
+
+
 def _same_parent(parent: Any, driver: Any, rec: RecParent) -> bool:
-    spec = parent.spec
     got_attrs = _projected_attrs(parent)
-    if (parent.devpath != rec.devpath or spec.uevent.decode() != rec.uevent or got_attrs != rec.attrs
+    if (parent.devpath != rec.devpath or _projected_uevent(parent) != rec.uevent or got_attrs != rec.attrs
             or driver.driver_name != rec.mdev_driver):
         return False
     got = sorted((t.id, t.name, None if t.spec.description is None else t.spec.description.rstrip("\n"),

@@ -42,7 +42,7 @@ from fakemdev.core import Host
 from fakemdev.kernels import PROFILES
 from fakemdev.vendors import BUILTIN, get_driver
 
-MDEV_DRIVERS = [n for n in BUILTIN if n != "nvidia_sriov"]
+MDEV_DRIVERS = [n for n in BUILTIN if get_driver(n).registers_mdev_driver]
 
 
 # -- KubeVirt, encoded ---------------------------------------------------------------------------
@@ -139,8 +139,7 @@ def test_kubevirt_mdev_discovery_finds_every_vendors_mdev(mount_tree: Any, tmp_p
 
 @pytest.mark.parametrize("driver", [
     "i915",
-    pytest.param("nvidia", marks=pytest.mark.xfail(
-        strict=True, reason="needs numa_node on every PCI function (the PCI helper's bus)")),
+    "nvidia",
 ])
 def test_a_pci_parent_has_the_numa_node_kubevirt_reads(mount_tree: Any, tmp_path: Path, driver: str) -> None:
     host = Host()

@@ -70,7 +70,6 @@ def test_enable_or_disable_must_be_given(tmp_path: Path) -> None:
 
 
 @requires_fuse
-@pytest.mark.xfail(strict=True, reason="needs writable sriov_numvfs from the PCI helper")
 def test_on_a_mount_enable_makes_the_vfs_and_disable_removes_them(tmp_path: Path) -> None:
     mp = tmp_path / "sys"
     mp.mkdir()

@@ -91,6 +91,7 @@ class PciBus:
         self.removed: dict[str, PciFunction] = {}     # what a rescan brings back
         self.topology = 0                             # bumped when a function or driver comes or goes
         self._group_minors: dict[int, int] = {}       # vfio group -> /dev/vfio minor
+        self._group_users: dict[int, int] = {}        # vfio group -> VFIO devices registered in it
         # /dev/vfio/<group>'s major: dynamic (alloc_chrdev_region), one for every group of the host
         from ..core import VFIO_GROUP_MAJOR
         self.group_major = VFIO_GROUP_MAJOR
@@ -251,14 +252,7 @@ class PciBus:
         if not drv.vfio:
             fn.enable_cnt = max(fn.enable_cnt, 1)   # pci_enable_device in the driver's probe
         if drv.vfio:
-            g = fn.iommu_group
-            if g is not None and g not in self._group_minors:
-                # one minor IDA for every VFIO group: an mdev group's minor is its number (fakemdev.core)
-                taken = set(self._group_minors.values()) | set(self.host.groups)
-                minor = min(set(range(len(taken) + 1)) - taken)
-                self._group_minors[g] = minor
-                if announce:
-                    uevents.append(self._uevent("add", f"/devices/virtual/vfio/{g}", self._group_env(g, minor)))
+            self.vfio_group_get(fn, uevents if announce else [])
             if kernels.has_vfio_dev(self.host.kernel):
                 fn.vfio_index = self.host.alloc_vfio_id()
                 if announce:
@@ -276,6 +270,38 @@ class PciBus:
             uevents.append(self._fn_uevent("bind", fn, drv.name))
         events.append(ev.PciFunctionBound(fn, drv.name, fn.vfio_index, fn.iommu_group if drv.vfio else None))
 
+    def vfio_group_get(self, fn: PciFunction, uevents: list[Uevent]) -> int | None:
+        """A VFIO device registers in ``fn``'s IOMMU group (vfio-pci's probe, or a
+        vendor making a VF a VFIO device, as NVIDIA's vGPU does): the first one
+        makes the group's char device (vfio_group_find_or_alloc). Returns the
+        group if its device was made now."""
+        g = fn.iommu_group
+        if g is None:
+            return None
+        self._group_users[g] = self._group_users.get(g, 0) + 1
+        if g in self._group_minors:
+            return None
+        # one minor IDA for every VFIO group: an mdev group's minor is its number (fakemdev.core)
+        taken = set(self._group_minors.values()) | set(self.host.groups)
+        minor = min(set(range(len(taken) + 1)) - taken)
+        self._group_minors[g] = minor
+        uevents.append(self._uevent("add", f"/devices/virtual/vfio/{g}", self._group_env(g, minor)))
+        return g
+
+    def vfio_group_put(self, fn: PciFunction, uevents: list[Uevent]) -> int | None:
+        """The VFIO device of ``fn`` unregisters: the last one of the group
+        takes the group's char device away. Returns the group if it went."""
+        g = fn.iommu_group
+        if g is None or g not in self._group_users:
+            return None
+        self._group_users[g] -= 1
+        if self._group_users[g]:
+            return None
+        del self._group_users[g]
+        minor = self._group_minors.pop(g)
+        uevents.append(self._uevent("remove", f"/devices/virtual/vfio/{g}", self._group_env(g, minor)))
+        return g
+
     def _release(self, fn: PciFunction, events: list[ev.Event], uevents: list[Uevent]) -> None:
         """device_release_driver(): the driver's remove(), then the unbind uevent (no DRIVER=)."""
         drv = fn.driver
@@ -286,11 +312,7 @@ class PciBus:
                 uevents.append(self._uevent("remove", f"/{fn.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
                 self.host.free_vfio_id(v)
                 fn.vfio_index = None
-            g = fn.iommu_group
-            if g is not None and g in self._group_minors and not any(
-                    o.driver is not None and o.driver.vfio for o in self.group_members(g) if o is not fn):
-                minor = self._group_minors.pop(g)
-                uevents.append(self._uevent("remove", f"/devices/virtual/vfio/{g}", self._group_env(g, minor)))
+            self.vfio_group_put(fn, uevents)
         for child in reversed(fn.children):
             if child.driver:
                 uevents.append(self._uevent("unbind", f"/{fn.devpath}/{child.name}",

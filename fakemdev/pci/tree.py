@@ -617,7 +617,9 @@ def paths_of(e: ev.Event) -> tuple[list[str], list[str]]:
                 [fn.devpath, f"bus/pci/drivers/{e.driver_name}", *vfio_dirs])
     if isinstance(e, ev.PciFunctionChanged):
         fn = e.function
-        return [f"{fn.devpath}/{n}" for n in e.names], [fn.devpath, *vfio_dirs]
+        group = ([] if e.vfio_group is None else
+                 [f"devices/virtual/vfio/{e.vfio_group}", f"class/vfio/{e.vfio_group}"])
+        return [*(f"{fn.devpath}/{n}" for n in e.names), *group], [fn.devpath, *vfio_dirs]
     if isinstance(e, (ev.PciDriverAdded, ev.PciDriverRemoved)):
         return ([f"bus/pci/drivers/{e.name}", f"module/{e.module}"],
                 ["bus/pci/drivers", "module", f"module/{e.module}/drivers"])

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KernelError, errno_value
 from ..kernfs import Attribute
+from ..pci import ANY, PciDriver, PciFunction, PciId
+from ..pci import config as cfgspace
 from .base import MdevTypeSpec, ParentSpec, RecordedParent, SysfsReader, VendorDriver
 from .options import ERRNO, PCI_ADDRESS, choice, listing
 
@@ -43,6 +45,17 @@ GPUS: dict[str, tuple[str, int, list[tuple[int, str, int, int, int, str]]]] = {
     ]),
 }
 PLACEMENTS = ("framebuffer", "type")
+#: What the ``nvidia`` PCI driver binds: NVIDIA display controllers (VGA and 3D).
+NVIDIA_IDS = (PciId(0x10DE, ANY, class_code=0x030000, class_mask=0xFFFF00),
+              PciId(0x10DE, ANY, class_code=0x030200, class_mask=0xFFFF00))
+
+
+def gpu_bars() -> list[str]:
+    """BAR0 (16 MB registers), BAR1 (64 GB framebuffer aperture, 64-bit prefetchable), BAR3 (32 MB)."""
+    zero = "0x0000000000000000 0x0000000000000000 0x0000000000000000"
+    return ["0x00000000f2000000 0x00000000f2ffffff 0x0000000000040200", zero,
+            "0x0000020000000000 0x0000020fffffffff 0x000000000014220c", zero,
+            "0x0000021000000000 0x0000021001ffffff 0x000000000014220c", zero, zero, *[zero] * 6]
 
 
 def pci_devpath(bdf: str) -> str:
@@ -112,12 +125,50 @@ class Driver(VendorDriver):
                 f"max_instance={max_instance}",
                 device_api="vfio-pci", params={"fb": fb, "max_instance": max_instance}))
         dev = self.pci_device[2:].upper()
+        for bdf in self.bdfs:
+            self._place_pci_function(bdf)
         return [ParentSpec(
             name=bdf, devpath=pci_devpath(bdf), driver_string="nvidia", bus="pci", types=list(types),
             attrs={"vendor": b"0x10de\n", "device": f"{self.pci_device}\n".encode(), "class": b"0x030200\n"},
             uevent=(f"DRIVER=nvidia\nPCI_CLASS=30200\nPCI_ID=10DE:{dev}\nPCI_SLOT_NAME={bdf}\n"
                     f"MODALIAS=pci:v000010DEd0000{dev}sv000010DEsd000011D9bc03sc02i00\n").encode())
             for bdf in self.bdfs]
+
+    # -- each GPU as a PCI function (fakemdev.pci) -------------------------
+    def _place_pci_function(self, bdf: str) -> None:
+        """The GPU's PCI function, bound to the ``nvidia`` PCI driver, so the
+        mdev parent's directory has what lspci, libvirt, KubeVirt and go-nvlib
+        read (config, numa_node, resource, driver_override, ...). No IOMMU
+        group: as the i915 parent, so the mdevs' group numbers stay the
+        kernel's first ones. An upgrade keeps the function in place."""
+        bus = self.services.pci
+        if "nvidia" not in bus.drivers:  # binds the GPUs again after an rmmod
+            bus.register_driver(PciDriver("nvidia", "nvidia", NVIDIA_IDS))
+        if bus.find(bdf) is not None:
+            return
+        cfg = cfgspace.build(0x10DE, int(self.pci_device, 16), 0x030200, revision=0xA1,
+                             subsystem=(0x10DE, 0x11D9), msix_vectors=6)
+        fn = PciFunction(bdf=bdf, devpath=pci_devpath(bdf), config=cfg, irq=0, numa_node=0,
+                         local_cpulist="0-63", local_cpus="ffffffff,ffffffff", resource=gpu_bars(),
+                         reset_methods=("flr", "bus"), owner=self)
+        bus.add_function(fn, driver="nvidia", iommu=False)
+
+    def on_unload(self) -> None:
+        """rmmod: the ``nvidia`` PCI driver goes unless another module's GPU
+        still uses it; the GPUs stay on the bus, unbound."""
+        bus = self.services.pci
+        drv = bus.drivers.get("nvidia")
+        if drv is None:
+            return
+        if any(fn.driver is drv and fn.owner is not self for fn in bus.functions.values()):
+            return
+        bus.unregister_driver("nvidia")
+
+    def upgrade_from(self, old: VendorDriver) -> None:
+        for bdf in self.bdfs:
+            fn = self.services.pci.find(bdf)
+            if fn is not None and fn.owner is old:
+                fn.owner = self
 
     # -- accounting: homogeneous placement ---------------------------------
     def _compatible(self, mdev_type: MdevType, other: MdevType) -> bool:

@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Uevent, kstrtoul
 from ..errors import KernelError
-from ..events import DriverNodesChanged, VfioIdsChanged
+from ..events import DriverNodesChanged, PciFunctionChanged, VfioIdsChanged
 from ..kernels import has_vfio_dev
 from ..kernfs import Attribute, Link, Node, StaticDir
-from ..pci import ANY, PciDriver, PciFunction, PciId
+from ..pci import PciDriver, PciFunction
 from ..pci import config as cfgspace
 from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
-from .nvidia import parse_vgpu_params, pci_devpath
+from .nvidia import NVIDIA_IDS, parse_vgpu_params, pci_devpath
+from .nvidia import gpu_bars as _bars
 from .options import PCI_ADDRESS, choice, integer
 
 if TYPE_CHECKING:
@@ -96,8 +97,6 @@ def vf_bdf(pf: str, index: int, first_offset: int = 4) -> str:
 
 VF_OFFSET, VF_STRIDE = 4, 1
 HEADER = "ID    : vGPU Name"  # the first row of creatable_vgpu_types (vGPU 17+)
-NVIDIA_IDS = (PciId(0x10DE, ANY, class_code=0x030000, class_mask=0xFFFF00),
-              PciId(0x10DE, ANY, class_code=0x030200, class_mask=0xFFFF00))
 
 
 class Driver(VendorDriver):
@@ -280,7 +279,8 @@ class Driver(VendorDriver):
         """current_vgpu_type store: create (id) or destroy (0) the VF's vGPU."""
         host = self.services
         with host.lock:
-            if self.vgpus.get(vf.bdf) is not vf:
+            fn = vf.function
+            if self.vgpus.get(vf.bdf) is not vf or fn is None:
                 raise KernelError(errno.ENODEV, f"VF {vf.bdf} is gone")
             gone: list[str] = []
             changed = [vf.devpath, f"{vf.devpath}/nvidia"]
@@ -296,6 +296,7 @@ class Driver(VendorDriver):
                     gone.append(f"{vf.devpath}/vfio-dev")
                     vfio_events.append(VfioIdsChanged(v))
                     uevents.append(Uevent("remove", f"/{vf.devpath}/vfio-dev/vfio{v}", ["SUBSYSTEM=vfio-dev"]))
+                group = host.pci.vfio_group_put(fn, uevents)
             else:
                 if vf.vgpu_type:
                     raise KernelError(errno.EBUSY, f"VF {vf.bdf} already has vGPU type {vf.vgpu_type}")
@@ -304,6 +305,7 @@ class Driver(VendorDriver):
                     raise KernelError(errno.EINVAL, f"{t[1]} cannot be created on VF {vf.bdf} now "
                                                     f"(homogeneous placement or no room left)")
                 vf.vgpu_type = type_id
+                group = host.pci.vfio_group_get(fn, uevents)  # the VF is now a VFIO device
                 if has_vfio_dev(self.kernel):
                     vf.vfio_index = host.alloc_vfio_id()
                     gone.append(f"{vf.devpath}/vfio-dev")
@@ -312,7 +314,8 @@ class Driver(VendorDriver):
                                                  ["SUBSYSTEM=vfio-dev"]))
             for sibling in self.vgpus.values():  # their creatable lists changed
                 changed.append(f"{sibling.devpath}/nvidia")
-            host.post([DriverNodesChanged(self, tuple(gone), tuple(changed)), *vfio_events], uevents)
+            host.post([DriverNodesChanged(self, tuple(gone), tuple(changed)), *vfio_events,
+                       PciFunctionChanged(fn, (), group)], uevents)
 
     # -- sysfs -------------------------------------------------------------------
     def _nvidia_attrs(self, vf: VirtualFunction) -> dict[str, Node]:
@@ -336,11 +339,3 @@ class Driver(VendorDriver):
             "current_vgpu_type": Attribute(RW, lambda: f"{vf.vgpu_type}\n".encode(), current_store, owner=vf),
             "vgpu_params": Attribute(RW, lambda: f"{vf.vgpu_params}\n".encode(), params_store, owner=vf),
         }
-
-
-def _bars() -> list[str]:
-    """BAR0 (16 MB registers), BAR1 (64 GB framebuffer aperture, 64-bit prefetchable), BAR3 (32 MB)."""
-    zero = "0x0000000000000000 0x0000000000000000 0x0000000000000000"
-    return ["0x00000000f2000000 0x00000000f2ffffff 0x0000000000040200", zero,
-            "0x0000020000000000 0x0000020fffffffff 0x000000000014220c", zero,
-            "0x0000021000000000 0x0000021001ffffff 0x000000000014220c", zero, zero, *[zero] * 6]
