@@ -21,9 +21,10 @@ import functools
 import itertools
 import logging
 import os
-import queue
 import stat
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,11 @@ FUSE_ROOT_ID = 1
 # Directories whose READDIRPLUS listing is kept (per model generation); a
 # walk needs the few on its path, a client polling one directory needs one.
 LISTING_CACHE_MAX = 1024
+
+# The reaper drops removed dentries in batches gathered over this long: each
+# wake-up of its thread costs the loop thread a GIL hand-over, per remove
+# that was a third of a create+remove pair's time in the daemon.
+REAP_BATCH_S = 0.05
 
 
 def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,7 +114,8 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         self.stats = {"invalidations": 0, "entries_dropped": 0}
         self.mountpoint = mountpoint
         self._session: int | None = None
-        self._reap: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._reap: deque[tuple[str, str]] = deque()  # dentries for the reaper; append/popleft are atomic
+        self._reap_wake = threading.Event()
         self.threads = threads
         self.workers: OnDemandWorkers | None = None
         # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
@@ -159,20 +166,26 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         own mount, which the FUSE loop must be free to answer."""
         nodeids: dict[str, int] = {}
         while True:
-            head, name = self._reap.get()
-            try:
-                nodeid = FUSE_ROOT_ID if head in ("", "/") else nodeids.get(head)
-                if nodeid is None:
-                    nodeid = nodeids[head] = os.lstat(f"{self.mountpoint}{head}").st_ino
-                raw = name.encode("utf-8", "surrogateescape")
-                if _inval_entry(self._session, nodeid, raw, len(raw)) == 0:
-                    self.stats["entries_dropped"] += 1
-                elif head not in ("", "/"):
-                    nodeids.pop(head, None)  # that directory may have been replaced: learn its id again
-            except OSError:
-                nodeids.pop(head, None)
-            except Exception:  # never let memory housekeeping take the daemon down
-                log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
+            self._reap_wake.wait()
+            time.sleep(REAP_BATCH_S)  # let a burst of removes gather: one wake-up for all of them
+            self._reap_wake.clear()
+            while self._reap:
+                self._reap_one(nodeids, *self._reap.popleft())
+
+    def _reap_one(self, nodeids: dict[str, int], head: str, name: str) -> None:
+        try:
+            nodeid = FUSE_ROOT_ID if head in ("", "/") else nodeids.get(head)
+            if nodeid is None:
+                nodeid = nodeids[head] = os.lstat(f"{self.mountpoint}{head}").st_ino
+            raw = name.encode("utf-8", "surrogateescape")
+            if _inval_entry(self._session, nodeid, raw, len(raw)) == 0:
+                self.stats["entries_dropped"] += 1
+            elif head not in ("", "/"):
+                nodeids.pop(head, None)  # that directory may have been replaced: learn its id again
+        except OSError:
+            nodeids.pop(head, None)
+        except Exception:  # never let memory housekeeping take the daemon down
+            log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
     def _split(self, path: str) -> tuple[Host | None, SysfsTree | None, str]:
         if self._only is not None:
@@ -223,20 +236,22 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if self._fuse_ptr is None or _invalidate is None:
             return
         todo: dict[str, None] = {}
+        seen = self._seen
         with self._seen_lock:
             for rel in inv.gone:
-                self._collect_tree(f"{prefix}/{rel}", todo)
+                path = f"{prefix}/{rel}"
+                head, _, name = path.rpartition("/")
+                known = seen.get(head or "/")
+                if (known is not None and name in known) or path in seen:  # else the kernel never saw it
+                    self._collect_tree(path, todo)
             for rel in inv.changed:
                 path = f"{prefix}/{rel}"
-                if self._was_seen(path):
+                head, _, name = path.rpartition("/")
+                known = seen.get(head or "/")
+                if known is not None and name in known:
                     todo[path] = None
         for path in todo:
             self._invalidate_one(path)
-
-    def _was_seen(self, path: str) -> bool:
-        head, _, name = path.rpartition("/")
-        s = self._seen.get(head or "/")
-        return s is not None and name in s
 
     def _invalidate_one(self, path: str) -> None:
         self.stats["invalidations"] += 1
@@ -250,7 +265,9 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             parent.discard(name)
             todo[path] = None
             if self._session is not None:
-                self._reap.put((head, name))
+                self._reap.append((head, name))
+                if not self._reap_wake.is_set():  # waking the reaper is a GIL hand-over: once per batch
+                    self._reap_wake.set()
         stack = [path]
         while stack:
             p = stack.pop()
