@@ -24,6 +24,7 @@ Run as root (mounts tmpfs, bindfs, private mount namespaces):
 from __future__ import annotations
 
 import argparse
+import compileall
 import ctypes
 import ctypes.util
 import datetime
@@ -827,6 +828,9 @@ def main() -> int:
                          "(the mount-ready and RSS rows start fresh processes, which keep it)")
     args = ap.parse_args()
     args.cpu = pin(args.cpu, args.unpinned)
+    # mount-ready times a byte-compiled install (setup.sh compiles; PYTHONDONTWRITEBYTECODE would
+    # otherwise make every `fakemdev mount` compile the package again)
+    compileall.compile_dir(str(REPO / "fakemdev"), quiet=1)
     if args.plain_readdir:
         from fakemdev.fuse.operations import MdevOperations
         MdevOperations.use_readdirplus = False  # the daemons are forked from here

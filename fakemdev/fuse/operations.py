@@ -33,11 +33,12 @@ from ..core import Change, Host
 from ..errors import KernelError
 from ..kernfs import ATTR_SIZE, Node
 from ..sysfs import SysfsTree, state_of
-from . import readdirplus
+from . import fastattr, readdirplus
 from .binding import mfusepy
 from .workers import OnDemandWorkers
 
 readdirplus.install()
+fastattr.install()
 
 log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
@@ -122,6 +123,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         self._listings: dict[str, readdirplus.Listing] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
         self._chmods = 0
+        self.on_init: Callable[[], None] | None = None  # called once the kernel's FUSE_INIT is handled
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
             host.listeners.append(functools.partial(self._on_change, prefix, self.trees[name]))
@@ -144,6 +146,8 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if self.mountpoint and session and _inval_entry is not None:
             self._session = session
             threading.Thread(target=self._reaper, name="fakemdev-reaper", daemon=True).start()
+        if self.on_init is not None:
+            self.on_init()
 
     def destroy(self, path: str) -> None:
         """libfuse is about to free the session: stand-in loop threads leave first."""
@@ -305,8 +309,18 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
     # -- metadata -------------------------------------------------------------
     @syscall
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        return self._attrs(path)[0]
+
+    @syscall
+    def getattr_struct(self, path: str, fh: Any = None) -> Any:
+        """getattr as the interned ``struct stat`` (:mod:`.fastattr` copies it into the reply)."""
+        return self._attrs(path)[1]
+
+    def _attrs(self, path: str) -> tuple[dict[str, Any], Any]:
         if self.multi and path == "/":
-            return self._stat_dict(stat.S_IFDIR | 0o755, 2 + len(self.hosts), None)
+            key = ("hosts root", len(self.hosts))
+            return self._stat_pool.get(key) or self._stat_pool.add(
+                key, self._stat_dict(stat.S_IFDIR | 0o755, 2 + len(self.hosts), None))
         host, tree, rel = self._split(path)
         if host is None or tree is None:
             raise FuseOSError(errno.ENOENT)
@@ -315,7 +329,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             if node is None:
                 raise FuseOSError(errno.ENOENT)
             self._remember(path)
-            return self._stat(host, tree, rel, node)[0]
+            return self._stat(host, tree, rel, node)
 
     def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> tuple[dict[str, Any], Any]:
         """What getattr answers for node (at sysfs-relative rel), and the same
