@@ -286,6 +286,7 @@ class SysfsTree:
         self._junctions: dict[str, set[str]] = {}
         self.root: Directory = Junction(self, "")
         self.state = state_of(host)
+        self._live = self._live_types()
 
     def mode_of(self, rel: str, node: Node) -> int:
         """A node's mode as ls shows it: chmod's, else the attribute's."""
@@ -330,7 +331,7 @@ class SysfsTree:
             for p in self._volatile:
                 dirs.pop(p, None)
             self._volatile.clear()
-        live = self._live_types()
+        live = self._live
         for p in inv.changed:  # a live view at a changed path answers the change itself
             d = dirs.get(p.strip("/"))
             if d is not None and type(d) not in live:
@@ -443,16 +444,20 @@ class SysfsTree:
         if child is not None and child.kind == "dir":
             if len(self._dirs) >= DIR_CACHE_MAX:
                 self._forget_all()
-            self._dirs[path] = child  # type: ignore[assignment]
-            kids = self._below.get(head)
-            if kids is None:
-                kids = self._below[head] = set()
-            elif len(kids) >= DIR_CACHE_MAX:  # names forgotten one by one: keep those that still lead somewhere
-                kids.intersection_update([k for k in kids if k in self._dirs or k in self._below])
-            kids.add(path)
-            if type(child) not in self._live_types():
-                self._volatile.append(path)
+            self._memo_dir(head, path, child)  # type: ignore[arg-type]
         return child
+
+    def _memo_dir(self, head: str, path: str, child: Directory) -> None:
+        """Memoise the directory ``child`` at ``path`` (below ``head``)."""
+        self._dirs[path] = child
+        kids = self._below.get(head)
+        if kids is None:
+            kids = self._below[head] = set()
+        elif len(kids) >= DIR_CACHE_MAX:  # names forgotten one by one: keep those that still lead somewhere
+            kids.intersection_update([k for k in kids if k in self._dirs or k in self._below])
+        kids.add(path)
+        if type(child) not in self._live:
+            self._volatile.append(path)
 
     def resolve(self, path: str) -> Node:
         """The node a sysfs-relative path leads to, following symlinks as
@@ -507,9 +512,20 @@ class SysfsTree:
         self._sync()
         path = path.strip("/")
         if d.fast_lookup:
-            return d.items()
-        e = self._entries_of(path, d)
-        return [(n, e[n]) for n in readdir_order(e)]
+            items = d.items()
+        else:
+            e = self._entries_of(path, d)
+            items = [(n, e[n]) for n in readdir_order(e)]
+        if self._dirs.get(path) is d or (not path and d is self.root):
+            # the child directories as if looked up: their nlink (asked for the listing's attributes)
+            # and their own listing (when the walk enters them) then build their entries once, not twice
+            dirs = [(n, c) for n, c in items if c.kind == "dir"]
+            if len(self._dirs) + len(dirs) < DIR_CACHE_MAX:
+                prefix = f"{path}/" if path else ""
+                for n, c in dirs:
+                    if prefix + n not in self._dirs:
+                        self._memo_dir(path, prefix + n, c)  # type: ignore[arg-type]
+        return items
 
     def subdir_count(self, path: str, d: Directory) -> int:
         """Child directories of ``d`` (at ``path``), for nlink."""

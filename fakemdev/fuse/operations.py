@@ -336,13 +336,14 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         as a ``struct stat`` for readdirplus: interned, so built once per
         distinct (type and mode, nlink) and not again on every request."""
         kind = node.kind
+        modes = tree.state.mode_overrides  # chmod's modes (tree.mode_of, without a call)
         if kind == "dir":
-            st_mode = stat.S_IFDIR | self._mode(host, rel, node)
+            st_mode = stat.S_IFDIR | (modes.get(rel, node.mode) if modes else node.mode)
             nlink = 2 + tree.subdir_count(rel, node)  # type: ignore[arg-type]
         elif kind == "link":
             st_mode, nlink = stat.S_IFLNK | 0o777, 1
         else:
-            st_mode, nlink = stat.S_IFREG | self._mode(host, rel, node), 1
+            st_mode, nlink = stat.S_IFREG | (modes.get(rel, node.mode) if modes else node.mode), 1
         key = (st_mode, nlink, host.boot_time)
         return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
 
