@@ -30,12 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fakemdev.fuse import readdirplus  # noqa: E402  (binds mfusepy to libfuse 3)
+from fakemdev.fuse import fastattr, readdirplus  # noqa: E402  (binds mfusepy to libfuse 3)
 from fakemdev.fuse.binding import mfusepy  # noqa: E402
 from fakemdev.kernfs import ATTR_SIZE, readdir_order  # noqa: E402
 
 CACHE_TIMEOUT = 10.0  # fakemdev's default
 readdirplus.install()
+fastattr.install()
 _DOT = {"st_mode": stat.S_IFDIR | 0o755}
 
 
@@ -81,6 +82,10 @@ class Tree:
             if stat.S_ISREG(mode):
                 st.update(st_size=ATTR_SIZE, st_blksize=4096)
         return st
+
+    def shared(self) -> list[dict[str, Any]]:
+        """Every distinct stat dict the tree hands out."""
+        return list(self._shared.values())
 
     @staticmethod
     def _scan(src: str) -> tuple[dict[str, tuple[int, int]], dict[str, bytes], dict[str, str], dict[str, list[str]],
@@ -158,6 +163,9 @@ class FloorOperations(mfusepy.Operations):  # type: ignore[misc]
                 st = structs[id(attrs)] = pool.add(id(attrs), attrs)[1]
             return st
         dot = struct(_DOT)
+        for attrs in tree.shared():  # every distinct stat dict, listed or not (the root's)
+            struct(attrs)
+        self.structs = structs
         stats = tree.stats
         self.listings = {
             d: readdirplus.Listing([b".", b".."] + [n.encode("utf-8", "surrogateescape") for n in names],
@@ -177,6 +185,14 @@ class FloorOperations(mfusepy.Operations):  # type: ignore[misc]
         if st is None:
             raise mfusepy.FuseOSError(errno.ENOENT)
         return st
+
+    def getattr_struct(self, path: str, fh: Any = None) -> Any:
+        """getattr as the ``struct stat`` fakemdev's :mod:`~fakemdev.fuse.fastattr` copies, built for every
+        stat dict at load (the listings' structs): the floor's GETATTR costs what fakemdev's would."""
+        st = self.tree.stats.get(path)
+        if st is None:
+            raise mfusepy.FuseOSError(errno.ENOENT)
+        return self.structs[id(st)]
 
     def readlink(self, path: str) -> str:
         return self.tree.targets[path]
