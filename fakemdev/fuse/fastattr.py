@@ -6,7 +6,7 @@ a ``setattr`` per key, a ``divmod`` per timestamp), about 6 µs of every
 LOOKUP and GETATTR. fakemdev's attributes come from a handful of distinct
 combinations (file type and mode, nlink, boot time), interned once as
 dict and struct (:class:`~.readdirplus.StatPool`), so the reply can be one
-``memmove`` of the ready struct.
+copy of the ready struct (an assignment through libfuse's pointer, done in C).
 
 This module replaces mfusepy's ``FUSE.getattr_fuse_3`` for operations that
 offer ``getattr_struct(path, fh)`` (the struct, or ``FuseOSError`` as
@@ -14,14 +14,12 @@ offer ``getattr_struct(path, fh)`` (the struct, or ``FuseOSError`` as
 """
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 from typing import Any
 
 from .binding import mfusepy
 
 _plain_getattr: Callable[..., int] | None = None
-_SIZE = ctypes.sizeof(mfusepy.c_stat)
 
 
 def getattr_fuse_3(self: Any, path: bytes | None, buf: Any, fip: Any) -> int:
@@ -31,8 +29,8 @@ def getattr_fuse_3(self: Any, path: bytes | None, buf: Any, fip: Any) -> int:
         assert _plain_getattr is not None
         return _plain_getattr(self, path, buf, fip)
     fh = (fip.contents if self.raw_fi else fip.contents.fh) if fip else None
-    st = struct_of(None if path is None else path.decode(self.encoding, self.errors), fh)
-    ctypes.memmove(buf, ctypes.addressof(st), _SIZE)
+    # a struct assigned through the pointer is copied in C (ctypes.memmove would be a foreign call)
+    buf[0] = struct_of(None if path is None else path.decode(self.encoding, self.errors), fh)
     return 0
 
 
