@@ -49,8 +49,8 @@ from fakemdev.hosts import default_host  # noqa: E402
 
 CALLBACKS = ("getattr_fuse_3", "readdir_fuse_3", "readlink", "open", "read", "write", "release", "access",
              "flush", "ioctl", "init_fuse_3", "chmod_fuse_3", "other")
-HANDLERS = ("getattr", "readdir_plus", "readdir", "readlink", "open", "read", "write", "release", "access",
-            "chmod", "other")
+HANDLERS = ("getattr", "getattr_struct", "readdir_plus", "readdir", "readlink", "open", "read", "write", "release",
+            "access", "chmod", "other")
 _slots = {name: i for i, name in enumerate([f"callback {n}" for n in CALLBACKS] + [f"handler {n}" for n in HANDLERS])}
 CLOCK = RawArray("d", 2 * len(_slots))  # [seconds, calls] per clock
 

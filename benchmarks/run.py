@@ -24,6 +24,7 @@ Run as root (mounts tmpfs, bindfs, private mount namespaces):
 from __future__ import annotations
 
 import argparse
+import compileall
 import ctypes
 import ctypes.util
 import datetime
@@ -45,7 +46,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
 from hosts import bench_uuid, host_for, large_host  # noqa: E402
-from servers import Mounted, affinity, mount_bindfs, mount_fakemdev, mount_floor, plain_umount  # noqa: E402
+from servers import Mounted, affinity, floor_cache, mount_bindfs, mount_fakemdev, mount_floor, plain_umount  # noqa: E402
 
 from fakemdev.export import export  # noqa: E402
 from fakemdev.kernfs import walk as kernfs_walk  # noqa: E402
@@ -164,6 +165,11 @@ class Bench:
         export(host, str(dest))
         return dest
 
+    @staticmethod
+    def remove_export(src: Path) -> None:
+        shutil.rmtree(src)
+        floor_cache(src).unlink(missing_ok=True)
+
     # -- walks -------------------------------------------------------------------------------------------
     @staticmethod
     def walk_read(root: Path) -> int:
@@ -235,7 +241,7 @@ class Bench:
                          "warm_ratio_tmpfs": warm, "warm_ratio_bindfs": warm_bindfs, "warm_ratio_floor": warm_floor,
                          "floor_cold_ratio_bindfs": median_ratio(s["fl_cold"], s["bf_cold"]),
                          "floor_warm_ratio_bindfs": median_ratio(s["fl_warm"], s["bf_warm"])}
-        shutil.rmtree(src)
+        self.remove_export(src)
         return out
 
     # -- FUSE requests per walk ------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ class Bench:
                               "floor": {"median": bf, "min": bf, "max": bf, "n": 1}, "floor_name": "bindfs",
                               "ratio": fm / bf if bf else None, "unit": "count", "note": ""})
             print(f"  {kind}: fakemdev {fm}, floor {fl}, bindfs {bf}", flush=True)
-        shutil.rmtree(src)
+        self.remove_export(src)
         return out
 
     # -- mdevctl through fakemdev run ----------------------------------------------------------------------
@@ -319,7 +325,7 @@ class Bench:
                                 summary(fs_t), summary(bf_t), "bindfs")
             out[sub] = {"fakemdev": summary(fm_t), "bindfs": summary(bf_t), "ratio": ratio, "same_output": same,
                         "lines": lines, "fakemdev_mounted": summary(fs_t), "ratio_mounted": fs_ratio}
-        shutil.rmtree(src)
+        self.remove_export(src)
         return out
 
     # -- staleness -----------------------------------------------------------------------------------------
@@ -599,7 +605,7 @@ print(json.dumps({"ok": ok, "secs": time.perf_counter() - t0}), flush=True)
                 t0 = now()
                 walkstat(src)
                 tf.append((now() - t0) / entries)
-            shutil.rmtree(src)
+            self.remove_export(src)
             r = self.row(f"cold os.walk+lstat per entry, {entries:,} entries ({devices} devices)", summary(fm),
                          summary(tf), "tmpfs")
             out[str(target)] = {"entries": entries, "devices": devices, "fakemdev": summary(fm),
@@ -822,6 +828,9 @@ def main() -> int:
                          "(the mount-ready and RSS rows start fresh processes, which keep it)")
     args = ap.parse_args()
     args.cpu = pin(args.cpu, args.unpinned)
+    # mount-ready times a byte-compiled install (setup.sh compiles; PYTHONDONTWRITEBYTECODE would
+    # otherwise make every `fakemdev mount` compile the package again)
+    compileall.compile_dir(str(REPO / "fakemdev"), quiet=1)
     if args.plain_readdir:
         from fakemdev.fuse.operations import MdevOperations
         MdevOperations.use_readdirplus = False  # the daemons are forked from here

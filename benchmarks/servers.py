@@ -115,8 +115,15 @@ def _spawn(cmd: list[str], mp: Path, kind: str, log: Path | None) -> Mounted:
     return Mounted(mp, kind, proc.pid, log, proc)
 
 
+def floor_cache(src: Path) -> Path:
+    """Where ``floor.py`` keeps the tree it loaded from ``src`` (beside it, so
+    no walk of ``src`` sees it); remove it with ``src``."""
+    return src.with_name(src.name + ".floor-cache")
+
+
 def mount_floor(src: Path, mp: Path, debug: bool = False, plain: bool = False) -> Mounted:
-    cmd = [sys.executable, str(HERE / "floor.py"), str(src), str(mp)] + ["--plain"] * plain + ["--debug"] * debug
+    cmd = [sys.executable, str(HERE / "floor.py"), str(src), str(mp), "--cache", str(floor_cache(src))] + \
+        ["--plain"] * plain + ["--debug"] * debug
     return _spawn(cmd, mp, "floor", mp.with_name(mp.name + ".log") if debug else None)
 
 

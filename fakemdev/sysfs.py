@@ -260,12 +260,21 @@ def state_of(host: Host) -> ProjectionState:
 class SysfsTree:
     """The whole ``/sys`` of one host, rooted at the mount point.
 
-    Lookups are memoised per model generation (``Host.generation``, bumped by
-    every committed mutation): the directories on recently resolved paths
-    and the entries of the small ones. Nothing survives a mutation, so the
-    projection stays exactly the model's; between mutations a path costs
-    one dictionary hit per uncached component. Attribute contents are never
+    Lookups are memoised: the directories on recently resolved paths and
+    the entries of the small ones; between mutations a path costs one
+    dictionary hit per uncached component. Attribute contents are never
     cached (``show()`` runs on every read).
+
+    A mutation (``Host.generation`` moves) forgets what it touched. A tree
+    whose owner hands it every change (:meth:`invalidation`, as the FUSE
+    operations do) forgets per path: the subtrees the change made ``gone``,
+    the directories it ``changed``, the memoised entries (built once, they
+    may hold values of that moment) and every directory that is not one of
+    the live views below (:meth:`_live_types`: each answers from the model
+    on every call, so only a path the change names can make it wrong). So
+    a create keeps the rest of the tree resolved. A tree that misses a
+    change (nobody calls :meth:`invalidation`) forgets everything on its
+    next lookup, as before.
     """
 
     def __init__(self, host: Host) -> None:
@@ -273,12 +282,15 @@ class SysfsTree:
         self._gen = -1
         self._dirs: dict[str, Directory] = {}
         self._entries: dict[str, Mapping[str, Node]] = {}
+        self._below: dict[str, set[str]] = {}  # memoised dir -> its memoised child dirs (to forget subtrees)
+        self._volatile: list[str] = []  # memoised dirs that are no live view: forgotten at every change
         self._mounts_gen = -1
         self._mounts_key: object = None
         self._mounts: dict[str, Callable[[], Node | None]] = {}
         self._junctions: dict[str, set[str]] = {}
         self.root: Directory = Junction(self, "")
         self.state = state_of(host)
+        self._live = self._live_types()
 
     def mode_of(self, rel: str, node: Node) -> int:
         """A node's mode as ls shows it: chmod's, else the attribute's."""
@@ -292,18 +304,62 @@ class SysfsTree:
         the mount points (parents, drivers' own devices, modules) that
         appeared or vanished with it."""
         inv = invalidation(change.events)
-        if self._mounts_gen < 0 or not change.events:
-            return inv
-        before, joints = set(self._mounts), self._junctions
-        after = set(self.mounts())
-        if self._junctions is joints:
-            return inv
-        # mount points and the junction directories above them (devices/virtual/mtty, class/mbochs, ...)
-        moved = (before ^ after) | (set(joints) ^ set(self._junctions))
-        inv.gone += sorted(moved)
-        inv.changed += sorted({_dirname(p) for p in moved} |
-                              {j for j, names in self._junctions.items() if joints.get(j, names) != names})
+        in_step = self._gen == self.host.generation - 1 and bool(change.events)
+        if self._mounts_gen >= 0 and change.events:
+            mounts, joints = self._mounts, self._junctions
+            if self.mounts() is not mounts and self._junctions is not joints:
+                # mount points and the junction directories above them (devices/virtual/mtty, class/mbochs, ...)
+                moved = (set(mounts) ^ set(self._mounts)) | (set(joints) ^ set(self._junctions))
+                inv.gone += sorted(moved)
+                inv.changed += sorted({_dirname(p) for p in moved} |
+                                      {j for j, names in self._junctions.items() if joints.get(j, names) != names})
+        if in_step:  # the memo was exact just before this change: forget what it touched
+            self._forget(inv)
+            self._gen = self.host.generation
         return inv
+
+    @staticmethod
+    @functools.cache
+    def _live_types() -> frozenset[type]:
+        """Directories that answer from the live model on every call (no
+        snapshot inside): kept across a change that does not name their path."""
+        return frozenset({Junction, ParentDir, SupportedTypesDir, TypeDir, TypeDevicesDir, DeviceDir, PowerDir,
+                          BusMdevDir, BusDevicesDir, DriverDir, IommuGroupsDir, GroupLinksDir, VfioGroupsDir,
+                          ModuleDir})
+
+    def _forget(self, inv: ev.Invalidation) -> None:
+        """Per-path forgetting for one change (see the class docstring)."""
+        dirs, below = self._dirs, self._below
+        self._entries.clear()
+        if self._volatile:
+            for p in self._volatile:
+                dirs.pop(p, None)
+            self._volatile.clear()
+        live = self._live
+        for p in inv.changed:  # a live view at a changed path answers the change itself
+            d = dirs.get(p.strip("/"))
+            if d is not None and type(d) not in live:
+                del dirs[p.strip("/")]
+        for p in inv.gone:
+            p = p.strip("/")
+            if p not in dirs and p not in below:
+                continue  # nothing memoised there (the usual case: most gone paths were never looked up)
+            siblings = below.get(p.rpartition("/")[0])
+            if siblings is not None:
+                siblings.discard(p)
+            stack = [p]
+            while stack:
+                q = stack.pop()
+                dirs.pop(q, None)
+                kids = below.pop(q, None)
+                if kids:
+                    stack.extend(kids)
+
+    def _forget_all(self) -> None:
+        self._dirs.clear()
+        self._entries.clear()
+        self._below.clear()
+        self._volatile.clear()
 
     # -- mount-point index ------------------------------------------------
     def mounts(self) -> dict[str, Callable[[], Node | None]]:
@@ -367,8 +423,7 @@ class SysfsTree:
     def _sync(self) -> None:
         gen = self.host.generation
         if gen != self._gen:
-            self._dirs.clear()
-            self._entries.clear()
+            self._forget_all()
             self._gen = gen
 
     def lookup(self, path: str) -> Node | None:
@@ -395,10 +450,21 @@ class SysfsTree:
             child = self._entries_of(head, parent).get(name)  # type: ignore[arg-type]
         if child is not None and child.kind == "dir":
             if len(self._dirs) >= DIR_CACHE_MAX:
-                self._dirs.clear()
-                self._entries.clear()
-            self._dirs[path] = child  # type: ignore[assignment]
+                self._forget_all()
+            self._memo_dir(head, path, child)  # type: ignore[arg-type]
         return child
+
+    def _memo_dir(self, head: str, path: str, child: Directory) -> None:
+        """Memoise the directory ``child`` at ``path`` (below ``head``)."""
+        self._dirs[path] = child
+        kids = self._below.get(head)
+        if kids is None:
+            kids = self._below[head] = set()
+        elif len(kids) >= DIR_CACHE_MAX:  # names forgotten one by one: keep those that still lead somewhere
+            kids.intersection_update([k for k in kids if k in self._dirs or k in self._below])
+        kids.add(path)
+        if type(child) not in self._live:
+            self._volatile.append(path)
 
     def resolve(self, path: str) -> Node:
         """The node a sysfs-relative path leads to, following symlinks as
@@ -453,9 +519,20 @@ class SysfsTree:
         self._sync()
         path = path.strip("/")
         if d.fast_lookup:
-            return d.items()
-        e = self._entries_of(path, d)
-        return [(n, e[n]) for n in readdir_order(e)]
+            items = d.items()
+        else:
+            e = self._entries_of(path, d)
+            items = [(n, e[n]) for n in readdir_order(e)]
+        if self._dirs.get(path) is d or (not path and d is self.root):
+            # the child directories as if looked up: their nlink (asked for the listing's attributes)
+            # and their own listing (when the walk enters them) then build their entries once, not twice
+            dirs = [(n, c) for n, c in items if c.kind == "dir"]
+            if len(self._dirs) + len(dirs) < DIR_CACHE_MAX:
+                prefix = f"{path}/" if path else ""
+                for n, c in dirs:
+                    if prefix + n not in self._dirs:
+                        self._memo_dir(path, prefix + n, c)  # type: ignore[arg-type]
+        return items
 
     def subdir_count(self, path: str, d: Directory) -> int:
         """Child directories of ``d`` (at ``path``), for nlink."""

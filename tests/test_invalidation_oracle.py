@@ -54,6 +54,24 @@ def snapshot(host: Host) -> dict[str, Shape]:
     return out
 
 
+def memo_view(tree: SysfsTree, paths: set[str]) -> dict[str, Shape]:
+    """``paths`` as a long-lived tree answers them, from what it memoised
+    (listing, nlink and mode of each directory; kind, mode, target of the rest)."""
+    out: dict[str, Shape] = {}
+    with tree.host.lock:
+        for rel in sorted(paths):
+            node = tree.lookup(rel)
+            if node is None:
+                continue
+            if node.kind == "dir":
+                items = tree.listing(rel, node)  # type: ignore[arg-type]
+                out[rel] = ("dir", tree.mode_of(rel, node), None, tuple(n for n, _ in items),
+                            tree.subdir_count(rel, node))  # type: ignore[arg-type]
+            else:
+                out[rel] = (node.kind, tree.mode_of(rel, node), getattr(node, "target", None), (), 0)
+    return out
+
+
 def covered(path: str, prefixes: list[str]) -> bool:
     return any(path == p or path.startswith(p + "/") or p == "" for p in prefixes)
 
@@ -99,12 +117,16 @@ class Oracle(RuleBasedStateMachine):
 
     def _op(self, fn: Any) -> None:
         before = snapshot(self.host)
+        memo_view(self.tree, set(before))  # the long-lived tree has every path memoised
         self.gone, self.changed = [], []
         try:
             fn()
         except KernelError:
             pass
-        check_covered(before, snapshot(self.host), self.gone, self.changed)
+        after = snapshot(self.host)
+        check_covered(before, after, self.gone, self.changed)
+        # what the long-lived tree kept across the change (it forgets per path) is the fresh projection
+        assert memo_view(self.tree, set(before) | set(after)) == after
 
     def _type(self, i: int) -> Any | None:
         types = [t for p in self.host.parents.values() for t in p.types.values()]

@@ -6,8 +6,9 @@ attributes. What it must not cost: readdir results (names, kernfs order,
 d_type) are the same as without it, and the attributes the kernel caches
 from a listing are invalidated by every change as looked-up ones are.
 
-Requests are counted inside the daemon: getattr() runs once per LOOKUP and
-per GETATTR in libfuse's high-level API. The counter lives in shared memory
+Requests are counted inside the daemon: getattr() (its struct form,
+:mod:`fakemdev.fuse.fastattr`) runs once per LOOKUP and per GETATTR in
+libfuse's high-level API. The counter lives in shared memory
 and the handler is wrapped before mount() forks the daemon, which inherits both.
 """
 from __future__ import annotations
@@ -42,12 +43,12 @@ UUID = "6d0c3e2a-51f5-4a8e-9b36-0c1d2e3f4a5b"
 def counted(monkeypatch: pytest.MonkeyPatch) -> Any:
     """counted[0]: getattr calls in the daemon (LOOKUP + GETATTR requests)."""
     counts = RawArray("q", 1)
-    plain_getattr = MdevOperations.getattr
+    plain_attrs = MdevOperations._attrs
 
-    def getattr(self: MdevOperations, path: str, fh: Any = None) -> dict[str, Any]:
+    def attrs(self: MdevOperations, path: str) -> tuple[dict[str, Any], Any]:  # getattr and getattr_struct
         counts[0] += 1
-        return plain_getattr(self, path, fh)  # type: ignore[no-any-return]
-    monkeypatch.setattr(MdevOperations, "getattr", getattr)
+        return plain_attrs(self, path)
+    monkeypatch.setattr(MdevOperations, "_attrs", attrs)
     return counts
 
 
@@ -208,3 +209,23 @@ def test_offsets_are_kernfs_positions() -> None:
 
 def offsets_of(name: str) -> int:
     return readdirplus.kernfs_offsets([name])[0]
+
+
+def test_getattr_replies_copy_the_attributes_getattr_gives(tmp_path: Path) -> None:
+    """fastattr's one memmove of the interned struct answers what mfusepy's
+    field-by-field copy of getattr's dict would: every field a stat shows."""
+    host = default_host()
+    ops = MdevOperations({"default": host})
+    paths = ["/", f"/{MTTY}", f"/{TYPE}/create", f"/{TYPE}/available_instances", f"/{MTTY}/subsystem",
+             "/class/mdev_bus", "/bus/mdev/devices"]
+    with mounted({"default": host}, tmp_path / "sys") as root:
+        for p in paths:
+            st, want = os.lstat(f"{root}{p}"), ops.getattr(p)
+            got = {"st_mode": st.st_mode, "st_nlink": st.st_nlink, "st_size": st.st_size, "st_uid": st.st_uid,
+                   "st_gid": st.st_gid, "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns,
+                   "st_ctime": st.st_ctime_ns}
+            assert got == {k: want[k] for k in got}, p
+            if stat.S_ISREG(st.st_mode):
+                assert st.st_blksize == want["st_blksize"] == 4096
+        with pytest.raises(FileNotFoundError):
+            os.lstat(root / "no-such-entry")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -23,9 +24,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import Host
+
+if TYPE_CHECKING:
+    from ..control.server import Controller
 from ..errors import KernelError
 from .binding import libfuse3_path
 
@@ -232,10 +236,10 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
           threads: bool = False, cache_timeout: float = 10.0, description: str = "",
           ready_fd: int | None = None, on_ready: Callable[[], None] | None = None, runtime: str | None = None) -> int:
     """Serve the hosts on mountpoint in this process until unmounted or
-    signalled. Once the kernel routes the mount point here, ``ready_fd``
-    gets a line (the forking parent waits for it) and ``on_ready`` is called."""
+    signalled. Once the kernel routes the mount point here (FUSE_INIT),
+    ``ready_fd`` gets a line (the forking parent waits for it) and
+    ``on_ready`` is called."""
     from ..control import ControlServer
-    from ..control.ops import build as build_controller
     from .operations import MdevOperations
 
     mountpoint = os.path.abspath(mountpoint)
@@ -243,8 +247,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint, runtime),
                      log_path(mountpoint, runtime),
                      time.time(), description)
-    controller = build_controller(hosts, info.__dict__)
-    server = ControlServer(info.socket, controller)
+    server = ControlServer(info.socket, _deferred_controller(hosts, info.__dict__))
     server.start()
     with open(state_path(mountpoint, runtime), "w") as f:
         json.dump(info.__dict__, f)
@@ -254,7 +257,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     if allow_other:
         options["allow_other"] = True
     if ready_fd is not None or on_ready is not None:
-        _signal_ready_when_mounted(mountpoint, ready_fd, on_ready)
+        ops.on_init = functools.partial(_signal_ready, ready_fd, on_ready)
     from .binding import mfusepy
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
@@ -277,27 +280,46 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     return 0
 
 
-def _signal_ready_when_mounted(mountpoint: str, ready_fd: int | None,
-                              on_ready: Callable[[], None] | None) -> None:
-    """Tell the parent (and whoever waits in this process) once the kernel
-    routes the mount point to us."""
+def _deferred_controller(hosts: dict[str, Host], info: dict[str, Any]) -> Controller:
+    """The mount's control-socket controller, its extensions (faults,
+    scenario actions, migration: :mod:`fakemdev.control.ops`) added on the
+    first request rather than before the mount answers: they import the
+    scenario machinery and PyYAML, most of a daemon's start-up, for ops that
+    many mounts never get. The core ops (ping, info) answer either way."""
     import threading
 
-    def watch() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if mountpoint in mounted_fuse_points():
-                if ready_fd is not None:
-                    try:
-                        os.write(ready_fd, b"ok\n")
-                        os.close(ready_fd)
-                    except OSError:
-                        pass
-                if on_ready is not None:
-                    on_ready()
-                return
-            time.sleep(0.002)
-    threading.Thread(target=watch, daemon=True).start()
+    from ..control.server import Controller
+
+    class Deferred(Controller):
+        _full: Controller | None = None
+        _lock = threading.Lock()
+
+        def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+            if request.get("op") in self.ops:
+                return super().handle(request)
+            if self._full is None:
+                with self._lock:
+                    if self._full is None:
+                        from ..control.ops import build
+                        self._full = build(self.hosts, self.info)
+            return self._full.handle(request)
+    return Deferred(hosts, info)
+
+
+def _signal_ready(ready_fd: int | None, on_ready: Callable[[], None] | None) -> None:
+    """Tell the parent (and whoever waits in this process) that the tree
+    answers. Called from the operations' ``init``: libfuse runs it for the
+    kernel's FUSE_INIT, which the kernel sends once mount(2) has succeeded
+    and which it answers before any request (until then every request
+    waits), so nothing polls the mount table."""
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"ok\n")
+            os.close(ready_fd)
+        except OSError:
+            pass
+    if on_ready is not None:
+        on_ready()
 
 
 def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, multi: bool = False,

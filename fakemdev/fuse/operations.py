@@ -21,9 +21,10 @@ import functools
 import itertools
 import logging
 import os
-import queue
 import stat
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -32,11 +33,12 @@ from ..core import Change, Host
 from ..errors import KernelError
 from ..kernfs import ATTR_SIZE, Node
 from ..sysfs import SysfsTree, state_of
-from . import readdirplus
+from . import fastattr, readdirplus
 from .binding import mfusepy
 from .workers import OnDemandWorkers
 
 readdirplus.install()
+fastattr.install()
 
 log = logging.getLogger("fakemdev.fuse")
 FuseOSError = mfusepy.FuseOSError
@@ -65,6 +67,11 @@ FUSE_ROOT_ID = 1
 # Directories whose READDIRPLUS listing is kept (per model generation); a
 # walk needs the few on its path, a client polling one directory needs one.
 LISTING_CACHE_MAX = 1024
+
+# The reaper drops removed dentries in batches gathered over this long: each
+# wake-up of its thread costs the loop thread a GIL hand-over, per remove
+# that was a third of a create+remove pair's time in the daemon.
+REAP_BATCH_S = 0.05
 
 
 def syscall(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -108,13 +115,15 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         self.stats = {"invalidations": 0, "entries_dropped": 0}
         self.mountpoint = mountpoint
         self._session: int | None = None
-        self._reap: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._reap: deque[tuple[str, str]] = deque()  # dentries for the reaper; append/popleft are atomic
+        self._reap_wake = threading.Event()
         self.threads = threads
         self.workers: OnDemandWorkers | None = None
         # READDIRPLUS: listings with attributes, valid while (generation, chmods) stay
         self._listings: dict[str, readdirplus.Listing] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
         self._chmods = 0
+        self.on_init: Callable[[], None] | None = None  # called once the kernel's FUSE_INIT is handled
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
             host.listeners.append(functools.partial(self._on_change, prefix, self.trees[name]))
@@ -137,6 +146,8 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if self.mountpoint and session and _inval_entry is not None:
             self._session = session
             threading.Thread(target=self._reaper, name="fakemdev-reaper", daemon=True).start()
+        if self.on_init is not None:
+            self.on_init()
 
     def destroy(self, path: str) -> None:
         """libfuse is about to free the session: stand-in loop threads leave first."""
@@ -159,20 +170,26 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         own mount, which the FUSE loop must be free to answer."""
         nodeids: dict[str, int] = {}
         while True:
-            head, name = self._reap.get()
-            try:
-                nodeid = FUSE_ROOT_ID if head in ("", "/") else nodeids.get(head)
-                if nodeid is None:
-                    nodeid = nodeids[head] = os.lstat(f"{self.mountpoint}{head}").st_ino
-                raw = name.encode("utf-8", "surrogateescape")
-                if _inval_entry(self._session, nodeid, raw, len(raw)) == 0:
-                    self.stats["entries_dropped"] += 1
-                elif head not in ("", "/"):
-                    nodeids.pop(head, None)  # that directory may have been replaced: learn its id again
-            except OSError:
-                nodeids.pop(head, None)
-            except Exception:  # never let memory housekeeping take the daemon down
-                log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
+            self._reap_wake.wait()
+            time.sleep(REAP_BATCH_S)  # let a burst of removes gather: one wake-up for all of them
+            self._reap_wake.clear()
+            while self._reap:
+                self._reap_one(nodeids, *self._reap.popleft())
+
+    def _reap_one(self, nodeids: dict[str, int], head: str, name: str) -> None:
+        try:
+            nodeid = FUSE_ROOT_ID if head in ("", "/") else nodeids.get(head)
+            if nodeid is None:
+                nodeid = nodeids[head] = os.lstat(f"{self.mountpoint}{head}").st_ino
+            raw = name.encode("utf-8", "surrogateescape")
+            if _inval_entry(self._session, nodeid, raw, len(raw)) == 0:
+                self.stats["entries_dropped"] += 1
+            elif head not in ("", "/"):
+                nodeids.pop(head, None)  # that directory may have been replaced: learn its id again
+        except OSError:
+            nodeids.pop(head, None)
+        except Exception:  # never let memory housekeeping take the daemon down
+            log.exception("fakemdev: dropping the dentry %s/%s failed", head, name)
 
     def _split(self, path: str) -> tuple[Host | None, SysfsTree | None, str]:
         if self._only is not None:
@@ -223,20 +240,22 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if self._fuse_ptr is None or _invalidate is None:
             return
         todo: dict[str, None] = {}
+        seen = self._seen
         with self._seen_lock:
             for rel in inv.gone:
-                self._collect_tree(f"{prefix}/{rel}", todo)
+                path = f"{prefix}/{rel}"
+                head, _, name = path.rpartition("/")
+                known = seen.get(head or "/")
+                if (known is not None and name in known) or path in seen:  # else the kernel never saw it
+                    self._collect_tree(path, todo)
             for rel in inv.changed:
                 path = f"{prefix}/{rel}"
-                if self._was_seen(path):
+                head, _, name = path.rpartition("/")
+                known = seen.get(head or "/")
+                if known is not None and name in known:
                     todo[path] = None
         for path in todo:
             self._invalidate_one(path)
-
-    def _was_seen(self, path: str) -> bool:
-        head, _, name = path.rpartition("/")
-        s = self._seen.get(head or "/")
-        return s is not None and name in s
 
     def _invalidate_one(self, path: str) -> None:
         self.stats["invalidations"] += 1
@@ -250,7 +269,9 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             parent.discard(name)
             todo[path] = None
             if self._session is not None:
-                self._reap.put((head, name))
+                self._reap.append((head, name))
+                if not self._reap_wake.is_set():  # waking the reaper is a GIL hand-over: once per batch
+                    self._reap_wake.set()
         stack = [path]
         while stack:
             p = stack.pop()
@@ -288,8 +309,18 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
     # -- metadata -------------------------------------------------------------
     @syscall
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        return self._attrs(path)[0]
+
+    @syscall
+    def getattr_struct(self, path: str, fh: Any = None) -> Any:
+        """getattr as the interned ``struct stat`` (:mod:`.fastattr` copies it into the reply)."""
+        return self._attrs(path)[1]
+
+    def _attrs(self, path: str) -> tuple[dict[str, Any], Any]:
         if self.multi and path == "/":
-            return self._stat_dict(stat.S_IFDIR | 0o755, 2 + len(self.hosts), None)
+            key = ("hosts root", len(self.hosts))
+            return self._stat_pool.get(key) or self._stat_pool.add(
+                key, self._stat_dict(stat.S_IFDIR | 0o755, 2 + len(self.hosts), None))
         host, tree, rel = self._split(path)
         if host is None or tree is None:
             raise FuseOSError(errno.ENOENT)
@@ -298,20 +329,21 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             if node is None:
                 raise FuseOSError(errno.ENOENT)
             self._remember(path)
-            return self._stat(host, tree, rel, node)[0]
+            return self._stat(host, tree, rel, node)
 
     def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> tuple[dict[str, Any], Any]:
         """What getattr answers for node (at sysfs-relative rel), and the same
         as a ``struct stat`` for readdirplus: interned, so built once per
         distinct (type and mode, nlink) and not again on every request."""
         kind = node.kind
+        modes = tree.state.mode_overrides  # chmod's modes (tree.mode_of, without a call)
         if kind == "dir":
-            st_mode = stat.S_IFDIR | self._mode(host, rel, node)
+            st_mode = stat.S_IFDIR | (modes.get(rel, node.mode) if modes else node.mode)
             nlink = 2 + tree.subdir_count(rel, node)  # type: ignore[arg-type]
         elif kind == "link":
             st_mode, nlink = stat.S_IFLNK | 0o777, 1
         else:
-            st_mode, nlink = stat.S_IFREG | self._mode(host, rel, node), 1
+            st_mode, nlink = stat.S_IFREG | (modes.get(rel, node.mode) if modes else node.mode), 1
         key = (st_mode, nlink, host.boot_time)
         return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
 
