@@ -30,3 +30,20 @@ def test_readme_migration_example_gives_the_documented_verdict() -> None:
                        timeout=60)
     assert r.returncode == 1
     assert "source is 5.3: upgrade the target driver" in r.stdout
+
+
+@requires_fuse
+def test_readme_pci_example_prints_what_it_shows() -> None:
+    """The PCI section's command under `fakemdev run`: its output matches the
+    `# ` lines below it (a `# ...` line stands for any lines)."""
+    import re
+    block = _block("## The PCI side", "sh")
+    command = "\n".join(line for line in block.splitlines() if not line.startswith("# "))
+    shown = [line[2:] for line in block.splitlines() if line.startswith("# ")]
+    m = re.fullmatch(r"sudo \.venv/bin/fakemdev run (?P<opts>.*?) -- sh -c '\n(?P<script>.*)'\s*", command, re.S)
+    assert m is not None, command
+    r = subprocess.run([sys.executable, "-m", "fakemdev", "run", *m["opts"].split(), "--", "sh", "-c", m["script"]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    pattern = "".join(".*?" if line == "..." else re.escape(line + "\n") for line in shown)
+    assert re.fullmatch(pattern, r.stdout, re.S), r.stdout
