@@ -445,19 +445,19 @@ def shell(drivers: tuple[str, ...], scenario: str | None, kernel: str, host: str
 
 
 @cli.command("sriov-manage")
-@click.option("-e", "enable", flag_value=True, default=None, help="Enable all VFs (sriov_totalvfs).")
-@click.option("-d", "enable", flag_value=False, help="Disable the VFs (0).")
+@click.option("-e", "enable", is_flag=True, help="Enable all VFs (sriov_totalvfs).")
+@click.option("-d", "disable", is_flag=True, help="Disable the VFs (0).")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.argument("target", metavar="BDF|ALL")
-def sriov_manage(enable: bool | None, mountpoint: str, target: str) -> None:
+def sriov_manage(enable: bool, disable: bool, mountpoint: str, target: str) -> None:
     """NVIDIA's sriov-manage -e|-d on the sysfs tree at MOUNTPOINT (a mount, or /sys).
 
     Example: fakemdev sriov-manage -e /tmp/fakesys ALL
     """
     from .sriov_manage import SriovManageError
     from .sriov_manage import sriov_manage as run_it
-    if enable is None:
-        _fail("sriov-manage: -e (enable) or -d (disable) is required", 2)
+    if enable == disable:
+        _fail("sriov-manage: give one of -e (enable) or -d (disable)", 2)
     try:
         for line in run_it(mountpoint, bool(enable), target):
             click.echo(line)

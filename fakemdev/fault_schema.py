@@ -51,8 +51,11 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
         Field("seconds", "number", required=True, minimum=0),
         Field("type", "string", help="Only this type (default: every type)."),
     ), help="Every OP takes SECONDS longer; 0 clears (without --type: every OP delay, per-type ones too)."),
-    Knob("hold", single=_UUID, help="Hold UUID open as a VFIO user: its remove blocks until release."),
-    Knob("release", single=_UUID, help="Release a held UUID (a blocked remove then completes)."),
+    Knob("hold", single=_UUID, help="Hold UUID (an mdev; on the command line also the PCI address of a function "
+                                    "bound to a VFIO driver) open as a VFIO user: its remove or unbind blocks "
+                                    "until release."),
+    Knob("release", single=_UUID, help="Release a held UUID or PCI address (a blocked remove or unbind then "
+                                       "completes)."),
     Knob("unplug", single=_PARENT, help="Surprise-remove PARENT with all its mdevs."),
     Knob("clear", help="Drop every create-fail and delay knob."),
 )}

@@ -130,7 +130,9 @@ class Faults:
                                                  f"{', '.join(known) or 'none'}")
 
     def hold(self, uuid: str) -> None:
-        """A VFIO user opens the device: ``remove`` blocks until :meth:`release`."""
+        """A VFIO user opens the device (an mdev UUID, or the PCI address of a
+        function bound to a VFIO driver): ``remove``/``unbind`` blocks until
+        :meth:`release`."""
         self.host.open_device(uuid)
 
     def release(self, uuid: str) -> None:
@@ -158,7 +160,8 @@ class Faults:
                                  **({"parent": f.parent} if f.parent else {})} for f in self.create_failures],
                 "delay": [{"op": d.op, "seconds": d.seconds, **({"type": d.mdev_type} if d.mdev_type else {})}
                           for d in self.delays],
-                "held": sorted(d.uuid for d in self.host.devices.values() if d.open_count),
+                "held": sorted(d.uuid for d in self.host.devices.values() if d.open_count)
+                + sorted(bdf for bdf, fn in self.host.pci.functions.items() if fn.open_count),
             }
 
 

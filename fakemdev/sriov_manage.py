@@ -65,6 +65,9 @@ def sriov_manage(root: str, enable: bool, target: str) -> Iterator[str]:
     """Enable (all VFs) or disable (0) the VFs of ``target`` (a BDF, or ALL),
     yielding a line per PF before its write. SriovManageError when the target
     is not an NVIDIA PF bound to ``nvidia``, or when a write fails (its errno text)."""
+    if not os.path.isdir(os.path.join(root, "bus", "pci", "devices")):
+        raise SriovManageError(f"{root}: no bus/pci/devices here: not a sysfs tree (give a fakemdev mount "
+                               f"point or /sys)")
     pfs = nvidia_pfs(root)
     if target == "ALL":
         chosen = pfs

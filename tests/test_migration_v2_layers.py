@@ -247,3 +247,13 @@ def test_cli_json_has_compatible_reason_and_the_layers(tmp_path: Path) -> None:
         assert not (mp / "src/bus/mdev/devices/6a5d8c1e-0000-4000-8000-000000000012").exists()
     finally:
         assert run_cli("umount", str(mp)).returncode == 0
+
+
+@pytest.mark.parametrize("source", ["src:notauuid", "src:", "src:6a5d8c1e-0000-4000-8000-00000000000", "nocolon"])
+def test_a_source_that_is_not_host_uuid_or_a_vf_address_is_a_usage_error(source: str) -> None:
+    """Exit 2 and one line, before any mount is looked at (a new user got an
+    'incompatible (ENODEV)' verdict, exit 1, for a typo)."""
+    r = run_cli("migrate", "check", "--scenario", "migration-no-common-version", source, "dst")
+    assert r.returncode == 2
+    assert r.stderr == ("fakemdev: source must be HOST:UUID (or HOST:UUID,UUID, or HOST:PCI_ADDRESS of a VF), "
+                        f"got {source!r}\n")

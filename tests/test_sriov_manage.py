@@ -64,9 +64,19 @@ def test_a_target_that_is_not_an_nvidia_pf_is_one_line_naming_it_and_what_is_all
     assert set(_numvfs(root).values()) == {"0\n"}
 
 
-def test_enable_or_disable_must_be_given(tmp_path: Path) -> None:
-    r = run_cli("sriov-manage", str(_plain_tree(tmp_path / "sys")), "ALL")
-    assert (r.returncode, r.stderr) == (2, "fakemdev: sriov-manage: -e (enable) or -d (disable) is required\n")
+def test_exactly_one_of_enable_or_disable_must_be_given(tmp_path: Path) -> None:
+    root = str(_plain_tree(tmp_path / "sys"))
+    for flags in ([], ["-e", "-d"]):
+        r = run_cli("sriov-manage", *flags, root, "ALL")
+        assert (r.returncode, r.stderr) == (2, "fakemdev: sriov-manage: give one of -e (enable) or -d (disable)\n")
+    assert set(_numvfs(Path(root)).values()) == {"0\n"}
+
+
+def test_a_directory_that_is_not_a_sysfs_tree_is_refused(tmp_path: Path) -> None:
+    r = run_cli("sriov-manage", "-e", str(tmp_path / "nonexistent"), "ALL")
+    assert r.returncode == 1
+    assert r.stderr == (f"fakemdev: sriov-manage: {tmp_path / 'nonexistent'}: no bus/pci/devices here: not a "
+                        "sysfs tree (give a fakemdev mount point or /sys)\n")
 
 
 @requires_fuse

@@ -16,6 +16,7 @@ setup errors (no mount, unknown host).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -31,9 +32,14 @@ def _fail(message: str, code: int = USAGE) -> None:
 
 def _split_source(source: str) -> tuple[str, str]:
     host, sep, uuid = source.partition(":")   # host names have no ':', VF addresses do
-    if not sep or not host or not uuid:
+    if not sep or not host or not uuid or not all(_UUID.fullmatch(u) for u in uuid.split(",")) \
+            and not _PCI_ADDRESS.fullmatch(uuid):
         _fail(f"source must be HOST:UUID (or HOST:UUID,UUID, or HOST:PCI_ADDRESS of a VF), got {source!r}")
     return host, uuid
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_PCI_ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 
 
 def _find_mount(mountpoint: str | None, hosts: tuple[str, str]) -> str:
