@@ -9,10 +9,9 @@ its result, errno, content and uevents are compared.
 
 Every tree dump of the capture is compared too, node by node: type, mode,
 uid/gid, link target, content, readdir order and nlink, and the size of every
-text attribute (a page) and of ``config`` (a binary attribute: 256 or 4096, its
-config space's). Other binary attributes (``resourceN``, ``rom``, module
-sections) are text attributes in the model yet, so their sizes are not compared
-(:func:`size_compared`).
+file: a page for a text attribute, the attribute's own for a binary one
+(``config``: 256 or 4096, its config space's; the other binary attributes,
+``resourceN``, ``rom`` and module sections, are not simulated).
 
 What a filesystem cannot reproduce is listed in :data:`SKIPPED` with the
 reason, and counted, never dropped silently; nodes and uevents of devices
@@ -192,18 +191,13 @@ def not_simulated(path: str) -> bool:
     return any(re.fullmatch(pattern, part) for part in path.split("/") for pattern in NOT_SIMULATED_NODES)
 
 
-def size_compared(n: dict[str, Any]) -> bool:
-    """Whether a file's size is compared: text attributes (a page) and ``config``."""
-    return n.get("type") == "file" and "size" in n and (n["size"] == 4096 or n["path"].endswith("/config"))
-
-
 def diff_node(n: dict[str, Any], got: dict[str, Any], stage: dict[str, dict[str, Any]]) -> list[str]:
     if "lstat_errno" in n or "lstat_errno" in got:
         return [] if n.get("lstat_errno") == got.get("lstat_errno") else [
             f"lstat expected {n.get('lstat_errno', 'ok')}, got {got.get('lstat_errno', 'ok')}"]
     keys = [k for k in COMPARED_NODE_KEYS if not (k == "content" and n["path"].endswith(TIME_VARYING))]
     out = [f"{k} expected {n[k]!r:.80}, got {got.get(k)!r:.80}" for k in keys if k in n and n[k] != got.get(k)]
-    if size_compared(n) and n["size"] != got.get("size"):
+    if n.get("type") == "file" and n["size"] != got.get("size"):
         out.append(f"size expected {n['size']}, got {got.get('size')}")
     if n.get("type") == "dir" and "nlink" in n:
         # a directory's nlink counts its subdirectories: less those outside the model that are absent here
