@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -361,3 +363,16 @@ def test_pread_and_pwrite_on_config_use_their_offsets(mdev_mount: Path) -> None:
         assert os.pread(fd, 65536, 0) == whole
     finally:
         os.close(fd)
+
+
+@PCI
+@pytest.mark.skipif(shutil.which("setpci") is None, reason="setpci (pciutils) is not installed")
+def test_setpci_writes_one_register_of_config(mdev_mount: Path) -> None:
+    """setpci's linux-sysfs access pwrite()s the register at its offset (pciutils lib/sysfs.c)."""
+    setpci = ["setpci", "-A", "linux-sysfs", "-O", f"sysfs.path={mdev_mount}/bus/pci", "-s", "00:02.0"]
+    before = (mdev_mount / GPU_CONFIG).read_bytes()
+    value = before[0x0C] ^ 0x10
+    subprocess.run([*setpci, f"CACHE_LINE_SIZE={value:02x}"], check=True, timeout=60)
+    got = subprocess.run([*setpci, "CACHE_LINE_SIZE"], check=True, capture_output=True, text=True, timeout=60)
+    assert int(got.stdout, 16) == value
+    assert (mdev_mount / GPU_CONFIG).read_bytes() == before[:0x0C] + bytes([value]) + before[0x0D:]
