@@ -37,7 +37,7 @@ from pyfakefs.fake_filesystem import FakeFilesystem
 from . import vfs
 from .core import Change, Host
 from .errors import KernelError
-from .kernfs import ATTR_SIZE, Attribute, Directory, Node, readdir_order
+from .kernfs import Attribute, Directory, Node, readdir_order
 from .sysfs import SysfsTree
 
 __all__ = ["FakeSysfs", "SysfsFile", "SysfsDir", "DIFFERENCES"]
@@ -52,6 +52,12 @@ DIFFERENCES = """\
 - A read handle keeps the value it saw at open(); seeking back does not call show() again (FUSE:
   a read at offset 0 does). A show() that fails (EIO) fails open(), not read().
 - Reading through a handle opened for both reading and writing returns nothing.
+- A binary attribute (PCI ``config``): os.pread/os.pwrite are not faked by pyfakefs (use
+  lseek + read/write); a handle's buffer is the content at open, and a flush writes the span
+  between the first and the last byte that differs from what the handle last flushed, at its
+  offset (FUSE: each write() at its own offset, bytes equal to the old value included); a read
+  shows the content at open (FUSE: each read() asks again). EFBIG for a write at or past the
+  size is raised at the flush.
 - chmod/chown/utime on the tree are ignored (pyfakefs's os.open() chmods every file it opens;
   FUSE honours root's chmod as kernfs does).
 - rmdir of a non-empty directory is ENOTEMPTY (pyfakefs checks first; FUSE: EPERM); rename onto
@@ -86,7 +92,7 @@ class SysfsFile(FakeFile):
         self._snapshot = b""
         self._written = b""
         self._frozen = True
-        self.stat_result.st_size = ATTR_SIZE  # sysfs reports PAGE_SIZE for every attribute
+        self.stat_result.st_size = node.size  # a page for a text attribute, a binary one's own
 
     # pyfakefs's os.open() chmods (and every flush touches times on) the file it opened;
     # sysfs metadata is the model's, so such writes are dropped.
@@ -101,7 +107,7 @@ class SysfsFile(FakeFile):
 
     @property
     def size(self) -> int:
-        return ATTR_SIZE
+        return int(self._node.size)
 
     @size.setter
     def size(self, st_size: int) -> None:
@@ -127,7 +133,9 @@ class SysfsFile(FakeFile):
                 raise OSError(e.errno, e.strerror, str(self.path)) from None
             self._node = node
             self._written = b""
-            if can_write or node.show is None:
+            if node.binary and node.show is not None:  # a handle's buffer is the content it writes into
+                self._snapshot = node.show()
+            elif can_write or node.show is None:
                 self._snapshot = b""
             else:
                 self._snapshot = node.show()
@@ -140,6 +148,8 @@ class SysfsFile(FakeFile):
         previous flush ended; each handle keeps its own position, as each
         open file does in the kernel."""
         data = contents.encode(encoding or "utf-8") if isinstance(contents, str) else bytes(contents)
+        if self._node.binary:
+            return self._write_changed(data)
         if not data:  # O_TRUNC at open, or a flush with nothing written
             return False
         handle = getattr(_flushing, "handle", None)
@@ -158,9 +168,36 @@ class SysfsFile(FakeFile):
         return True
 
 
+    def _write_changed(self, data: bytes) -> bool:
+        """One flush of a binary attribute: write the span of the handle's
+        buffer that differs from what it last saw, at its offset.
+
+        pyfakefs keeps no record of where a write landed, only the buffer
+        (the content at open with the writes applied), so the span from the
+        first to the last changed byte stands for the writes since the last
+        flush; bytes written with the value they had are not written."""
+        handle = getattr(_flushing, "handle", None)
+        base = _bin_base.get(handle, self._snapshot) if handle is not None else self._snapshot
+        limit = min(len(base), len(data))
+        start = next((i for i in range(limit) if base[i] != data[i]), limit)
+        if start == len(data):
+            return False
+        end = len(data)
+        if len(data) <= len(base):
+            end = next(i for i in range(len(data), start, -1) if base[i - 1] != data[i - 1])
+        if handle is not None:
+            _bin_base[handle] = data
+        else:
+            self._snapshot = data
+        self._sysfs.write_at(self._node, data[start:end], start, str(self.path))
+        return True
+
+
 # Which handle is flushing, per thread, and how much of each handle's buffer has been stored.
 _flushing = threading.local()
 _stored: weakref.WeakKeyDictionary[FakeFileWrapper, int] = weakref.WeakKeyDictionary()
+# What each handle of a binary attribute last flushed (its buffer then).
+_bin_base: weakref.WeakKeyDictionary[FakeFileWrapper, bytes] = weakref.WeakKeyDictionary()
 
 
 class SysfsDir(FakeDirectory):
@@ -313,6 +350,15 @@ class FakeSysfs:
         with self.host.lock:
             try:
                 return vfs.store(node, data, on_store=self._count_store)
+            except KernelError as e:
+                raise OSError(e.errno, e.strerror, path) from None
+
+    def write_at(self, node: Attribute, data: bytes, offset: int, path: str) -> int:
+        """A write of a binary attribute at ``offset`` (sysfs_kf_bin_write)."""
+        with self.host.lock:
+            try:
+                self._count_store()
+                return vfs.bin_write(node, data, offset)
             except KernelError as e:
                 raise OSError(e.errno, e.strerror, path) from None
 

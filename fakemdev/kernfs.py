@@ -55,14 +55,18 @@ def readdir_order(names: Iterable[str]) -> list[str]:
 
 
 class Attribute:
-    """A sysfs attribute file (always a regular file of size 4096).
+    """A sysfs attribute file (a text attribute: a regular file of size 4096).
 
     ``owner`` is the live object the file belongs to; when it dies, open file
-    descriptors get ENODEV as kernfs's deactivated nodes do.
+    descriptors get ENODEV as kernfs's deactivated nodes do. ``binary`` and
+    ``size`` are class constants here, so the hot paths read them without a
+    call; :class:`BinAttribute` overrides both.
     """
 
     __slots__ = ("mode", "show", "store", "owner")
     kind = "file"
+    binary = False
+    size = ATTR_SIZE
 
     def __init__(self, mode: int, show: ShowFn | None = None,
                  store: StoreFn | None = None, owner: object = None) -> None:
@@ -70,6 +74,28 @@ class Attribute:
         self.show = show
         self.store = store
         self.owner = owner
+
+
+class BinAttribute(Attribute):
+    """A binary sysfs attribute (``struct bin_attribute``, fs/sysfs/file.c).
+
+    Unlike a text attribute its reads and writes carry the file offset
+    (sysfs_kf_bin_read/sysfs_kf_bin_write), its inode's i_size is the
+    attribute's ``size`` (sysfs_add_bin_file -> __kernfs_create_file), and a
+    read is not buffered by seq_file: every read(2) asks the attribute again.
+    ``show`` gives the whole content as the caller may see it (it may be
+    shorter than ``size``, as pci_read_config's 64 bytes for the unprivileged);
+    ``write_at(data, offset)`` is the bin_attribute's ``write``.
+    """
+
+    __slots__ = ("size", "write_at")
+    binary = True
+
+    def __init__(self, mode: int, size: int, show: ShowFn | None = None,
+                 write_at: Callable[[bytes, int], int] | None = None, owner: object = None) -> None:
+        super().__init__(mode, show, None, owner)
+        self.size = size
+        self.write_at = write_at
 
 
 class Link:
@@ -140,7 +166,7 @@ class LazyDir(Directory):
         return self._build()
 
 
-Node = Attribute | Link | Directory
+Node = Attribute | Link | Directory  # BinAttribute is an Attribute
 
 
 def walk(root: Directory, prefix: str = "") -> Iterator[tuple[str, Node]]:

@@ -11,6 +11,11 @@ pyfakefs backend, play's API pass), as pyfakefs's ``fake_os`` and
   open file page through that buffer (seq_file); EIO if it has no show();
 - a write is one store() of at most a page (MAX_STORE), offset ignored;
   EIO if it has no store();
+- a binary attribute (:class:`~fakemdev.kernfs.BinAttribute`) honours the
+  offset instead (sysfs_kf_bin_read/sysfs_kf_bin_write): a read at or past
+  its size is 0 bytes, a write there EFBIG, both are cut at the size and at
+  a page (kernfs_file_read_iter/kernfs_fop_write_iter), and each read asks
+  the attribute again (no seq_file buffer);
 - both give ENODEV once the attribute's owner is dead or being removed
   (kernfs_get_active fails after the kobject went away).
 
@@ -27,6 +32,8 @@ from typing import Protocol
 
 from .errors import KernelError
 from .kernfs import MAX_STORE, Attribute, Node
+
+PAGE_SIZE = 4096  # kernfs_file_read_iter reads at most a page per call
 
 
 class Tree(Protocol):
@@ -88,7 +95,11 @@ def show(node: Attribute) -> bytes:
 
 
 def read(f: OpenFile, size: int = -1, offset: int = 0) -> bytes:
-    """A read(2) at ``offset``: show() at offset 0 (or the first read), then the buffer."""
+    """A read(2) at ``offset``: show() at offset 0 (or the first read), then the buffer.
+
+    ``size`` < 0 reads to the end (``cat``'s loop in one call)."""
+    if f.node.binary:
+        return bin_read(f.node, size, offset)
     if f.buf is None or offset == 0:
         f.buf = show(f.node)
     else:
@@ -96,9 +107,39 @@ def read(f: OpenFile, size: int = -1, offset: int = 0) -> bytes:
     return f.buf[offset:] if size < 0 else f.buf[offset:offset + size]
 
 
-def write(f: OpenFile, data: bytes) -> int:
-    """A write(2): one store() of at most a page."""
+def write(f: OpenFile, data: bytes, offset: int = 0) -> int:
+    """A write(2) at ``offset``: one store() of at most a page (text attributes
+    ignore the offset), or a binary attribute's write at it."""
+    if f.node.binary:
+        return bin_write(f.node, data, offset)
     return store(f.node, data)
+
+
+def bin_read(node: Attribute, size: int, offset: int) -> bytes:
+    """sysfs_kf_bin_read: nothing at or past the attribute's size, at most a
+    page per read(2) (kernfs_file_read_iter), cut at the size."""
+    check_live(node)
+    if size == 0 or offset >= node.size:
+        return b""
+    if node.show is None:
+        raise KernelError(errno.EIO)
+    end = node.size if size < 0 else min(node.size, offset + min(size, PAGE_SIZE))
+    return node.show()[offset:end]
+
+
+def bin_write(node: Attribute, data: bytes, offset: int) -> int:
+    """sysfs_kf_bin_write: EFBIG at or past the size, the data cut at the size
+    and at a page (kernfs_fop_write_iter), EIO without a write."""
+    check_live(node)
+    if offset >= node.size:
+        raise KernelError(errno.EFBIG)
+    data = data[:min(MAX_STORE, node.size - offset)]
+    if not data:
+        return 0
+    write_at = getattr(node, "write_at", None)
+    if write_at is None:
+        raise KernelError(errno.EIO)
+    return int(write_at(data, offset))
 
 
 def check_store(node: Attribute) -> None:

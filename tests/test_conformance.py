@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from fakemdev import Host, KernelError
 from fakemdev.kernfs import walk
-from fakemdev.pytest_plugin import mdev_create, mdev_remove, raises_errno
+from fakemdev.pytest_plugin import host_for, mdev_create, mdev_remove, raises_errno
 from fakemdev.sysfs import SysfsTree
 from fakemdev.vendors import get_driver
 
@@ -36,9 +38,10 @@ def sample_host() -> Host:
 
 
 @pytest.fixture
-def mdev_host() -> Host:
-    """Overrides the plugin's: the sample drivers only (what a user's conftest would do)."""
-    return sample_host()
+def mdev_host(request: pytest.FixtureRequest) -> Host:
+    """Overrides the plugin's: the sample drivers only (what a user's conftest would do),
+    unless the test names its drivers with the ``mdev`` marker."""
+    return host_for(request) if request.node.get_closest_marker("mdev") else sample_host()
 
 
 @pytest.fixture(params=["fakefs", "mount"])
@@ -269,3 +272,107 @@ def test_two_open_handles_each_store_only_their_own_new_bytes(root: Path) -> Non
             handle.write(uuids[i])
             handle.flush()
     assert sorted(os.listdir(root / "bus/mdev/devices")) == sorted(uuids)
+
+
+# -- binary attributes (a PCI function's config space) --------------------------------
+GPU_CONFIG = "bus/pci/devices/0000:00:02.0/config"
+PCI = pytest.mark.mdev(drivers=["i915"])
+
+
+def config_size() -> int:
+    """The size the projection gives ``config`` (the function's config space)."""
+    host = Host()
+    host.load_driver(get_driver("i915")())
+    return SysfsTree(host).resolve(GPU_CONFIG).size  # type: ignore[union-attr]
+
+
+def read_at(path: Path, offset: int, size: int) -> bytes:
+    """lseek + read on a fresh descriptor (pyfakefs fakes no os.pread)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+def write_at(path: Path, offset: int, data: bytes) -> int:
+    """lseek + write on a fresh descriptor (pyfakefs fakes no os.pwrite)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@PCI
+def test_a_binary_attribute_has_its_own_size_a_text_one_a_page(root: Path) -> None:
+    size = config_size()
+    assert size in (256, 4096)
+    assert os.stat(root / GPU_CONFIG).st_size == size
+    assert len((root / GPU_CONFIG).read_bytes()) == size
+    assert os.stat(root / GPU_CONFIG.replace("config", "vendor")).st_size == 4096
+
+
+@PCI
+def test_config_reads_at_an_offset_and_nothing_at_its_size(root: Path) -> None:
+    whole = (root / GPU_CONFIG).read_bytes()
+    assert read_at(root / GPU_CONFIG, 0x10, 4) == whole[0x10:0x14]
+    assert read_at(root / GPU_CONFIG, len(whole) - 2, 16) == whole[-2:]
+    assert read_at(root / GPU_CONFIG, len(whole), 16) == b""
+
+
+@PCI
+def test_config_write_lands_at_its_offset(root: Path) -> None:
+    """pci_write_config at 0x0c (the cache line size, as the golden capture writes it)."""
+    before = (root / GPU_CONFIG).read_bytes()
+    new = bytes([before[0x0C] ^ 0x10])
+    assert write_at(root / GPU_CONFIG, 0x0C, new) == 1
+    after = (root / GPU_CONFIG).read_bytes()
+    assert after == before[:0x0C] + new + before[0x0D:]
+    assert write_at(root / GPU_CONFIG, 0x0C, before[0x0C:0x0D]) == 1
+    assert (root / GPU_CONFIG).read_bytes() == before
+
+
+@PCI
+@pytest.mark.parametrize("past", [0, 1, 5000])
+def test_config_write_at_or_past_its_size_is_efbig(root: Path, past: int) -> None:
+    size = config_size()
+    before = (root / GPU_CONFIG).read_bytes()
+    with raises_errno(errno.EFBIG):
+        write_at(root / GPU_CONFIG, size + past, b"\x10")
+    assert (root / GPU_CONFIG).read_bytes() == before
+
+
+@PCI
+def test_pread_and_pwrite_on_config_use_their_offsets(mdev_mount: Path) -> None:
+    """os.pread/os.pwrite on a mount (FUSE passes the offset; pyfakefs fakes neither)."""
+    path = mdev_mount / GPU_CONFIG
+    fd = os.open(path, os.O_RDWR)
+    try:
+        whole = os.pread(fd, 65536, 0)
+        assert len(whole) == min(config_size(), 4096)  # at most a page per read
+        assert os.pread(fd, 2, 0x0C) == whole[0x0C:0x0E]
+        assert os.pwrite(fd, b"\x08\x00", 0x0C) == 2
+        assert os.pread(fd, 2, 0x0C) == b"\x08\x00"
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # pread/pwrite leave the position alone
+        with raises_errno(errno.EFBIG):
+            os.pwrite(fd, b"\x00", len(whole))
+        assert os.pwrite(fd, whole[0x0C:0x0E], 0x0C) == 2
+        assert os.pread(fd, 65536, 0) == whole
+    finally:
+        os.close(fd)
+
+
+@PCI
+@pytest.mark.skipif(shutil.which("setpci") is None, reason="setpci (pciutils) is not installed")
+def test_setpci_writes_one_register_of_config(mdev_mount: Path) -> None:
+    """setpci's linux-sysfs access pwrite()s the register at its offset (pciutils lib/sysfs.c)."""
+    setpci = ["setpci", "-A", "linux-sysfs", "-O", f"sysfs.path={mdev_mount}/bus/pci", "-s", "00:02.0"]
+    before = (mdev_mount / GPU_CONFIG).read_bytes()
+    value = before[0x0C] ^ 0x10
+    subprocess.run([*setpci, f"CACHE_LINE_SIZE={value:02x}"], check=True, timeout=60)
+    got = subprocess.run([*setpci, "CACHE_LINE_SIZE"], check=True, capture_output=True, text=True, timeout=60)
+    assert int(got.stdout, 16) == value
+    assert (mdev_mount / GPU_CONFIG).read_bytes() == before[:0x0C] + bytes([value]) + before[0x0D:]

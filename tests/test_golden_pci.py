@@ -8,8 +8,10 @@ mount of it (uid 65534 ones in a forked child), in the capture's order, and
 its result, errno, content and uevents are compared.
 
 Every tree dump of the capture is compared too, node by node: type, mode,
-uid/gid, link target, content, readdir order and nlink (sizes are not: the FUSE
-layer reports every attribute as 4096 bytes, ``config`` included).
+uid/gid, link target, content, readdir order and nlink, and the size of every
+file: a page for a text attribute, the attribute's own for a binary one
+(``config``: 256 or 4096, its config space's; the other binary attributes,
+``resourceN``, ``rom`` and module sections, are not simulated).
 
 What a filesystem cannot reproduce is listed in :data:`SKIPPED` with the
 reason, and counted, never dropped silently; nodes and uevents of devices
@@ -195,6 +197,8 @@ def diff_node(n: dict[str, Any], got: dict[str, Any], stage: dict[str, dict[str,
             f"lstat expected {n.get('lstat_errno', 'ok')}, got {got.get('lstat_errno', 'ok')}"]
     keys = [k for k in COMPARED_NODE_KEYS if not (k == "content" and n["path"].endswith(TIME_VARYING))]
     out = [f"{k} expected {n[k]!r:.80}, got {got.get(k)!r:.80}" for k in keys if k in n and n[k] != got.get(k)]
+    if n.get("type") == "file" and n["size"] != got.get("size"):
+        out.append(f"size expected {n['size']}, got {got.get('size')}")
     if n.get("type") == "dir" and "nlink" in n:
         # a directory's nlink counts its subdirectories: less those outside the model that are absent here
         base = n["path"].rstrip("/")
@@ -338,13 +342,7 @@ class PciReplay:
 
 
 #: ops where the model still differs from the capture: label -> what (see the module docstring)
-KNOWN: dict[str, str] = {
-    "RO_config_read_after_pwrite": "config writes need the file offset; the FUSE write path does not pass it "
-                                   "to ConfigAttribute.write_at yet, so the pwrite at 0x0c before it was "
-                                   "accepted and changed nothing",
-    "RO_config_pwrite_at_size": "EFBIG needs the offset (see RO_config_read_after_pwrite)",
-    "RO_config_pwrite_beyond": "EFBIG needs the offset (see RO_config_read_after_pwrite)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def test_pci_golden_capture_replays(world_tmp: Path) -> None:

@@ -4,6 +4,7 @@ A thin adapter: every callback resolves the path in :class:`~fakemdev.sysfs.Sysf
 and maps :class:`~fakemdev.errors.KernelError` to its errno. What it adds is
 what kernfs does at the VFS boundary: open-time EACCES even for root, one
 ``store()`` per ``write()`` (offset ignored, cut to 4096 bytes), seq_file reads,
+binary attributes read and written at the offset (:mod:`fakemdev.vfs`),
 ENODEV on descriptors whose node died, EPERM for namespace changes.
 
 Caching: the kernel may cache entries and attributes (``cache_timeout``), and
@@ -31,7 +32,7 @@ from typing import Any
 from .. import vfs
 from ..core import Change, Host
 from ..errors import KernelError
-from ..kernfs import ATTR_SIZE, Node
+from ..kernfs import Node
 from ..sysfs import SysfsTree, state_of
 from . import fastattr, readdirplus
 from .binding import mfusepy
@@ -339,20 +340,21 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         modes = tree.state.mode_overrides  # chmod's modes (tree.mode_of, without a call)
         if kind == "dir":
             st_mode = stat.S_IFDIR | (modes.get(rel, node.mode) if modes else node.mode)
-            nlink = 2 + tree.subdir_count(rel, node)  # type: ignore[arg-type]
+            nlink, size = 2 + tree.subdir_count(rel, node), 0  # type: ignore[arg-type]
         elif kind == "link":
-            st_mode, nlink = stat.S_IFLNK | 0o777, 1
-        else:
+            st_mode, nlink, size = stat.S_IFLNK | 0o777, 1, 0
+        else:  # a text attribute's size is a page (a class constant), a binary one's its own
             st_mode, nlink = stat.S_IFREG | (modes.get(rel, node.mode) if modes else node.mode), 1
-        key = (st_mode, nlink, host.boot_time)
-        return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host))
+            size = node.size  # type: ignore[union-attr]
+        key = (st_mode, nlink, host.boot_time, size)
+        return self._stat_pool.get(key) or self._stat_pool.add(key, self._stat_dict(st_mode, nlink, host, size))
 
-    def _stat_dict(self, st_mode: int, nlink: int, host: Host | None) -> dict[str, Any]:
+    def _stat_dict(self, st_mode: int, nlink: int, host: Host | None, size: int = 0) -> dict[str, Any]:
         t = int((host.boot_time if host else 0) * 1e9)
-        st = {"st_mode": st_mode, "st_nlink": nlink, "st_size": 0, "st_uid": self.OWNER[0],
+        st = {"st_mode": st_mode, "st_nlink": nlink, "st_size": size, "st_uid": self.OWNER[0],
               "st_gid": self.OWNER[1], "st_atime": t, "st_mtime": t, "st_ctime": t}
-        if stat.S_ISREG(st_mode):  # sysfs: every attribute is a page
-            st.update(st_size=ATTR_SIZE, st_blksize=4096)
+        if stat.S_ISREG(st_mode):
+            st["st_blksize"] = 4096
         return st
 
     @syscall
@@ -477,7 +479,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         host, _, _ = self._split(path)
         with host.lock:  # type: ignore[union-attr]
-            return vfs.write(self._handle(fh), data)
+            return vfs.write(self._handle(fh), data, offset)
 
     def release(self, path: str, fh: Any) -> int:
         f = self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)

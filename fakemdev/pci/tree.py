@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .. import events as ev
 from .. import kernels
 from ..errors import KernelError
-from ..kernfs import Attribute, Directory, LazyDir, Link, Node, StaticDir
+from ..kernfs import Attribute, BinAttribute, Directory, LazyDir, Link, Node, StaticDir
 from .bus import PciBus
 from .function import PciFunction
 
@@ -48,19 +48,17 @@ def _link(tree_link: Callable[[str, str], str], here: str, target: str) -> Link:
     return Link(tree_link(here, target))
 
 
-class ConfigAttribute(Attribute):
-    """``config``: a binary attribute (its size is the config space's; root reads it all).
+class ConfigAttribute(BinAttribute):
+    """``config``: a binary attribute whose size is the config space's
+    (pci_create_sysfs_dev_files: 4096 with extended config space, else 256);
+    root reads it all, others the first 64 bytes (pci_read_config), and a
+    write lands at its file offset (pci_write_config)."""
 
-    A write needs its file offset (pci_write_config): :meth:`write_at` takes it.
-    The plain ``store`` of the text-attribute path has none, so it accepts the
-    bytes and changes nothing rather than write them at offset 0."""
-
-    __slots__ = ("size", "write_at")
+    __slots__ = ()
 
     def __init__(self, bus: PciBus, fn: PciFunction) -> None:
-        super().__init__(RW, lambda: fn.config_bytes(caller_privileged()), len, fn)
-        self.size = len(fn.config)
-        self.write_at: Callable[[bytes, int], int] = lambda data, offset: bus.config_write(fn, data, offset)
+        super().__init__(RW, len(fn.config), lambda: fn.config_bytes(caller_privileged()),
+                         lambda data, offset: bus.config_write(fn, data, offset), fn)
 
 
 class PciFunctionDir(Directory):
