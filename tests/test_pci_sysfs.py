@@ -183,3 +183,15 @@ def test_what_go_nvlib_reads_of_a_pf_and_its_vfs(mount_tree: Any, tmp_path: Path
         assert os.readlink(vf / "physfn") == "../0000:41:00.0" and not (vf / "sriov_totalvfs").exists()
         # the VF's ids are the PF's SR-IOV capability's, its own config reads ffff
         assert (vf / "device").read_text() == "0x26b9\n" and (vf / "config").read_bytes()[:2] == b"\xff\xff"
+
+
+@pytest.mark.parametrize("value", [b"a\xffb\n", b"\xff\xfe\n", "café\n".encode()])
+def test_driver_override_gives_back_the_bytes_it_was_given(mount_tree: Any, tmp_path: Path, value: bytes) -> None:
+    """driver_set_override() keeps bytes, not text: a non-UTF-8 value reads back
+    as written (a new user's read of one was EIO)."""
+    with mount_tree({"default": _host()}, tmp_path / "sys") as root:
+        path = root / "bus/pci/devices/0000:41:00.0/driver_override"
+        assert _write(path, value) == len(value)
+        assert path.read_bytes() == value
+        assert _write(path, b"\n") == 1
+        assert path.read_bytes() == b"(null)\n"

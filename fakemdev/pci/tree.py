@@ -81,7 +81,8 @@ class PciFunctionDir(Directory):
             return lambda: Attribute(RO, lambda: value().encode(), owner=fn)
 
         def rw(show: Callable[[], str], store: Callable[[bytes], int]) -> Callable[[], Node]:
-            return lambda: Attribute(RW, lambda: show().encode(), store, fn)
+            # surrogateescape: driver_override keeps the bytes it was given, UTF-8 or not
+            return lambda: Attribute(RW, lambda: show().encode("utf-8", "surrogateescape"), store, fn)
 
         def link(target: str) -> Callable[[], Node]:
             return lambda: Link(kernfs_link(here, target))
