@@ -1,0 +1,128 @@
+"""Real driverctl and virsh move PCI functions between drivers under `fakemdev run`.
+
+driverctl (Debian's shell script) and libvirt's nodedev-detach/-reattach both
+write driver_override, unbind and drivers_probe; the tests check the result
+in the tree (the driver link, /dev/vfio/<group>) and in the clients' own view.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+from test_clients import LIBVIRT_NODEDEV, fakemdev_run, needs_libvirt, needs_root, sections
+
+from conftest import requires_fuse
+
+pytestmark = [requires_fuse, needs_root]
+
+LIBVIRT_QEMU = os.path.join(os.path.dirname(LIBVIRT_NODEDEV), "libvirt_driver_qemu.so")
+needs_driverctl = pytest.mark.skipif(shutil.which("driverctl") is None,
+                                     reason="driverctl is not installed (sudo ./setup.sh test installs it)")
+needs_qemu_driver = pytest.mark.skipif(
+    not os.path.exists(LIBVIRT_QEMU),
+    reason="libvirt's QEMU driver, which implements nodedev-detach, is not installed "
+           "(sudo ./setup.sh test installs libvirt-daemon-driver-qemu)")
+
+PF, VF, VF2 = "0000:41:00.0", "0000:41:00.4", "0000:41:00.5"
+SRIOV = ("--driver", f"nvidia_sriov:gpu=L40S,bdf={PF},numvfs=2", "--driver", "vfio_pci")
+
+
+def node(bdf: str) -> str:
+    return "pci_" + bdf.replace(":", "_").replace(".", "_")
+
+
+STATE = f"""readlink /sys/bus/pci/devices/{VF}/driver; ls /dev/vfio
+G=$(basename $(readlink /sys/bus/pci/devices/{VF}/iommu_group)); echo group=$G
+test -c /dev/vfio/$G && echo node=yes || echo node=no"""
+
+
+def state(text: str) -> tuple[str, list[str], str]:
+    """(driver name, /dev/vfio entries, whether the VF's group node exists)."""
+    lines = text.split("\n")
+    i = next(n for n, line in enumerate(lines) if line.startswith("group="))
+    return os.path.basename(lines[0]), lines[1:i], lines[i + 1]
+
+
+@needs_driverctl
+def test_driverctl_set_and_unset_override_move_a_vf_to_vfio_pci_and_back() -> None:
+    r = fakemdev_run(f"""
+        echo "=== before";   {STATE}
+        echo "=== set";      driverctl set-override {VF} vfio-pci; echo rc=$?
+        echo "=== bound";    {STATE}
+        echo "=== list";     driverctl list-overrides
+        echo "=== saved";    cat /etc/driverctl.d/pci-{VF}
+        echo "=== unset";    driverctl unset-override {VF}; echo rc=$?
+        echo "=== after";    {STATE}
+        echo "=== override"; cat /sys/bus/pci/devices/{VF}/driver_override
+        echo "=== modprobe"; modprobe -q vfio-pci; echo rc=$?; modprobe no-such-module 2>&1; echo rc=$?
+        echo "=== end"
+    """, *SRIOV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sections(r.stdout)
+    assert state(s["before"]) == ("nvidia", ["vfio"], "node=no")
+    assert s["set"].split() == ["rc=0"]
+    driver, nodes, has_node = state(s["bound"])
+    assert driver == "vfio-pci" and has_node == "node=yes" and len(nodes) == 2
+    assert s["list"].split() == [VF, "vfio-pci"]
+    assert s["saved"].strip() == "vfio-pci"
+    assert s["unset"].split() == ["rc=0"]
+    assert state(s["after"]) == ("nvidia", ["vfio"], "node=no")
+    assert s["override"].strip() == "(null)"
+    assert s["modprobe"].split("\n")[0] == "rc=0"
+    assert "Module no-such-module not found" in s["modprobe"] and s["modprobe"].split()[-1] == "rc=1"
+    # driverctl saved the override in the namespace's /etc/driverctl.d, not the machine's
+    assert not os.path.exists(f"/etc/driverctl.d/pci-{VF}")
+
+
+@needs_libvirt
+@needs_qemu_driver
+def test_virsh_nodedev_detach_and_reattach_move_a_vf_to_vfio_pci_and_back() -> None:
+    V = "virsh -c qemu:///system"
+    r = fakemdev_run(f"""
+        echo "=== before";   {STATE}
+        echo "=== detach";   {V} nodedev-detach {node(VF)}
+        echo "=== bound";    {STATE}
+        echo "=== xml";      {V} nodedev-dumpxml {node(VF)}
+        echo "=== reattach"; {V} nodedev-reattach {node(VF)}
+        echo "=== after";    {STATE}
+        echo "=== end"
+    """, *SRIOV, "--libvirt", timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sections(r.stdout)
+    assert state(s["before"]) == ("nvidia", ["vfio"], "node=no")
+    assert s["detach"].strip() == f"Device {node(VF)} detached"
+    driver, nodes, has_node = state(s["bound"])
+    assert driver == "vfio-pci" and has_node == "node=yes"
+    group = s["bound"].split("group=")[1].split()[0]
+    xml = ET.fromstring(s["xml"])
+    assert xml.findtext("driver/name") == "vfio-pci"
+    iommu = xml.find("capability/iommuGroup")
+    assert iommu is not None and iommu.get("number") == group
+    assert [a.get("function") for a in iommu.iter("address")] == ["0x4"]
+    assert s["reattach"].strip() == f"Device {node(VF)} re-attached"
+    assert state(s["after"]) == ("nvidia", ["vfio"], "node=no")
+
+
+@needs_libvirt
+def test_virsh_dumpxml_shows_the_pf_virt_functions_and_the_vf_phys_function() -> None:
+    V = "virsh -c nodedev:///system"
+    r = fakemdev_run(f"""
+        echo "=== pf"; {V} nodedev-dumpxml {node(PF)}
+        echo "=== vf"; {V} nodedev-dumpxml {node(VF2)}
+        echo "=== sysfs"; ls -d /sys/bus/pci/devices/{PF}/virtfn*; cat /sys/bus/pci/devices/{PF}/sriov_totalvfs
+        echo "=== end"
+    """, *SRIOV, "--libvirt", timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sections(r.stdout)
+    links = s["sysfs"].split()
+    total = links.pop()
+    pf = ET.fromstring(s["pf"])
+    vfs = pf.find("capability/capability[@type='virt_functions']")
+    assert vfs is not None and vfs.get("maxCount") == total
+    assert [a.get("function") for a in vfs.iter("address")] == ["0x4", "0x5"] and len(links) == 2
+    vf = ET.fromstring(s["vf"])
+    phys = vf.find("capability/capability[@type='phys_function']/address")
+    assert phys is not None and (phys.get("bus"), phys.get("function")) == ("0x41", "0x0")
+    assert vf.findtext("driver/name") == "nvidia"
