@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from test_clients import LIBVIRT_NODEDEV, fakemdev_run, needs_libvirt, needs_root, sections
 
-from conftest import requires_fuse
+from conftest import REPO, requires_fuse
 
 pytestmark = [requires_fuse, needs_root]
 
@@ -126,3 +127,12 @@ def test_virsh_dumpxml_shows_the_pf_virt_functions_and_the_vf_phys_function() ->
     phys = vf.find("capability/capability[@type='phys_function']/address")
     assert phys is not None and (phys.get("bus"), phys.get("function")) == ("0x41", "0x0")
     assert vf.findtext("driver/name") == "nvidia"
+
+
+@needs_driverctl
+@needs_libvirt
+@needs_qemu_driver
+def test_the_pci_doc_example_prints_what_it_claims(tmp_path: Path) -> None:
+    from test_docs import CLIENT_CHECKED, run_doc
+    doc, start = CLIENT_CHECKED[0]
+    assert run_doc(REPO / "docs" / doc, [(start, "")], tmp_path / "tmp") == []
