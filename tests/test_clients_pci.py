@@ -136,3 +136,36 @@ def test_the_pci_doc_example_prints_what_it_claims(tmp_path: Path) -> None:
     from test_docs import CLIENT_CHECKED, run_doc
     doc, start = CLIENT_CHECKED[0]
     assert run_doc(REPO / "docs" / doc, [(start, "")], tmp_path / "tmp") == []
+
+
+@needs_libvirt
+@needs_qemu_driver
+def test_virsh_detach_and_reattach_every_function_of_the_captured_guest() -> None:
+    """Each function of the golden-pci capture goes to vfio-pci and back to
+    the driver it had (or none). Bridges (header type 1) are detached but
+    vfio-pci's probe refuses them (vfio_pci_core_register_device), so they
+    are left without a driver until reattach."""
+    V = "virsh -c qemu:///system"
+    r = fakemdev_run(f"""
+        drv() {{ l=$(readlink /sys/bus/pci/devices/$1/driver) && basename "$l" || echo -; }}
+        for d in $(ls /sys/bus/pci/devices); do
+            n=pci_$(echo $d | tr :. __)
+            h=$(od -An -tu1 -j14 -N1 /sys/bus/pci/devices/$d/config)
+            b=$(drv $d)
+            {V} nodedev-detach $n >/dev/null || echo "detach failed: $d"
+            x=$(drv $d)
+            {V} nodedev-reattach $n >/dev/null || echo "reattach failed: $d"
+            echo "$d $h $b $x $(drv $d)"
+        done
+        echo "=== vfio"; ls /dev/vfio
+    """, "--scenario", "golden-pci-6.12", "--libvirt", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows, vfio = r.stdout.split("=== vfio\n")
+    seen = 0
+    for line in rows.splitlines():
+        bdf, header, before, detached, after = line.split()
+        seen += 1
+        assert after == before, line
+        assert detached == ("-" if int(header) & 0x7F == 1 else "vfio-pci"), line
+    assert seen >= 10
+    assert vfio.split() == ["vfio"]
