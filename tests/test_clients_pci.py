@@ -169,3 +169,25 @@ def test_virsh_detach_and_reattach_every_function_of_the_captured_guest() -> Non
         assert detached == ("-" if int(header) & 0x7F == 1 else "vfio-pci"), line
     assert seen >= 10
     assert vfio.split() == ["vfio"]
+
+
+@needs_driverctl
+def test_driverctl_cannot_give_vfio_pci_a_pf_with_vfs_enabled() -> None:
+    """vfio_pci_core_register_device() refuses a PF with SR-IOV enabled
+    (EBUSY), so driverctl reports the failed bind; with the VFs disabled the
+    same override binds."""
+    P = f"/sys/bus/pci/devices/{PF}"
+    r = fakemdev_run(f"""
+        echo "=== busy";   driverctl set-override {PF} vfio-pci 2>&1; echo rc=$?; readlink {P}/driver || echo none
+        echo "=== numvfs"; cat {P}/sriov_numvfs
+        echo "=== nvidia"; driverctl unset-override {PF}; readlink {P}/driver
+        echo 0 > {P}/sriov_numvfs
+        echo "=== free";   driverctl set-override {PF} vfio-pci; echo rc=$?; readlink {P}/driver
+        echo "=== end"
+    """, *SRIOV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sections(r.stdout)
+    assert s["busy"].split("\n")[:3] == [f"driverctl: failed to bind device {PF} to driver vfio-pci", "rc=1", "none"]
+    assert s["numvfs"].strip() == "2"
+    assert s["nvidia"].strip().endswith("/drivers/nvidia")
+    assert s["free"].split("\n")[0] == "rc=0" and s["free"].strip().endswith("/drivers/vfio-pci")
