@@ -48,7 +48,11 @@ need_root "$@"
 apt_install fuse3 python3 python3-venv python3-pip uuid-runtime procps
 if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
     # the clients the tests drive; Debian 13 splits libvirt's daemon into drivers
-    apt_install bindfs mdevctl libvirt-clients libvirt-daemon
+    apt_install bindfs mdevctl driverctl libvirt-clients libvirt-daemon
+    # nodedev-detach/-reattach are the QEMU driver's (tests/test_clients_pci.py)
+    if apt-cache show libvirt-daemon-driver-qemu >/dev/null 2>&1; then
+        apt_install libvirt-daemon-driver-qemu
+    fi
     if apt-cache show libvirt-daemon-driver-nodedev >/dev/null 2>&1; then
         apt_install libvirt-daemon-driver-nodedev
     fi

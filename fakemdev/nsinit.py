@@ -23,6 +23,16 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 LIBVIRT_NODEDEV = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_nodedev.so"
+# nodedev-detach/-reattach/-reset are the hypervisor driver's (qemuNodeDeviceDetachFlags
+# in src/qemu/qemu_driver.c), not the node-device driver's: without it virsh says
+# "this function is not supported by the connection driver: virNodeDeviceDettach"
+LIBVIRT_QEMU = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+# the user and group Debian's libvirt runs QEMU as (meson -Dqemu_user/-Dqemu_group);
+# virQEMUDriverConfigNew resolves them before it reads qemu.conf, so the QEMU
+# driver (and with it libvirtd) fails to start where libvirt-daemon-system,
+# which creates them, is not installed
+QEMU_USER = "libvirt-qemu"
+QEMU_ID = 64055  # the id Debian's libvirt-daemon-system asks adduser for
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -76,6 +86,11 @@ def setup_run_and_etc(cfg: dict[str, Any]) -> None:
         os.makedirs(os.path.join(etc, sub), exist_ok=True)
     if os.path.isdir("/etc/mdevctl.d"):
         bind(etc, "/etc/mdevctl.d")
+    # driverctl saves each override there; the simulated host's BDFs are not this machine's
+    driverctl = os.path.join(cfg["work"], "etc", "driverctl.d")
+    os.makedirs(driverctl, exist_ok=True)
+    if os.path.isdir("/etc/driverctl.d"):
+        bind(driverctl, "/etc/driverctl.d")
     tmpfs("/run")
     os.makedirs("/run/udev", exist_ok=True)
     open("/run/udev/control", "w").close()  # libudev monitors subscribe only when udevd "runs"
@@ -111,6 +126,72 @@ def setup_dev(cfg: dict[str, Any]) -> None:
     sys_mount("none", "/dev/vfio", None, MS_REMOUNT | MS_BIND | MS_NODEV)
 
 
+def overlay(cfg: dict[str, Any], name: str, path: str, content: str, mode: int) -> None:
+    """Show ``content`` at ``path`` (mode ``mode``) in this namespace only.
+
+    An overlay on the deepest directory of that path that exists adds the
+    file and any missing directories; everything else there stays the real
+    one. ``name`` keeps each overlay's upper and work directories apart."""
+    base = os.path.dirname(path)
+    while not os.path.isdir(base):
+        base = os.path.dirname(base)
+    upper, work = os.path.join(cfg["work"], name, "upper"), os.path.join(cfg["work"], name, "work")
+    inner = os.path.join(upper, os.path.relpath(path, base))
+    os.makedirs(os.path.dirname(inner), mode=0o755, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    with open(inner, "w") as f:
+        f.write(content)
+    os.chmod(inner, mode)
+    opts = f"lowerdir={base},upperdir={upper},workdir={work}"
+    try:
+        sys_mount("overlay", base, "overlay", 0, opts)
+    except OSError:  # in a user namespace overlayfs keeps its metadata in user.* xattrs
+        sys_mount("overlay", base, "overlay", 0, opts + ",userxattr")
+
+
+# kmod's answer for a module the kernel already has: modprobe of a loaded (or
+# built-in) module succeeds and does nothing (kmod's tools/modprobe.c,
+# insmod_insert: "already in kernel" is not an error); any other name is not
+# found, as it would be in an empty /lib/modules. The simulated kernel's
+# modules are the directories of /sys/module, where "-" reads "_"
+# (kmod's modname_normalize). Loading or removing a module is not simulated.
+MODPROBE = r"""#!/bin/sh
+# fakemdev run: modprobe against the simulated kernel's /sys/module
+quiet=0; remove=0; names=""
+for a in "$@"; do
+    case "$a" in
+        -q|--quiet) quiet=1 ;;
+        -r|--remove) remove=1 ;;
+        -a|--all|-b|--use-blacklist|-v|--verbose|-s|--syslog|-n|--dry-run|--show) ;;
+        -*) ;;
+        *) names="$names $a" ;;
+    esac
+done
+[ -n "$names" ] || { echo "modprobe: ERROR: missing module name." >&2; exit 1; }
+for n in $names; do
+    m=$(printf %s "$n" | tr - _)
+    if [ "$remove" = 1 ]; then
+        [ "$quiet" = 1 ] || echo "modprobe: FATAL: Module $m is in use (fakemdev run does not unload modules)." >&2
+        exit 1
+    fi
+    if [ ! -d "/sys/module/$m" ]; then
+        [ "$quiet" = 1 ] || echo "modprobe: FATAL: Module $n not found in directory /lib/modules/$(uname -r)" >&2
+        exit 1
+    fi
+done
+exit 0
+"""
+
+
+def setup_modprobe(cfg: dict[str, Any]) -> None:
+    """``/sbin/modprobe`` that answers from the simulated ``/sys/module``
+    (:data:`MODPROBE`): driverctl runs ``/sbin/modprobe -q vfio-pci`` before an
+    override unless ``/sys/module/vfio-pci`` exists (which, with its dash, it
+    never does on a real kernel either), and a real modprobe would load into
+    this machine's kernel, not the simulated one."""
+    overlay(cfg, "modprobe", os.path.realpath("/sbin") + "/modprobe", MODPROBE, 0o755)
+
+
 def setup_modules_alias(cfg: dict[str, Any]) -> None:
     """``/lib/modules/$(uname -r)/modules.alias`` with the vfio-pci variant
     drivers' aliases (:mod:`fakemdev.modules_alias`) after the real file's lines.
@@ -125,21 +206,7 @@ def setup_modules_alias(cfg: dict[str, Any]) -> None:
             real: str | None = f.read()
     except OSError:
         real = None
-    base = os.path.dirname(path)
-    while not os.path.isdir(base):
-        base = os.path.dirname(base)
-    upper, work = os.path.join(cfg["work"], "modules", "upper"), os.path.join(cfg["work"], "modules", "work")
-    inner = os.path.join(upper, os.path.relpath(path, base))
-    os.makedirs(os.path.dirname(inner), mode=0o755, exist_ok=True)
-    os.makedirs(work, exist_ok=True)
-    with open(inner, "w") as f:
-        f.write(merged(real))
-    os.chmod(inner, 0o644)
-    opts = f"lowerdir={base},upperdir={upper},workdir={work}"
-    try:
-        sys_mount("overlay", base, "overlay", 0, opts)
-    except OSError:  # in a user namespace overlayfs keeps its metadata in user.* xattrs
-        sys_mount("overlay", base, "overlay", 0, opts + ",userxattr")
+    overlay(cfg, "modules", path, merged(real), 0o644)
 
 
 def loopback_up() -> None:
@@ -148,8 +215,34 @@ def loopback_up() -> None:
         subprocess.run([ip, "link", "set", "lo", "up"], capture_output=True)
 
 
+def add_qemu_user(cfg: dict[str, Any]) -> None:
+    """Give this namespace the QEMU user and group if the machine has none
+    (:data:`QEMU_USER`): private copies of /etc/passwd and /etc/group with one
+    more line each, bound over the real files for this namespace only."""
+    import grp
+    import pwd
+    for path, known, line in (
+            ("/etc/passwd", pwd.getpwnam, f"{QEMU_USER}:x:{QEMU_ID}:{QEMU_ID}:Libvirt Qemu:/var/lib/libvirt:"
+                                          "/usr/sbin/nologin\n"),
+            ("/etc/group", grp.getgrnam, f"{QEMU_USER}:x:{QEMU_ID}:\n")):
+        try:
+            known(QEMU_USER)
+            continue
+        except KeyError:
+            pass
+        copy = os.path.join(cfg["work"], os.path.basename(path))
+        with open(path) as f:
+            text = f.read()
+        with open(copy, "w") as f:
+            f.write(text if text.endswith("\n") or not text else text + "\n")
+            f.write(line)
+        os.chmod(copy, 0o644)
+        bind(copy, path)
+
+
 def start_libvirtd(cfg: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A private libvirtd with only the node-device driver, state on tmpfs."""
+    """A private libvirtd with the node-device driver (and, when installed, the
+    QEMU driver for nodedev-detach/-reattach), state on tmpfs."""
     for d in ("/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt"):
         if os.path.isdir(d):
             tmpfs(d)
@@ -158,8 +251,13 @@ def start_libvirtd(cfg: dict[str, Any], env: dict[str, str]) -> subprocess.Popen
     if not os.path.exists(LIBVIRT_NODEDEV):
         raise SystemExit("fakemdev run --libvirt: libvirt's node-device driver is missing: "
                          "apt-get install libvirt-daemon")
-    if not os.path.lexists(os.path.join(drv, os.path.basename(LIBVIRT_NODEDEV))):
-        os.symlink(LIBVIRT_NODEDEV, os.path.join(drv, os.path.basename(LIBVIRT_NODEDEV)))
+    drivers = [LIBVIRT_NODEDEV]
+    if os.path.exists(LIBVIRT_QEMU):
+        add_qemu_user(cfg)
+        drivers.append(LIBVIRT_QEMU)
+    for so in drivers:
+        if not os.path.lexists(os.path.join(drv, os.path.basename(so))):
+            os.symlink(so, os.path.join(drv, os.path.basename(so)))
     conf = os.path.join(cfg["work"], "libvirtd.conf")
     with open(conf, "w") as f:
         f.write(f'log_outputs="3:file:{cfg["work"]}/libvirtd.log"\n')
@@ -192,6 +290,10 @@ def main(argv: list[str]) -> int:
         setup_modules_alias(cfg)
     except OSError as e:
         print(f"fakemdev run: no modules.alias for the variant drivers: {e}", file=sys.stderr)
+    try:
+        setup_modprobe(cfg)
+    except OSError as e:
+        print(f"fakemdev run: no modprobe for the simulated modules: {e}", file=sys.stderr)
     loopback_up()
     stop = threading.Event()
     from .control import call

@@ -7,14 +7,19 @@ mount and network namespaces (``unshare``) where, by :mod:`fakemdev.nsinit`:
   copy of the real ``/sys`` (``graft``: real devices stay visible; enough for
   mdevctl, not for libudev which insists on real paths under /sys);
 * ``/run`` is a private tmpfs with ``udev/control`` (so libudev monitors
-  subscribe), and ``/etc/mdevctl.d`` a private directory;
+  subscribe), and ``/etc/mdevctl.d`` and ``/etc/driverctl.d`` private
+  directories;
+* ``/sbin/modprobe`` answers from the simulated ``/sys/module`` (driverctl
+  calls it; nothing is loaded into the real kernel);
 * ``/dev`` is a private tmpfs with the real entries bound in and, as root,
   the host's VFIO nodes at ``/dev/vfio`` (:mod:`fakemdev.devnodes`);
 * ``/lib/modules/$(uname -r)/modules.alias`` shows the vfio-pci variant
   drivers' aliases after the real lines (:mod:`fakemdev.modules_alias`);
 * the mount's uevents are re-broadcast in udev's format on that namespace's
   netlink only, never the host's;
-* ``SYSTEMD_DEVICE_VERIFY_SYSFS=0`` lets libudev accept a FUSE /sys.
+* ``SYSTEMD_DEVICE_VERIFY_SYSFS=0`` lets libudev accept a FUSE /sys;
+* with ``--libvirt``, a private libvirtd with the node-device driver and,
+  when installed, the QEMU driver (nodedev-detach/-reattach; docs/pci.md).
 
 The mount and the work directory are gone when COMMAND exits; its exit code
 is returned.

@@ -35,6 +35,8 @@ RUN: dict[str, list[tuple[str, str]]] = {
     "pci.md": [("fakemdev mount --driver nvidia_sriov", "")],
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
+# driverctl and virsh nodedev-detach: run, with their output compared, by tests/test_clients_pci.py
+CLIENT_CHECKED = [("pci.md", "sudo .venv/bin/fakemdev run --driver nvidia_sriov")]
 # container recipes: run on real podman and docker, with their output compared, by tests/test_containers.py
 ENGINE_CHECKED = [("README.md", "sudo .venv/bin/fakemdev mount /tmp/fakesys\nsudo docker run"),
                   ("README.md", "sudo podman build -t fakemdev .")]
@@ -81,7 +83,8 @@ def _unmount_under(scratch: Path, env: dict[str, str]) -> None:
 
 
 def test_every_output_claim_is_checked() -> None:
-    checked = {(d, s) for d, starts in RUN.items() for s, _ in starts} | set(NEEDS_LIBVIRT) | set(ENGINE_CHECKED)
+    checked = ({(d, s) for d, starts in RUN.items() for s, _ in starts} | set(NEEDS_LIBVIRT) | set(ENGINE_CHECKED)
+               | set(CLIENT_CHECKED))
     unchecked = [f"{b.where}: {b.body.splitlines()[0]}" for doc in DOCS for b in sh_blocks(doc)
                  if b.claims() and not any(d == doc.name and b.body.startswith(s) for d, s in checked)]
     assert unchecked == [], "sh examples that claim output but are not run by this test"

@@ -9,6 +9,7 @@ driver; a device whose override names the driver matches even with no id.
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -85,9 +86,15 @@ class PciDriver:
 
     def probe_error(self, fn: PciFunction) -> int:
         """Why probe() fails for this function (errno), 0 when it succeeds.
-        vfio_pci_probe(): only normal (type 0) headers; other drivers accept what they match."""
+
+        vfio_pci_core_register_device() (drivers/vfio/pci/vfio_pci_core.c):
+        only normal (type 0) headers (EINVAL), and no PF with VFs enabled
+        ("Cannot bind to PF with SR-IOV enabled", EBUSY). Other drivers
+        accept what they match."""
         if self.vfio and fn.header_type != 0:
-            return 22  # EINVAL
+            return errno.EINVAL
+        if self.vfio and fn.sriov is not None and fn.sriov.num_vfs:
+            return errno.EBUSY
         return 0
 
     def match(self, fn: PciFunction) -> PciId | None:
