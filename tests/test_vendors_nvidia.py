@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from fakemdev.vendors.nvidia_boards import BOARDS
+
 GPU = "0000:3b:00.0"
 GPU_DIR = ("devices", "pci0000:3a", "0000:3a:00.0", GPU)
 
@@ -97,7 +99,8 @@ def test_sriov_vf_create_and_destroy_through_current_vgpu_type(mount_tree: Any, 
         group = os.readlink(vf0 / "iommu_group").rsplit("/", 1)[1]
         assert os.listdir(root / "kernel" / "iommu_groups" / group / "devices") == ["0000:41:00.4"]
         lines = (vf0 / "nvidia" / "creatable_vgpu_types").read_text().splitlines()
-        assert lines[:2] == ["ID    : vGPU Name", "1155 : NVIDIA L40S-1Q"] and len(lines) == 8
+        assert lines[:2] == ["ID    : vGPU Name", "1155 : NVIDIA L40S-1Q"]
+        assert len(lines) == 1 + len(BOARDS["L40S"].types)
         assert (vf0 / "nvidia" / "current_vgpu_type").read_text() == "0\n"
         assert "vfio-dev" not in os.listdir(vf0)
         (vf0 / "nvidia" / "current_vgpu_type").write_text("1160\n")  # 24Q: two fit on 48 GB

@@ -17,14 +17,27 @@ destroys it. A VF with a vGPU gets a ``vfio-dev/vfioN`` device (6.1+), which
 a VM uses as it would a vfio-pci device. Nothing appears under ``mdev_bus``
 or ``bus/mdev``.
 
-The board table (:data:`GPUS`) is the seam for more boards.
+Boards, their types and the placement rules are :mod:`.nvidia_boards`
+(one table for every board; sources and assumptions are listed there).
+``mode`` picks equal-size (homogeneous, the default) or mixed-size
+(heterogeneous) placement where the board has it; A100-MIG runs MIG-backed
+vGPUs only. Each PF is one GPU (an A16 board's four GPUs are four drivers'
+``bdf`` values; assumed adequate since placement is per GPU).
 
-Placement is homogeneous as on the mdev-era boards: every vGPU of a GPU
-has the same framebuffer size; a type lists while its
-``max_instance`` (board memory / type memory, at most one per VF) is not
-reached. Type ids and the create/destroy errnos are not public: the table
-below is illustrative (ids from public listings where one exists), EINVAL
-for a type not creatable on that VF, EBUSY for a VF that already has one.
+Per-VF files beside ``creatable_vgpu_types``/``current_vgpu_type``/``vgpu_params``:
+
+* ``placement_id`` (0644): where the vGPU starts (NVML's
+  nvmlVgpuInstanceGetPlacementId: a slot of the framebuffer, or the GPU
+  instance start on MIG). **Assumed** ABI: before creation it reads the
+  requested placement (``-1``: the driver picks the first free one, as NVML
+  does) and a write chooses it; the create then fails with EINVAL when that
+  placement is not free. A write while the VF has a vGPU is EBUSY.
+* ``gpu_instance_id`` (0444, A100-MIG only; **assumed** absent on time-sliced
+  boards): the MIG GPU instance the vGPU sits in, ``-1`` without a vGPU.
+* ``warm_update`` is not modelled (no public source describes it).
+
+Type ids and the create/destroy errnos are not public: EINVAL for a type not
+creatable on that VF, EBUSY for a VF that already has one (assumed).
 """
 from __future__ import annotations
 
@@ -42,31 +55,12 @@ from ..pci import config as cfgspace
 from .base import ParentSpec, Recorded, SysfsReader, VendorDriver
 from .nvidia import NVIDIA_IDS, parse_vgpu_params, pci_devpath
 from .nvidia import gpu_bars as _bars
+from .nvidia_boards import BOARDS, EQUAL_SIZE, MIG, MIXED_SIZE, Board, Placed
 from .options import PCI_ADDRESS, choice, integer
 
 if TYPE_CHECKING:
     from ..sysfs import SysfsTree
 
-# GPU -> (PF device id, VF device id, framebuffer MB, total VFs, [(type id, name, framebuffer MB)])
-GPUS: dict[str, tuple[str, str, int, int, list[tuple[int, str, int]]]] = {
-    "H200X": ("0x2335", "0x2336", 144384, 32, [
-        (1428, "NVIDIA H200X-141C", 144384),    # id from a public listing
-        (1429, "NVIDIA H200X-70C", 72192),
-        (1430, "NVIDIA H200X-35C", 36096),
-        (1431, "NVIDIA H200X-17C", 17664),
-        (1432, "NVIDIA H200X-8C", 8832),
-        (1433, "NVIDIA H200X-4C", 4416),
-    ]),
-    "L40S": ("0x26b9", "0x26b9", 49152, 32, [
-        (1155, "NVIDIA L40S-1Q", 1024),
-        (1156, "NVIDIA L40S-2Q", 2048),
-        (1157, "NVIDIA L40S-4Q", 4096),
-        (1158, "NVIDIA L40S-8Q", 8192),
-        (1159, "NVIDIA L40S-12Q", 12288),
-        (1160, "NVIDIA L40S-24Q", 24576),
-        (1161, "NVIDIA L40S-48Q", 49152),
-    ]),
-}
 RO, WO, RW = 0o444, 0o200, 0o644
 
 
@@ -81,6 +75,8 @@ class VirtualFunction:
     vgpu_type: int = 0
     vfio_index: int | None = None
     vgpu_params: str = ""
+    placed: Placed | None = None
+    placement_request: int = -1   # placement_id written before creation; -1: the first free
 
     @property
     def iommu_group(self) -> int | None:
@@ -104,17 +100,25 @@ class Driver(VendorDriver):
     registers_mdev_driver = False
     module_attrs = {"coresize": "90112000", "taint": "POE"}
     option_schema = {
-        "gpu": choice(list(GPUS), "the board model"),
+        "gpu": choice(list(BOARDS), "the board model (fakemdev.vendors.nvidia_boards)"),
         "bdf": PCI_ADDRESS,
-        "numvfs": integer(0, max(g[3] for g in GPUS.values()), "VFs enabled at load, as sriov-manage -e (default 0)"),
+        "numvfs": integer(0, max(b.total_vfs for b in BOARDS.values()),
+                          "VFs enabled at load, as sriov-manage -e (default 0)"),
+        "mode": choice([EQUAL_SIZE, MIXED_SIZE], "vGPU placement where the board has both (default equal-size)"),
     }
 
-    def __init__(self, gpu: str = "L40S", bdf: str = "0000:41:00.0", numvfs: Any = None, **options: Any) -> None:
+    def __init__(self, gpu: str = "L40S", bdf: str = "0000:41:00.0", numvfs: Any = None, mode: Any = None,
+                 **options: Any) -> None:
         super().__init__(**options)
-        if gpu not in GPUS:
-            raise ValueError(f"nvidia: unknown GPU {gpu!r}; known: {', '.join(GPUS)}")
+        if gpu not in BOARDS:
+            raise ValueError(f"nvidia: unknown GPU {gpu!r}; known: {', '.join(BOARDS)}")
         self.gpu = gpu
-        self.pf_device, self.vf_device, self.fb_total, self.total_vfs, self.table = GPUS[gpu]
+        try:
+            self.board: Board = BOARDS[gpu] if mode is None else BOARDS[gpu].in_mode(str(mode))
+        except ValueError as e:
+            raise ValueError(f"nvidia: {e}") from None
+        self.pf_device, self.vf_device = self.board.pf_device, self.board.vf_device
+        self.fb_total, self.total_vfs = self.board.framebuffer_mb, self.board.total_vfs
         self.bdf = bdf
         self.pf_devpath = pci_devpath(bdf)
         self.numvfs_at_load = 0 if numvfs is None else int(numvfs)
@@ -216,10 +220,12 @@ class Driver(VendorDriver):
 
     @classmethod
     def recorded_outside(cls, root: SysfsReader) -> list[Recorded]:
-        """Each PF bound to ``nvidia`` with SR-IOV: the GPU model (from its
-        device id), its VF count, and one ``current_vgpu_type`` write (plus
-        ``vgpu_params``) per VF with a vGPU, in ``vfio-dev`` order so the
-        replay numbers them alike."""
+        """Each PF bound to ``nvidia`` with SR-IOV: the board (from its device
+        id; A100 and A100-MIG share one, told apart by ``gpu_instance_id``),
+        the placement mode (mixed-size when the sizes in use or listed next to
+        a vGPU differ), its VF count, and per VF with a vGPU a ``placement_id``
+        write, then ``current_vgpu_type`` (plus ``vgpu_params``), in
+        ``vfio-dev`` order so the replay numbers and places them alike."""
         out = []
         for bdf in root.names("bus/pci/devices"):
             pf = f"bus/pci/devices/{bdf}"
@@ -227,23 +233,35 @@ class Driver(VendorDriver):
             if numvfs is None or root.link(f"{pf}/driver") != "nvidia":
                 continue
             device = root.text(f"{pf}/device") or "?"
-            gpu = next((g for g, spec in GPUS.items() if spec[0] == device), None)
+            vfs = [vf for fn in root.names(pf) if fn.startswith("virtfn") and (vf := root.link(f"{pf}/{fn}"))]
+            mig = any(root.text(f"bus/pci/devices/{vf}/nvidia/gpu_instance_id") is not None for vf in vfs)
+            gpu = next((name for name, b in BOARDS.items()
+                        if b.pf_device == device and (b.mode == MIG) == mig), None)
             if gpu is None:
                 out.append(Recorded({}, notes=[f"{bdf}: an NVIDIA GPU (device {device}) with SR-IOV vGPUs that "
                                                f"no built-in driver models: not recorded"]))
                 continue
+            board = BOARDS[gpu]
             options: dict[str, Any] = {"gpu": gpu, "bdf": bdf}
             if int(numvfs):
                 options["numvfs"] = int(numvfs)
-            vgpus = []
-            for fn in root.names(pf):
-                vf = root.link(f"{pf}/{fn}") if fn.startswith("virtfn") else None
-                vgpu = root.text(f"bus/pci/devices/{vf}/nvidia/current_vgpu_type") if vf else None
-                if vf and vgpu not in (None, "0"):
-                    index = [int(n[4:]) for n in root.names(f"bus/pci/devices/{vf}/vfio-dev") if n[4:].isdigit()]
-                    vgpus.append((index or [1 << 30], vf, vgpu))
+            vgpus, sizes = [], set()
+            for vf in vfs:
+                vgpu = root.text(f"bus/pci/devices/{vf}/nvidia/current_vgpu_type")
+                if vgpu in (None, "0"):
+                    listed = (root.text(f"bus/pci/devices/{vf}/nvidia/creatable_vgpu_types") or "").splitlines()[1:]
+                    sizes |= {_framebuffer(board, line.split(":")[0]) for line in listed}
+                    continue
+                index = [int(n[4:]) for n in root.names(f"bus/pci/devices/{vf}/vfio-dev") if n[4:].isdigit()]
+                vgpus.append((index or [1 << 30], vf, vgpu))
+                sizes.add(_framebuffer(board, str(vgpu)))
+            if vgpus and len(sizes - {None}) > 1 and board.mixed_size:
+                options["mode"] = MIXED_SIZE
             writes = []
             for _, vf, vgpu in sorted(vgpus):
+                placement = root.text(f"bus/pci/devices/{vf}/nvidia/placement_id")
+                if placement is not None:
+                    writes.append((f"bus/pci/devices/{vf}/nvidia/placement_id", placement))
                 writes.append((f"bus/pci/devices/{vf}/nvidia/current_vgpu_type", str(vgpu)))
                 params = root.text(f"bus/pci/devices/{vf}/nvidia/vgpu_params")
                 if params:
@@ -255,25 +273,35 @@ class Driver(VendorDriver):
         return {f"vfio{vf.vfio_index}": f"{vf.devpath}/vfio-dev/vfio{vf.vfio_index}"
                 for vf in self.vgpus.values() if vf.vfio_index is not None}
 
-    # -- placement -------------------------------------------------------------
-    def _max_instance(self, fb: int) -> int:
-        return min(self.fb_total // fb, len(self.vgpus))
+    # -- placement (the rules are nvidia_boards') -------------------------------------
+    def _placed(self, but: VirtualFunction | None = None) -> list[Placed]:
+        return [v.placed for v in self.vfs if v.placed is not None and v is not but]
 
     def creatable(self, vf: VirtualFunction) -> list[tuple[int, str, int]]:
-        """Types this VF can take now: none if it has a vGPU; else those with
-        the framebuffer size already in use on the GPU, while room is left."""
+        """Types this VF can take now (id, name, framebuffer MB): none if it
+        has a vGPU; else what the board's placement rules leave."""
         if vf.vgpu_type:
             return []
-        used = [v for v in self.vgpus.values() if v.vgpu_type]
-        sizes = {self._type(v.vgpu_type)[2] for v in used}
-        return [t for t in self.table
-                if (not sizes or sizes == {t[2]}) and len(used) < self._max_instance(t[2])]
+        if len(self._placed()) >= len(self.vgpus):
+            return []
+        return [(t.id, t.name, t.framebuffer_mb) for t in self.board.creatable(self._placed())]
 
     def _type(self, type_id: int) -> tuple[int, str, int]:
-        for t in self.table:
-            if t[0] == type_id:
-                return t
-        raise KernelError(errno.EINVAL, f"nvidia: no vGPU type {type_id} on {self.gpu}")
+        try:
+            t = self.board.type(type_id)
+        except KeyError:
+            raise KernelError(errno.EINVAL, f"nvidia: no vGPU type {type_id} on {self.gpu}") from None
+        return t.id, t.name, t.framebuffer_mb
+
+    def set_placement(self, vf: VirtualFunction, placement: int) -> None:
+        """placement_id store (assumed ABI): where the next vGPU of this VF starts."""
+        with self.services.lock:
+            if vf.vgpu_type:
+                raise KernelError(errno.EBUSY, f"VF {vf.bdf} already has a vGPU")
+            if not -1 <= placement < self.board.slots:
+                raise KernelError(errno.EINVAL, f"placement {placement}: 0..{self.board.slots - 1} or -1")
+            vf.placement_request = placement
+            self.services.post([DriverNodesChanged(self, (), (f"{vf.devpath}/nvidia",))], [])
 
     def set_vgpu_type(self, vf: VirtualFunction, type_id: int) -> None:
         """current_vgpu_type store: create (id) or destroy (0) the VF's vGPU."""
@@ -289,7 +317,7 @@ class Driver(VendorDriver):
             if type_id == 0:
                 if not vf.vgpu_type:
                     return
-                vf.vgpu_type, vf.vgpu_params = 0, ""
+                vf.vgpu_type, vf.vgpu_params, vf.placed, vf.placement_request = 0, "", None, -1
                 if vf.vfio_index is not None:
                     v, vf.vfio_index = vf.vfio_index, None
                     host.free_vfio_id(v)
@@ -303,7 +331,12 @@ class Driver(VendorDriver):
                 t = self._type(type_id)
                 if t not in self.creatable(vf):
                     raise KernelError(errno.EINVAL, f"{t[1]} cannot be created on VF {vf.bdf} now "
-                                                    f"(homogeneous placement or no room left)")
+                                                    f"({self.board.mode} placement or no room left)")
+                request = None if vf.placement_request < 0 else vf.placement_request
+                try:
+                    vf.placed = self.board.place(self.board.type(type_id), self._placed(vf), request)
+                except ValueError as e:
+                    raise KernelError(errno.EINVAL, f"nvidia: {e}") from None
                 vf.vgpu_type = type_id
                 group = host.pci.vfio_group_get(fn, uevents)  # the VF is now a VFIO device
                 if has_vfio_dev(self.kernel):
@@ -334,8 +367,35 @@ class Driver(VendorDriver):
             vf.vgpu_params = parse_vgpu_params(buf)
             return len(buf)
 
-        return {
+        def placement_show() -> bytes:
+            return f"{vf.placed.placement_id if vf.placed else vf.placement_request}\n".encode()
+
+        def placement_store(buf: bytes) -> int:
+            text = buf.decode(errors="replace").strip()
+            try:
+                value = int(text, 10)
+            except ValueError:
+                raise KernelError(errno.EINVAL, f"placement_id {text!r}: not a number") from None
+            self.set_placement(vf, value)
+            return len(buf)
+
+        out: dict[str, Node] = {
             "creatable_vgpu_types": Attribute(RO, creatable, owner=vf),
             "current_vgpu_type": Attribute(RW, lambda: f"{vf.vgpu_type}\n".encode(), current_store, owner=vf),
             "vgpu_params": Attribute(RW, lambda: f"{vf.vgpu_params}\n".encode(), params_store, owner=vf),
+            "placement_id": Attribute(RW, placement_show, placement_store, owner=vf),
         }
+        if self.board.mode == MIG:
+            def gi_show() -> bytes:
+                gi = self.board.gpu_instance_id(vf.placed) if vf.placed else None
+                return f"{-1 if gi is None else gi}\n".encode()
+            out["gpu_instance_id"] = Attribute(RO, gi_show, owner=vf)
+        return out
+
+
+def _framebuffer(board: Board, type_id: str) -> int | None:
+    """The framebuffer of a type id read back from sysfs (None: not this board's)."""
+    try:
+        return board.type(int(type_id.strip())).framebuffer_mb
+    except (KeyError, ValueError):
+        return None
