@@ -36,7 +36,10 @@ RUN: dict[str, list[tuple[str, str]]] = {
 }
 NEEDS_LIBVIRT = [("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
 # driverctl and virsh nodedev-detach: run, with their output compared, by tests/test_clients_pci.py
-CLIENT_CHECKED = [("pci.md", "sudo .venv/bin/fakemdev run --driver nvidia_sriov")]
+CLIENT_CHECKED = [("pci.md", "sudo .venv/bin/fakemdev run --driver nvidia_sriov"),
+                  # run under fakemdev run, output compared, by tests/test_readme.py
+                  ("README.md", "sudo .venv/bin/fakemdev run --driver nvidia_sriov --driver i915"),
+                  ("README.md", "sudo .venv/bin/fakemdev run --libvirt")]
 # container recipes: run on real podman and docker, with their output compared, by tests/test_containers.py
 ENGINE_CHECKED = [("README.md", "sudo .venv/bin/fakemdev mount /tmp/fakesys\nsudo docker run"),
                   ("README.md", "sudo podman build -t fakemdev .")]

@@ -277,6 +277,12 @@ class Driver(VendorDriver):
     def _placed(self, but: VirtualFunction | None = None) -> list[Placed]:
         return [v.placed for v in self.vfs if v.placed is not None and v is not but]
 
+    @property
+    def table(self) -> list[tuple[int, str, int]]:
+        """Every vGPU type of the board as (id, name, framebuffer MB): what a
+        manager (and :mod:`fakemdev.migration.endpoint`) matches profiles on."""
+        return [(t.id, t.name, t.framebuffer_mb) for t in self.board.types]
+
     def creatable(self, vf: VirtualFunction) -> list[tuple[int, str, int]]:
         """Types this VF can take now (id, name, framebuffer MB): none if it
         has a vGPU; else what the board's placement rules leave."""
