@@ -131,6 +131,16 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
 
     # -- plumbing -----------------------------------------------------------
     def init_with_config(self, conn: Any, config: Any) -> None:
+        """FUSE_INIT. Whatever happens here, ``on_init`` runs at the end: a
+        forking parent waits for it, and an init that failed half-way must
+        not leave it waiting forever (the mount answers anyway)."""
+        try:
+            self._init(conn, config)
+        finally:
+            if self.on_init is not None:
+                self.on_init()
+
+    def _init(self, conn: Any, config: Any) -> None:
         if config is not None:
             config.entry_timeout = self.cache_timeout
             config.attr_timeout = self.cache_timeout
@@ -141,14 +151,16 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         session = _get_session(self._fuse_ptr) if _get_session is not None else None
         if session and not self.threads:
             # runs on libfuse's own loop thread, which OnDemandWorkers takes as the first loop thread
-            self.workers = OnDemandWorkers(_libfuse, session, on_session_end=self._abort_waits)
-            for host in self.hosts.values():
-                host.wait_guard = self.workers.waiting
+            try:
+                self.workers = OnDemandWorkers(_libfuse, session, on_session_end=self._abort_waits)
+            except RuntimeError as e:  # a libfuse without the low-level session calls
+                log.warning("no stand-in loop threads (%s): a blocked remove holds every request", e)
+            else:
+                for host in self.hosts.values():
+                    host.wait_guard = self.workers.waiting
         if self.mountpoint and session and _inval_entry is not None:
             self._session = session
             threading.Thread(target=self._reaper, name="fakemdev-reaper", daemon=True).start()
-        if self.on_init is not None:
-            self.on_init()
 
     def destroy(self, path: str) -> None:
         """libfuse is about to free the session: stand-in loop threads leave first."""

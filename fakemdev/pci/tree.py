@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -36,9 +37,9 @@ def caller_privileged() -> bool:
     """capable(CAP_SYS_ADMIN) of the reader: the FUSE request's uid when one is
     being served, else this process's. (Assumed: uid 0 is the only capable
     caller, as in the capture's root/nobody split.)"""
+    mfusepy = sys.modules.get("mfusepy")  # loaded (by fakemdev.fuse.binding) only where FUSE serves
     try:
-        import mfusepy
-        uid = int(mfusepy.fuse_get_context()[0])
+        uid = int(mfusepy.fuse_get_context()[0]) if mfusepy is not None else os.geteuid()
     except Exception:
         uid = os.geteuid()
     return uid == 0
