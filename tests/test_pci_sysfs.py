@@ -195,3 +195,32 @@ def test_driver_override_gives_back_the_bytes_it_was_given(mount_tree: Any, tmp_
         assert path.read_bytes() == value
         assert _write(path, b"\n") == 1
         assert path.read_bytes() == b"(null)\n"
+
+
+@requires_fuse
+def test_reading_config_in_process_then_mounting_in_that_process_answers(tmp_path: Path) -> None:
+    """An in-process read of `config` (its privilege check) must not load
+    mfusepy unbound: it then picked libfuse 2, and a later mount() in the same
+    process never signalled it was ready (the benchmark hung there)."""
+    import sys
+    code = f"""
+import os, sys
+from fakemdev.core import Host
+from fakemdev.vendors import get_driver
+from fakemdev.sysfs import SysfsTree
+from fakemdev import vfs
+from fakemdev.fuse.daemon import mount, umount
+host = Host()
+host.load_driver(get_driver("i915")())
+assert len(vfs.read_path(SysfsTree(host), "bus/pci/devices/0000:00:02.0/config")) > 0
+assert "mfusepy" not in sys.modules
+mp = {str(tmp_path / "sys")!r}
+os.makedirs(mp)
+mount({{"default": host}}, mp)
+print(os.listdir(os.path.join(mp, "bus/pci/devices")))
+umount(mp)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "FAKEMDEV_RUNTIME_DIR": str(tmp_path / "run")})
+    assert r.returncode == 0, r.stderr
+    assert "0000:00:02.0" in r.stdout
