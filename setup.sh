@@ -45,7 +45,7 @@ start_dockerd() {
 
 need_root "$@"
 # fuse3 for the mounts (it pulls libfuse3-3 on Debian 12, libfuse3-4 on 13).
-apt_install fuse3 python3 python3-venv python3-pip uuid-runtime procps
+apt_install fuse3 python3 python3-venv python3-pip uuid-runtime procps pciutils
 if [ "${1:-}" = test ] || [ "${1:-}" = bench ]; then
     # the clients the tests drive; Debian 13 splits libvirt's daemon into drivers
     apt_install bindfs mdevctl driverctl libvirt-clients libvirt-daemon

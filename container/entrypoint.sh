@@ -5,7 +5,7 @@
 # serves as the base of a test job.
 set -e
 case "${1:-}" in
-    ""|-*|mount|umount|status|driver|fault|run|shell|play|record|scenarios|migrate)
+    ""|-*|mount|umount|status|driver|fault|run|shell|play|record|scenarios|migrate|sriov-manage)
         exec fakemdev "$@" ;;
     *)
         exec "$@" ;;

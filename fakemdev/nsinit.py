@@ -135,7 +135,12 @@ def overlay(cfg: dict[str, Any], name: str, path: str, content: str, mode: int) 
     base = os.path.dirname(path)
     while not os.path.isdir(base):
         base = os.path.dirname(base)
-    upper, work = os.path.join(cfg["work"], name, "upper"), os.path.join(cfg["work"], name, "work")
+    # upper and work on a tmpfs of their own (in this namespace only): overlayfs refuses an
+    # upper directory on overlayfs (EINVAL), which /tmp is inside a container
+    own = os.path.join(cfg["work"], name)
+    os.makedirs(own, exist_ok=True)
+    tmpfs(own)
+    upper, work = os.path.join(own, "upper"), os.path.join(own, "work")
     inner = os.path.join(upper, os.path.relpath(path, base))
     os.makedirs(os.path.dirname(inner), mode=0o755, exist_ok=True)
     os.makedirs(work, exist_ok=True)

@@ -26,6 +26,8 @@ reference spans one show()/store().
 from __future__ import annotations
 
 import errno
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,6 +57,20 @@ class OpenFile:
     node: Attribute
     path: str
     buf: bytes | None = None
+    # the opener's CAP_SYS_ADMIN (file_ns_capable on f_cred), for an attribute
+    # whose content depends on it (PCI config); None: this process's
+    privileged: bool | None = None
+
+
+_opener = threading.local()
+
+
+def opener_privileged() -> bool:
+    """Whether the file being read was opened by a privileged caller: the
+    open file's credentials when a backend recorded them (FUSE: the request's
+    uid), else this process's. (Assumed: uid 0 is the only capable caller.)"""
+    privileged = getattr(_opener, "privileged", None)
+    return bool(privileged) if privileged is not None else os.geteuid() == 0
 
 
 def check_open(tree: Tree, rel: str, node: Node | None, read: bool, write: bool) -> Attribute:
@@ -98,12 +114,16 @@ def read(f: OpenFile, size: int = -1, offset: int = 0) -> bytes:
     """A read(2) at ``offset``: show() at offset 0 (or the first read), then the buffer.
 
     ``size`` < 0 reads to the end (``cat``'s loop in one call)."""
-    if f.node.binary:
-        return bin_read(f.node, size, offset)
-    if f.buf is None or offset == 0:
-        f.buf = show(f.node)
-    else:
-        check_live(f.node)
+    _opener.privileged = f.privileged
+    try:
+        if f.node.binary:
+            return bin_read(f.node, size, offset)
+        if f.buf is None or offset == 0:
+            f.buf = show(f.node)
+        else:
+            check_live(f.node)
+    finally:
+        _opener.privileged = None
     return f.buf[offset:] if size < 0 else f.buf[offset:offset + size]
 
 

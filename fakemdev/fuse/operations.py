@@ -469,6 +469,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
                 raise FuseOSError(errno.EACCES)
         f = vfs.open_file(tree, rel, want_read, want_write, node)  # kernfs_fop_open's rules
         f.path = path
+        f.privileged = uid == 0
         fh = next(self._fh_ids)
         self._handles[fh] = f
         fi.fh = fh

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -34,15 +32,10 @@ LINK_SPEED = {1: "2.5 GT/s PCIe", 2: "5.0 GT/s PCIe", 3: "8.0 GT/s PCIe", 4: "16
 
 
 def caller_privileged() -> bool:
-    """capable(CAP_SYS_ADMIN) of the reader: the FUSE request's uid when one is
-    being served, else this process's. (Assumed: uid 0 is the only capable
-    caller, as in the capture's root/nobody split.)"""
-    mfusepy = sys.modules.get("mfusepy")  # loaded (by fakemdev.fuse.binding) only where FUSE serves
-    try:
-        uid = int(mfusepy.fuse_get_context()[0]) if mfusepy is not None else os.geteuid()
-    except Exception:
-        uid = os.geteuid()
-    return uid == 0
+    """capable(CAP_SYS_ADMIN) of the file's opener (pci_read_config's
+    file_ns_capable): see :func:`fakemdev.vfs.opener_privileged`."""
+    from .. import vfs
+    return vfs.opener_privileged()
 
 
 def _link(tree_link: Callable[[str, str], str], here: str, target: str) -> Link:
