@@ -188,7 +188,7 @@ def test_entrypoint_knows_every_cli_command() -> None:
     """container/entrypoint.sh lists fakemdev's commands; a new one must not become 'exec mount ...'."""
     from fakemdev.cli import cli
     text = (REPO / "container" / "entrypoint.sh").read_text()
-    listed = re.search(r'""\|-\*\|([a-z|]+)\)', text)
+    listed = re.search(r'""\|-\*\|([a-z|-]+)\)', text)
     assert listed and sorted(listed.group(1).split("|")) == sorted(cli.commands)
 
 
