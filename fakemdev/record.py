@@ -305,43 +305,34 @@ def _reproduces(driver: Any, recs: list[RecParent]) -> bool:
     return all(_same_parent(host.parents[rec.name], driver, rec) for rec in recs)
 
 
-def _projected_attrs(parent: Any) -> dict[str, str]:
-    """The parent directory's plain files as the projection shows them (the recording's
-    rule: regular text files, not links, not PARENT_SKIP): its spec's attributes, and
-    those of the PCI function it is when the driver places one (fakemdev.pci)."""
+def _projected(parent: Any) -> tuple[dict[str, str], str]:
+    """The parent directory as the projection shows it, in one walk: its plain
+    files by the recording's rule (regular text files, not links, not
+    PARENT_SKIP: its spec's attributes, and those of the PCI function it is
+    when the driver places one, fakemdev.pci), and its ``uevent`` (a PCI
+    function's has what the PCI core adds, such as PCI_SUBSYS_ID)."""
     from . import vfs
     from .sysfs import SysfsTree
     d = SysfsTree(parent.host).lookup(parent.devpath)
-    out: dict[str, str] = {}
+    attrs: dict[str, str] = {}
+    uevent = str(parent.spec.uevent.decode())
     for name, node in (d.entries().items() if d is not None and d.kind == "dir" else ()):  # type: ignore[union-attr]
-        if name in PARENT_SKIP or node.kind != "file":
+        if node.kind != "file" or (name in PARENT_SKIP and name != "uevent"):
             continue
         try:
             text = vfs.show(node).decode("utf-8")  # type: ignore[arg-type]
         except (KernelError, UnicodeDecodeError):
             continue
-        if "\0" not in text:
-            out[name] = text[:-1] if text.endswith("\n") else text
-    return out
-
-
-def _projected_uevent(parent: Any) -> str:
-    """The parent's ``uevent`` as the projection shows it (a PCI function's
-    has what the PCI core adds, such as PCI_SUBSYS_ID, besides the spec's)."""
-    from . import vfs
-    from .sysfs import SysfsTree
-    node = SysfsTree(parent.host).lookup(f"{parent.devpath}/uevent")
-    if node is None or node.kind != "file":
-        return str(parent.spec.uevent.decode())
-    try:
-        return vfs.show(node).decode("utf-8")  # type: ignore[arg-type]
-    except (KernelError, UnicodeDecodeError):
-        return str(parent.spec.uevent.decode())
+        if name == "uevent":
+            uevent = text
+        elif "\0" not in text:
+            attrs[name] = text[:-1] if text.endswith("\n") else text
+    return attrs, uevent
 
 
 def _same_parent(parent: Any, driver: Any, rec: RecParent) -> bool:
-    got_attrs = _projected_attrs(parent)
-    if (parent.devpath != rec.devpath or _projected_uevent(parent) != rec.uevent or got_attrs != rec.attrs
+    got_attrs, got_uevent = _projected(parent)
+    if (parent.devpath != rec.devpath or got_uevent != rec.uevent or got_attrs != rec.attrs
             or driver.driver_name != rec.mdev_driver):
         return False
     got = sorted((t.id, t.name, None if t.spec.description is None else t.spec.description.rstrip("\n"),

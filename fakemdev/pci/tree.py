@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .. import events as ev
-from .. import kernels
+from .. import kernels, vfs
 from ..errors import KernelError
 from ..kernfs import Attribute, BinAttribute, Directory, LazyDir, Link, Node, StaticDir
 from .bus import PciBus
@@ -29,13 +29,6 @@ RO, WO, RW, WO_REMOVE, BAR = 0o444, 0o200, 0o644, 0o220, 0o600
 IOMMU_RESERVED = b"0x00000000fee00000 0x00000000feefffff msi\n"  # the x86 MSI window
 IOMMU_DOMAIN_TYPE = b"DMA-FQ\n"
 LINK_SPEED = {1: "2.5 GT/s PCIe", 2: "5.0 GT/s PCIe", 3: "8.0 GT/s PCIe", 4: "16.0 GT/s PCIe", 5: "32.0 GT/s PCIe"}
-
-
-def caller_privileged() -> bool:
-    """capable(CAP_SYS_ADMIN) of the file's opener (pci_read_config's
-    file_ns_capable): see :func:`fakemdev.vfs.opener_privileged`."""
-    from .. import vfs
-    return vfs.opener_privileged()
 
 
 def _link(tree_link: Callable[[str, str], str], here: str, target: str) -> Link:
@@ -51,7 +44,7 @@ class ConfigAttribute(BinAttribute):
     __slots__ = ()
 
     def __init__(self, bus: PciBus, fn: PciFunction) -> None:
-        super().__init__(RW, len(fn.config), lambda: fn.config_bytes(caller_privileged()),
+        super().__init__(RW, len(fn.config), lambda: fn.config_bytes(vfs.opener_privileged()),
                          lambda data, offset: bus.config_write(fn, data, offset), fn)
 
 
