@@ -104,6 +104,8 @@ def pci_config_space(attrs: Mapping[str, bytes]) -> bytes:
 # How many directories (with their memoised entries) SysfsTree keeps per
 # model generation; a walk needs only the few on its current path.
 DIR_CACHE_MAX = 4096
+#: How many files and links it keeps (forgotten all at once at every change).
+LEAF_CACHE_MAX = 16384
 
 
 #: Directories that exist on every real sysfs, empty here. The top level is
@@ -260,10 +262,11 @@ def state_of(host: Host) -> ProjectionState:
 class SysfsTree:
     """The whole ``/sys`` of one host, rooted at the mount point.
 
-    Lookups are memoised: the directories on recently resolved paths and
-    the entries of the small ones; between mutations a path costs one
-    dictionary hit per uncached component. Attribute contents are never
-    cached (``show()`` runs on every read).
+    Lookups are memoised: the directories on recently resolved paths, the
+    entries of the small ones, and the files and links looked up since the
+    last change; between mutations a path costs one dictionary hit per
+    uncached component. Attribute contents are never cached (``show()``
+    runs on every read).
 
     A mutation (``Host.generation`` moves) forgets what it touched. A tree
     whose owner hands it every change (:meth:`invalidation`, as the FUSE
@@ -282,6 +285,7 @@ class SysfsTree:
         self._gen = -1
         self._dirs: dict[str, Directory] = {}
         self._entries: dict[str, Mapping[str, Node]] = {}
+        self._leaves: dict[str, Node] = {}  # files and links looked up since the last change
         self._below: dict[str, set[str]] = {}  # memoised dir -> its memoised child dirs (to forget subtrees)
         self._volatile: list[str] = []  # memoised dirs that are no live view: forgotten at every change
         self._mounts_gen = -1
@@ -331,6 +335,7 @@ class SysfsTree:
         """Per-path forgetting for one change (see the class docstring)."""
         dirs, below = self._dirs, self._below
         self._entries.clear()
+        self._leaves.clear()
         if self._volatile:
             for p in self._volatile:
                 dirs.pop(p, None)
@@ -358,6 +363,7 @@ class SysfsTree:
     def _forget_all(self) -> None:
         self._dirs.clear()
         self._entries.clear()
+        self._leaves.clear()
         self._below.clear()
         self._volatile.clear()
 
@@ -435,7 +441,7 @@ class SysfsTree:
         return self._lookup(path)
 
     def _lookup(self, path: str) -> Node | None:
-        node = self._dirs.get(path)
+        node = self._dirs.get(path) or self._leaves.get(path)
         if node is not None:
             return node
         if not path:
@@ -452,6 +458,12 @@ class SysfsTree:
             if len(self._dirs) >= DIR_CACHE_MAX:
                 self._forget_all()
             self._memo_dir(head, path, child)  # type: ignore[arg-type]
+        elif child is not None:
+            # a file's node is built by its directory (a whole table for some); between two changes
+            # it stays what it is, like the entries memo (its content is show()'s, read every time)
+            if len(self._leaves) >= LEAF_CACHE_MAX:
+                self._leaves.clear()
+            self._leaves[path] = child
         return child
 
     def _memo_dir(self, head: str, path: str, child: Directory) -> None:
@@ -524,14 +536,20 @@ class SysfsTree:
             e = self._entries_of(path, d)
             items = [(n, e[n]) for n in readdir_order(e)]
         if self._dirs.get(path) is d or (not path and d is self.root):
-            # the child directories as if looked up: their nlink (asked for the listing's attributes)
-            # and their own listing (when the walk enters them) then build their entries once, not twice
+            # the children as if looked up: a child directory's nlink (asked for the listing's
+            # attributes) and its own listing (when the walk enters it) then build its entries once,
+            # not twice, and opening a file just listed finds its node
+            prefix = f"{path}/" if path else ""
             dirs = [(n, c) for n, c in items if c.kind == "dir"]
             if len(self._dirs) + len(dirs) < DIR_CACHE_MAX:
-                prefix = f"{path}/" if path else ""
                 for n, c in dirs:
                     if prefix + n not in self._dirs:
                         self._memo_dir(path, prefix + n, c)  # type: ignore[arg-type]
+            leaves = self._leaves
+            if len(leaves) + len(items) < LEAF_CACHE_MAX:
+                for n, c in items:
+                    if c.kind != "dir":
+                        leaves[prefix + n] = c
         return items
 
     def subdir_count(self, path: str, d: Directory) -> int:
@@ -749,14 +767,24 @@ class Junction(Directory):
 class ParentDir(Directory):
     """``/sys/devices/.../<parent>``: device attrs, mdev_supported_types, one dir per mdev."""
 
-    __slots__ = ("tree", "parent")
+    __slots__ = ("tree", "parent", "_memo")
     fast_lookup = True
 
     def __init__(self, tree: SysfsTree, parent: Parent) -> None:
         self.tree = tree
         self.parent = parent
+        self._memo: tuple[int, dict[str, Node]] | None = None
 
     def _static(self) -> dict[str, Node]:
+        """The parent's own entries (not its devices), built once per model
+        generation: a PCI parent has some forty, and every lookup asks."""
+        gen = self.tree.host.generation
+        memo = self._memo
+        if memo is None or memo[0] != gen:
+            memo = self._memo = (gen, self._build_static())
+        return memo[1]
+
+    def _build_static(self) -> dict[str, Node]:
         p, spec = self.parent, self.parent.spec
         subsystem = f"class/{spec.class_name}" if spec.class_name else f"bus/{spec.bus}"
         env = [f"SUBSYSTEM={spec.class_name or spec.bus}"]
@@ -785,7 +813,7 @@ class ParentDir(Directory):
         return self._static().get(name)
 
     def entries(self) -> Mapping[str, Node]:
-        out: dict[str, Node] = self._static()
+        out: dict[str, Node] = dict(self._static())
         for uuid, dev in self.parent.devices.items():
             out[uuid] = DeviceDir(self.tree, dev)
         return out

@@ -68,6 +68,8 @@ FUSE_ROOT_ID = 1
 # Directories whose READDIRPLUS listing is kept (per model generation); a
 # walk needs the few on its path, a client polling one directory needs one.
 LISTING_CACHE_MAX = 1024
+# Paths whose getattr answer is kept (per model generation and chmod count).
+STAT_MEMO_MAX = 16384
 
 # The reaper drops removed dentries in batches gathered over this long: each
 # wake-up of its thread costs the loop thread a GIL hand-over, per remove
@@ -124,6 +126,8 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         self._listings: dict[str, readdirplus.Listing] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
         self._chmods = 0
+        # getattr's answers per path while (generation, chmods) stay: nlink alone may build a directory
+        self._stat_memo: dict[SysfsTree, tuple[tuple[int, int], dict[str, tuple[dict[str, Any], Any]]]] = {}
         self.on_init: Callable[[], None] | None = None  # called once the kernel's FUSE_INIT is handled
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
@@ -338,11 +342,23 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if host is None or tree is None:
             raise FuseOSError(errno.ENOENT)
         with host.lock:  # see _lock_for
+            gen = (host.generation, self._chmods)
+            memo = self._stat_memo.get(tree)
+            if memo is None or memo[0] != gen:
+                memo = self._stat_memo[tree] = (gen, {})
+            answers = memo[1]
+            hit = answers.get(path)
+            if hit is not None:  # remembered already: only a change forgets, and it moves gen
+                return hit
             node = tree.lookup(rel)
             if node is None:
                 raise FuseOSError(errno.ENOENT)
             self._remember(path)
-            return self._stat(host, tree, rel, node)
+            st = self._stat(host, tree, rel, node)
+            if len(answers) >= STAT_MEMO_MAX:
+                answers.clear()
+            answers[path] = st
+            return st
 
     def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> tuple[dict[str, Any], Any]:
         """What getattr answers for node (at sysfs-relative rel), and the same

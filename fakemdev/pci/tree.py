@@ -51,8 +51,9 @@ class ConfigAttribute(BinAttribute):
 class PciFunctionDir(Directory):
     """``/sys/devices/pci0000:00/.../<bdf>``: a PCI function, in its current binding."""
 
+    # Not fast_lookup: its ~40 entries are built once per change and memoised by the tree, which
+    # a listing, the nlink of the listing's attributes and the lookups that follow then share.
     __slots__ = ("tree", "bus", "fn")
-    fast_lookup = True
 
     def __init__(self, tree: SysfsTree, fn: PciFunction, extra: Mapping[str, Node] | None = None) -> None:
         self.tree = tree
@@ -216,9 +217,6 @@ class PciFunctionDir(Directory):
         for n, node in self._extra().items():
             out.setdefault(n, node)
         return out
-
-    def subdir_count(self) -> int:
-        return sum(1 for n in self.entries().values() if n.kind == "dir")
 
 
 def _no_msix_store(buf: bytes) -> int:

@@ -189,6 +189,8 @@ class VendorDriver:
         """Extra files in a type directory. Default: migration's
         ``migration_version`` for types that declare migration support.
         An override adds to ``super().type_attributes(mdev_type)``."""
+        if not self._may_declare_migration():
+            return {}
         from ..migration.versions import type_attributes  # imported on first use: it costs start-up time
         return dict(type_attributes(mdev_type))
 
@@ -196,8 +198,19 @@ class VendorDriver:
         """Extra files (or directories) in a device directory, beside
         :meth:`device_groups`. Default: migration's ``migration_version``.
         An override adds to ``super().device_attributes(mdev)``."""
+        creator: VendorDriver = getattr(mdev, "created_by", None) or self
+        if not (self._may_declare_migration() or creator._may_declare_migration()):
+            return {}
         from ..migration.versions import device_attributes
         return dict(device_attributes(mdev))
+
+    def _may_declare_migration(self) -> bool:
+        """False when nothing can declare migration for this driver (no
+        ``migration`` table, option or ``migration_for`` override): then the
+        type and device directories have no ``migration_version`` and the
+        migration package, 10 ms of imports, is not loaded for a first listing."""
+        return (self.migration is not None or "migration_version" in (getattr(self, "options", None) or {})
+                or type(self).migration_for is not VendorDriver.migration_for)
 
     # -- devices outside the mdev core (SR-IOV VFs, PCI functions) -------------
     def sysfs_mounts(self, tree: SysfsTree) -> dict[str, Callable[[], Node | None]]:
