@@ -8,13 +8,10 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, mountcmd
 from .fault_schema import KNOBS
 
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"fakemdev: {message}", err=True)
-    sys.exit(code)
+_fail = mountcmd.fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,31 +24,7 @@ DRIVER_HELP = ("Load this driver instead of the default host (repeatable): a bui
                "options after a colon; a value with commas is a list (vfio_ccw:subchannels=0.0.0313,0.0.0314).")
 
 
-def _build_hosts(kernel: str, drivers: Sequence[str]) -> dict[str, Any]:
-    """The one host of ``--driver`` options (or the default host). Every
-    option is checked before any driver is built: one bad one fails the
-    command with a line naming it, and nothing is mounted."""
-    from .core import Host
-    from .hosts import default_host
-    from .vendors import make
-    from .vendors.options import OptionError, parse_spec
-    try:
-        if not drivers:
-            return {"default": default_host(kernel=kernel)}
-        host = Host("default", kernel=kernel)
-    except ValueError as e:  # the kernel profile
-        _fail(f"--kernel: {e}", 2)
-    for spec in drivers:
-        name, _, _ = spec.partition(":")
-        try:
-            host.load_driver(make(*parse_spec(spec)))
-        except OptionError as e:
-            _fail(f"--driver {name}: {e.what}", 2)
-        except OSError as e:  # a driver file, or the host refusing a second copy of a driver
-            _fail(f"--driver {name}: {e.strerror}" + (f": {e.filename}" if e.filename else ""), 2)
-        except (LookupError, TypeError, ValueError) as e:
-            _fail(f"--driver {spec}: {e}", 2)
-    return {"default": host}
+_build_hosts = mountcmd.build_hosts
 
 
 def _options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -71,13 +44,14 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
 @click.argument("mountpoint")
 @click.option("--foreground", "-f", is_flag=True, help="Serve in this process until Ctrl-C.")
 @click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]", help=DRIVER_HELP)
-@click.option("--kernel", default="6.12", show_default=True, help="Kernel profile (6.12, 6.1, 5.15, 4.19, ...).")
+@click.option("--kernel", default=mountcmd.DEFAULT_KERNEL, show_default=True,
+              help="Kernel profile (6.12, 6.1, 5.15, 4.19, ...).")
 @click.option("--allow-other/--no-allow-other", default=None,
               help="Let other users in (default: on when root mounts, like sysfs).")
 @click.option("--threads", is_flag=True,
               help="Serve with libfuse's multi-threaded loop (about 2x the cost per request; never needed for "
                    "correctness: a request that waits gets a stand-in thread in the default mode).")
-@click.option("--cache-timeout", type=float, default=10.0, show_default=True,
+@click.option("--cache-timeout", type=float, default=mountcmd.DEFAULT_CACHE_TIMEOUT, show_default=True,
               help="Kernel entry/attribute cache seconds; every change invalidates what it touched.")
 @click.option("--scenario", "scenario_file", type=click.Path(dir_okay=False), default=None,
               help="Serve the hosts of this scenario file or shipped scenario name "
@@ -89,43 +63,9 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
 def mount(mountpoint: str, foreground: bool, drivers: tuple[str, ...], kernel: str, allow_other: bool | None,
           threads: bool, cache_timeout: float, scenario_file: str | None, shared: bool, make_dir: bool) -> None:
     """Mount a simulated host on MOUNTPOINT (which then plays /sys)."""
-    from .fuse.daemon import MountError
-    from .fuse.daemon import mount as do_mount
-    mountpoint = os.path.abspath(mountpoint)
-    if shared:
-        from .propagation import shared_problem
-        problem = shared_problem(mountpoint)
-        if problem:
-            _fail(problem, 2)
-    if scenario_file is not None:
-        from .scenario import ScenarioError, load
-        if drivers:
-            _fail("--scenario and --driver do not mix: put the drivers in the scenario", 2)
-        try:
-            hosts = load(scenario_file).build_hosts()
-        except ScenarioError as e:
-            _fail(str(e), 2)
-        drivers = ()
-        desc = f"scenario {scenario_file}"
-    else:
-        hosts = _build_hosts(kernel, drivers)
-        desc = "default host" if not drivers else "drivers: " + ", ".join(drivers)
-    if make_dir:  # last, so that a refused mount leaves nothing behind
-        try:
-            os.makedirs(mountpoint, exist_ok=True)
-        except OSError as e:
-            _fail(f"{mountpoint}: cannot create it: {e.strerror}", 2)
-
-    def ready() -> None:  # --foreground: say so once the tree answers, as a daemon's start line does
-        click.echo(f"fakemdev: {mountpoint} mounted ({desc}), serving in the foreground as pid {os.getpid()}; "
-                   f"Ctrl-C or 'fakemdev umount {mountpoint}' ends it")
-    try:
-        pid = do_mount(hosts, mountpoint, foreground=foreground, allow_other=allow_other, threads=threads,
-                       cache_timeout=cache_timeout, description=desc, on_ready=ready)
-    except MountError as e:
-        _fail(str(e))
-    if pid is not None:
-        click.echo(f"fakemdev: {mountpoint} mounted ({desc}), daemon pid {pid}")
+    mountcmd.mount(mountpoint, foreground=foreground, drivers=drivers, kernel=kernel, allow_other=allow_other,
+                   threads=threads, cache_timeout=cache_timeout, scenario_file=scenario_file, shared=shared,
+                   make_dir=make_dir)
 
 
 @cli.command()
@@ -169,7 +109,7 @@ def _control(mountpoint: str, op: str, **args: Any) -> Any:
     if info is None:
         _fail(f"{mountpoint}: no fakemdev mount here (see 'fakemdev status')")
     try:
-        return call(info.socket, op, **args)  # type: ignore[union-attr]
+        return call(info.socket, op, **args)
     except ControlError as e:
         _fail(f"{e.errno + ': ' if e.errno else ''}{e}")
 
@@ -406,7 +346,7 @@ _run_options = [
     click.option("--driver", "drivers", multiple=True, metavar="NAME[:k=v,...]", help=DRIVER_HELP),
     click.option("--scenario", type=click.Path(dir_okay=False), default=None,
                  help="Serve the hosts of this scenario file or shipped scenario name."),
-    click.option("--kernel", default="6.12", show_default=True,
+    click.option("--kernel", default=mountcmd.DEFAULT_KERNEL, show_default=True,
                  help="Kernel profile of the --driver host (6.12, 6.1, 5.15, 4.19, ...); a scenario names its own."),
     click.option("--host", default=None, metavar="NAME",
                  help="Which host of a multi-host scenario plays /sys (required there)."),

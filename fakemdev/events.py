@@ -8,8 +8,7 @@ projection needs that the model no longer holds once the mutation is done
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 
 if TYPE_CHECKING:
     from .core import MdevDevice, Parent
@@ -17,65 +16,112 @@ if TYPE_CHECKING:
     from .vendors.base import VendorDriver
 
 
-@dataclass(frozen=True)
-class DriverLoaded:
+@dataclass_transform(frozen_default=True)
+class _Event:
+    """A frozen record of the fields its subclass annotates, as
+    ``@dataclass(frozen=True)`` would make it: keyword or positional
+    ``__init__`` with the class attributes as defaults, equality and hash by
+    value, a repr, no assignment after ``__init__``.
+
+    Not ``@dataclass`` itself: that writes and compiles five functions per
+    class, and these 25 classes then cost about 25 ms of every start-up
+    (``fakemdev mount`` imports them before the tree can answer)."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fields = tuple(cls.__dict__.get("__annotations__", {}))
+        cls._defaults = {n: cls.__dict__[n] for n in cls._fields if n in cls.__dict__}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        fields, name = self._fields, type(self).__name__
+        if len(args) > len(fields):
+            raise TypeError(f"{name}() takes {len(fields)} arguments, {len(args)} given")
+        values = dict(zip(fields[:len(args)], args, strict=True))
+        for key, value in kwargs.items():
+            if key not in fields or key in values:
+                raise TypeError(f"{name}(): unexpected or repeated argument {key!r}")
+            values[key] = value
+        for field_name in fields:
+            if field_name not in values:
+                if field_name not in self._defaults:
+                    raise TypeError(f"{name}(): missing argument {field_name!r}")
+                values[field_name] = self._defaults[field_name]
+            object.__setattr__(self, field_name, values[field_name])
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in self._fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._fields)})"
+
+
+class DriverLoaded(_Event):
     driver: VendorDriver
 
 
-@dataclass(frozen=True)
-class DriverUnloaded:
+class DriverUnloaded(_Event):
     driver: VendorDriver
     class_names: tuple[str, ...] = ()  # classes that went with the module (class_destroy)
     iommu_groups: tuple[int, ...] = ()  # its devices' hardware groups, freed with it
     vfio_devs: tuple[str, ...] = ()     # its vfioN devices outside the mdev core
 
 
-@dataclass(frozen=True)
-class DriverUpgraded:
+class DriverUpgraded(_Event):
     old: VendorDriver
     new: VendorDriver
 
 
-@dataclass(frozen=True)
-class ParentAdded:
+class ParentAdded(_Event):
     parent: Parent
 
 
-@dataclass(frozen=True)
-class ParentRemoved:
+class ParentRemoved(_Event):
     parent: Parent
 
 
-@dataclass(frozen=True)
-class ParentTypesChanged:
+class ParentTypesChanged(_Event):
     """A parent both driver versions have: its type table was replaced."""
 
     parent: Parent
 
 
-@dataclass(frozen=True)
-class DeviceAdded:
+class DeviceAdded(_Event):
     device: MdevDevice
 
 
-@dataclass(frozen=True)
-class DeviceBound:
+class DeviceBound(_Event):
     device: MdevDevice
     iommu_group: int
     vfio_index: int | None
     driver_name: str
 
 
-@dataclass(frozen=True)
-class DeviceUnbound:
+class DeviceUnbound(_Event):
     device: MdevDevice
     iommu_group: int | None
     vfio_index: int | None
     driver_name: str
 
 
-@dataclass(frozen=True)
-class DeviceHidden:
+class DeviceHidden(_Event):
     """The first half of a remove that waits on an open device: the device
     leaves its type, the bus and its driver; only its iommu group stays."""
 
@@ -84,31 +130,26 @@ class DeviceHidden:
     driver_name: str
 
 
-@dataclass(frozen=True)
-class DeviceRemoved:
+class DeviceRemoved(_Event):
     device: MdevDevice
 
 
-@dataclass(frozen=True)
-class DeviceDriverChanged:
+class DeviceDriverChanged(_Event):
     """A kept device under a new driver version: its driver-made files may differ."""
 
     device: MdevDevice
     old_groups: tuple[str, ...]  # the old version's attribute groups of the device
 
 
-@dataclass(frozen=True)
-class CoreLoaded:
+class CoreLoaded(_Event):
     """insmod mdev."""
 
 
-@dataclass(frozen=True)
-class CoreUnloaded:
+class CoreUnloaded(_Event):
     """rmmod mdev."""
 
 
-@dataclass(frozen=True)
-class DriverNodesChanged:
+class DriverNodesChanged(_Event):
     """A driver changed nodes it projects itself (:meth:`VendorDriver.sysfs_mounts`):
     ``gone`` subtrees vanished or were replaced, ``changed`` directories' entries changed.
     Paths are the driver's own, sysfs-relative."""
@@ -118,44 +159,38 @@ class DriverNodesChanged:
     changed: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class VfioIdsChanged:
+class VfioIdsChanged(_Event):
     """A vfio-dev index was taken or given back outside the mdev core (``class/vfio-dev`` changed)."""
 
     index: int
 
 
 # -- the PCI bus (fakemdev.pci) ------------------------------------------------------
-@dataclass(frozen=True)
-class PciFunctionAdded:
+class PciFunctionAdded(_Event):
     """A function was enumerated, hot-added, rescanned or enabled as a VF."""
 
     function: PciFunction
 
 
-@dataclass(frozen=True)
-class PciFunctionRemoved:
+class PciFunctionRemoved(_Event):
     function: PciFunction
 
 
-@dataclass(frozen=True)
-class PciFunctionBound:
+class PciFunctionBound(_Event):
     function: PciFunction
     driver_name: str
     vfio_index: int | None = None   # its vfio-dev/vfioN (a VFIO driver, 6.1+)
     vfio_group: int | None = None   # the VFIO group device it made or joined
 
 
-@dataclass(frozen=True)
-class PciFunctionUnbound:
+class PciFunctionUnbound(_Event):
     function: PciFunction
     driver_name: str
     vfio_index: int | None = None
     vfio_group: int | None = None
 
 
-@dataclass(frozen=True)
-class PciFunctionChanged:
+class PciFunctionChanged(_Event):
     """Entries of the function's directory came or went (``names``: virtfnN, vfio-dev, ...)."""
 
     function: PciFunction
@@ -163,20 +198,17 @@ class PciFunctionChanged:
     vfio_group: int | None = None   # a VFIO group device it made or took away (a vGPU on a VF)
 
 
-@dataclass(frozen=True)
-class PciDriverAdded:
+class PciDriverAdded(_Event):
     name: str
     module: str
 
 
-@dataclass(frozen=True)
-class PciDriverRemoved:
+class PciDriverRemoved(_Event):
     name: str
     module: str
 
 
-@dataclass(frozen=True)
-class PciDriverIdsChanged:
+class PciDriverIdsChanged(_Event):
     """new_id / remove_id: no entry changes, the driver's matching does."""
 
     name: str
@@ -192,11 +224,16 @@ Event = (DriverLoaded | DriverUnloaded | DriverUpgraded | ParentAdded | ParentRe
          | CoreLoaded | CoreUnloaded | DriverNodesChanged | VfioIdsChanged | PciEvent)
 
 
-@dataclass
 class Invalidation:
     """What a set of events made stale in the projection: ``gone`` subtrees
     (vanished, appeared or were replaced: drop everything cached below) and
     ``changed`` directories (their entries or nlink changed)."""
 
-    gone: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
+    __slots__ = ("gone", "changed")
+
+    def __init__(self, gone: list[str] | None = None, changed: list[str] | None = None) -> None:
+        self.gone: list[str] = [] if gone is None else gone
+        self.changed: list[str] = [] if changed is None else changed
+
+    def __repr__(self) -> str:
+        return f"Invalidation(gone={self.gone!r}, changed={self.changed!r})"

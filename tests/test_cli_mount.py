@@ -134,3 +134,43 @@ def test_unknown_driver_is_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "unknown driver 'i916'" in r.stderr and "mtty" in r.stderr
     assert not _mountinfo_has(mp)
+
+
+def test_plain_mount_line_and_click_mount_make_the_same_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fakemdev mount MP`` skips click (fakemdev.launch); it must mean exactly
+    what click's ``fakemdev mount MP`` means: same function, same arguments."""
+    import inspect
+
+    from fakemdev import launch, mountcmd
+
+    calls: list[dict[str, object]] = []
+    signature = inspect.signature(mountcmd.mount)
+
+    def record(*args: object, **kwargs: object) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+
+    monkeypatch.setattr(mountcmd, "mount", record)
+    assert launch.main(["mount", "/tmp/x"]) == 0           # the fast path
+    assert launch.main(["mount", "--mkdir", "/tmp/x"]) == 0  # an option: click
+    assert launch.main(["mount", "/tmp/x", "--kernel", "6.12"]) == 0  # click, with the default spelled out
+    fast, with_mkdir, spelled = calls
+    assert with_mkdir == {**fast, "make_dir": True}
+    assert spelled == fast
+
+
+@requires_fuse
+def test_plain_mount_line_does_not_import_click(tmp_path: Path) -> None:
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "fakemdev", "mount", str(mp)],
+                       capture_output=True, text=True, timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+        assert "fakemdev.mountcmd" in imported and "fakemdev.fuse.daemon" in imported
+        assert not {m for m in imported if m == "click" or m.startswith(("click.", "yaml", "fakemdev.cli",
+                                                                          "fakemdev.scenario"))}
+    finally:
+        run_cli("umount", str(mp))
