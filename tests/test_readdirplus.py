@@ -6,10 +6,10 @@ attributes. What it must not cost: readdir results (names, kernfs order,
 d_type) are the same as without it, and the attributes the kernel caches
 from a listing are invalidated by every change as looked-up ones are.
 
-Requests are counted inside the daemon: getattr() (its struct form,
-:mod:`fakemdev.fuse.fastattr`) runs once per LOOKUP and per GETATTR in
-libfuse's high-level API. The counter lives in shared memory
-and the handler is wrapped before mount() forks the daemon, which inherits both.
+Requests are counted inside the daemon: mfusepy's getattr callback
+(:mod:`fakemdev.fuse.fastattr`'s) runs once per LOOKUP and per GETATTR in
+libfuse's high-level API. The counter lives in shared memory and the
+callback is wrapped before mount() forks the daemon, which inherits both.
 """
 from __future__ import annotations
 
@@ -41,14 +41,20 @@ UUID = "6d0c3e2a-51f5-4a8e-9b36-0c1d2e3f4a5b"
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """counted[0]: getattr calls in the daemon (LOOKUP + GETATTR requests)."""
+    """counted[0]: LOOKUP + GETATTR requests the daemon answered (its getattr
+    callback, whether the handler ran or :mod:`fakemdev.fuse.fastattr`
+    answered from the operations' ``stat_hits``)."""
+    from fakemdev.fuse import fastattr
+    from fakemdev.fuse.binding import mfusepy
     counts = RawArray("q", 1)
-    plain_attrs = MdevOperations._attrs
+    fastattr.install()  # first: it takes mfusepy's callback as it finds it, and this wraps what it put there
+    plain = mfusepy.FUSE.getattr_fuse_3
 
-    def attrs(self: MdevOperations, path: str) -> tuple[dict[str, Any], Any]:  # getattr and getattr_struct
+    def getattr_fuse_3(self: Any, path: bytes | None, buf: Any, fip: Any) -> int:
         counts[0] += 1
-        return plain_attrs(self, path)
-    monkeypatch.setattr(MdevOperations, "_attrs", attrs)
+        result: int = plain(self, path, buf, fip)
+        return result
+    monkeypatch.setattr(mfusepy.FUSE, "getattr_fuse_3", getattr_fuse_3)
     return counts
 
 

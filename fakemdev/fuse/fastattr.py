@@ -9,8 +9,11 @@ dict and struct (:class:`~.readdirplus.StatPool`), so the reply can be one
 copy of the ready struct (an assignment through libfuse's pointer, done in C).
 
 This module replaces mfusepy's ``FUSE.getattr_fuse_3`` for operations that
-offer ``getattr_struct(path, fh)`` (the struct, or ``FuseOSError`` as
-``getattr`` raises it); other operations keep mfusepy's path.
+offer ``getattr_struct(path, fh, raw)`` (the struct, or ``FuseOSError`` as
+``getattr`` raises it); other operations keep mfusepy's path. Operations
+may also keep ``stat_hits`` (raw path -> struct, emptied at every change):
+a path found there is answered without calling them at all, which is what
+most of a walk's repeated GETATTRs and LOOKUPs are.
 """
 from __future__ import annotations
 
@@ -23,14 +26,24 @@ _plain_getattr: Callable[..., int] | None = None
 
 
 def getattr_fuse_3(self: Any, path: bytes | None, buf: Any, fip: Any) -> int:
-    """``FUSE.getattr_fuse_3``: copy the operations' interned struct."""
-    struct_of = getattr(self.operations, "getattr_struct", None)
+    """``FUSE.getattr_fuse_3``: copy the operations' interned struct, from
+    their ``stat_hits`` when the path was answered since the last change."""
+    ops = self.operations
+    hits = getattr(ops, "stat_hits", None)
+    if hits is not None and path is not None:
+        hit = hits.get(path)
+        if hit is not None:
+            buf[0] = hit  # a struct assigned through the pointer is copied in C
+            return 0
+    struct_of = getattr(ops, "getattr_struct", None)
     if struct_of is None:
         assert _plain_getattr is not None
         return _plain_getattr(self, path, buf, fip)
     fh = (fip.contents if self.raw_fi else fip.contents.fh) if fip else None
-    # a struct assigned through the pointer is copied in C (ctypes.memmove would be a foreign call)
-    buf[0] = struct_of(None if path is None else path.decode(self.encoding, self.errors), fh)
+    if path is None:
+        buf[0] = struct_of(None, fh)
+    else:
+        buf[0] = struct_of(path.decode(self.encoding, self.errors), fh, path)
     return 0
 
 

@@ -126,8 +126,9 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         self._listings: dict[str, readdirplus.Listing] = {}
         self._stat_pool = readdirplus.StatPool(use_ns=self.use_ns)
         self._chmods = 0
-        # getattr's answers per path while (generation, chmods) stay: nlink alone may build a directory
-        self._stat_memo: dict[SysfsTree, tuple[tuple[int, int], dict[str, tuple[dict[str, Any], Any]]]] = {}
+        # getattr's answers (``struct stat``) by the raw path libfuse gives, for :mod:`.fastattr` to
+        # answer from without a handler call; every change and chmod empties it (under the host lock)
+        self.stat_hits: dict[bytes, Any] = {}
         self.on_init: Callable[[], None] | None = None  # called once the kernel's FUSE_INIT is handled
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
@@ -253,6 +254,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         Only paths the kernel has looked up (``_seen``, filled by getattr, which
         libfuse calls for every LOOKUP) can be cached, so only those cost a
         notification; each path is notified once per change."""
+        self.stat_hits.clear()
         inv = tree.invalidation(change)  # always: the tree follows its mount points
         if self._fuse_ptr is None or _invalidate is None:
             return
@@ -329,11 +331,12 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         return self._attrs(path)[0]
 
     @syscall
-    def getattr_struct(self, path: str, fh: Any = None) -> Any:
-        """getattr as the interned ``struct stat`` (:mod:`.fastattr` copies it into the reply)."""
-        return self._attrs(path)[1]
+    def getattr_struct(self, path: str, fh: Any = None, raw: bytes | None = None) -> Any:
+        """getattr as the interned ``struct stat`` (:mod:`.fastattr` copies it into the reply
+        and passes libfuse's ``raw`` path, under which the answer goes into :attr:`stat_hits`)."""
+        return self._attrs(path, raw)[1]
 
-    def _attrs(self, path: str) -> tuple[dict[str, Any], Any]:
+    def _attrs(self, path: str, raw: bytes | None = None) -> tuple[dict[str, Any], Any]:
         if self.multi and path == "/":
             key = ("hosts root", len(self.hosts))
             return self._stat_pool.get(key) or self._stat_pool.add(
@@ -342,22 +345,16 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if host is None or tree is None:
             raise FuseOSError(errno.ENOENT)
         with host.lock:  # see _lock_for
-            gen = (host.generation, self._chmods)
-            memo = self._stat_memo.get(tree)
-            if memo is None or memo[0] != gen:
-                memo = self._stat_memo[tree] = (gen, {})
-            answers = memo[1]
-            hit = answers.get(path)
-            if hit is not None:  # remembered already: only a change forgets, and it moves gen
-                return hit
             node = tree.lookup(rel)
             if node is None:
                 raise FuseOSError(errno.ENOENT)
             self._remember(path)
             st = self._stat(host, tree, rel, node)
-            if len(answers) >= STAT_MEMO_MAX:
-                answers.clear()
-            answers[path] = st
+            if raw is not None:  # kept until the next change (which cannot come while we hold the lock)
+                hits = self.stat_hits
+                if len(hits) >= STAT_MEMO_MAX:
+                    hits.clear()
+                hits[raw] = st[1]
             return st
 
     def _stat(self, host: Host, tree: SysfsTree, rel: str, node: Node) -> tuple[dict[str, Any], Any]:
@@ -530,6 +527,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             with host.lock:
                 state_of(host).mode_overrides[rel] = stat.S_IMODE(mode)
                 self._chmods += 1  # listings handed out the old mode
+                self.stat_hits.clear()
             self._invalidate_one(path)
         return 0
 
