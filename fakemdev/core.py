@@ -264,7 +264,8 @@ class Host:
         for uevent in change.uevents:
             uevent.seqnum = next(self._seqnum)
             self.uevent_log.append(uevent)
-        if len(self.uevent_log) > self.uevent_log_max:
+        if len(self.uevent_log) > self.uevent_log_max + self.uevent_log_max // 4:
+            # in batches: trimming one entry per commit moved the whole list on every commit
             del self.uevent_log[: len(self.uevent_log) - self.uevent_log_max]
         if change.uevents:
             self._uevent_posted.notify_all()

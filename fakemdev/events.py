@@ -8,6 +8,7 @@ projection needs that the model no longer holds once the mutation is done
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 
 if TYPE_CHECKING:
@@ -24,8 +25,10 @@ class _Event:
     value, a repr, no assignment after ``__init__``.
 
     Not ``@dataclass`` itself: that writes and compiles five functions per
-    class, and these 25 classes then cost about 25 ms of every start-up
-    (``fakemdev mount`` imports them before the tree can answer)."""
+    class at import, and these 25 classes then cost about 25 ms of every
+    start-up (``fakemdev mount`` imports them before the tree can answer).
+    Here a class's ``__init__`` is compiled when its first event is made
+    (:func:`_compile_init`), and most classes never are in a run."""
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
@@ -37,20 +40,9 @@ class _Event:
         cls._defaults = {n: cls.__dict__[n] for n in cls._fields if n in cls.__dict__}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields, name = self._fields, type(self).__name__
-        if len(args) > len(fields):
-            raise TypeError(f"{name}() takes {len(fields)} arguments, {len(args)} given")
-        values = dict(zip(fields[:len(args)], args, strict=True))
-        for key, value in kwargs.items():
-            if key not in fields or key in values:
-                raise TypeError(f"{name}(): unexpected or repeated argument {key!r}")
-            values[key] = value
-        for field_name in fields:
-            if field_name not in values:
-                if field_name not in self._defaults:
-                    raise TypeError(f"{name}(): missing argument {field_name!r}")
-                values[field_name] = self._defaults[field_name]
-            object.__setattr__(self, field_name, values[field_name])
+        # The first event of a class compiles its real __init__ (what @dataclass
+        # would have written at import) and puts it on the class for the next ones.
+        _compile_init(type(self))(self, *args, **kwargs)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, n) for n in self._fields)
@@ -71,6 +63,19 @@ class _Event:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._fields)})"
+
+
+def _compile_init(cls: type[_Event]) -> Callable[..., None]:
+    """``cls.__init__`` with the fields as parameters (defaults from the class),
+    assigning through ``object.__setattr__`` as a frozen dataclass does."""
+    params = ", ".join(f"{n}=_defaults[{n!r}]" if n in cls._defaults else n for n in cls._fields)
+    body = "".join(f"    _set(self, {n!r}, {n})\n" for n in cls._fields) or "    pass\n"
+    namespace: dict[str, Any] = {"_defaults": cls._defaults, "_set": object.__setattr__}
+    exec(f"def __init__(self, {params}):\n{body}".replace("(self, )", "(self)"), namespace)  # noqa: S102
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    type.__setattr__(cls, "__init__", init)
+    return init
 
 
 class DriverLoaded(_Event):

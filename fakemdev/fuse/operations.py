@@ -259,22 +259,24 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if self._fuse_ptr is None or _invalidate is None:
             return
         todo: dict[str, None] = {}
-        seen = self._seen
-        with self._seen_lock:
+        seen_get = self._seen.get
+        top = prefix or "/"
+        with self._seen_lock:  # most paths of a change were never looked up: those cost one dict miss
             for rel in inv.gone:
-                path = f"{prefix}/{rel}"
-                head, _, name = path.rpartition("/")
-                known = seen.get(head or "/")
-                if (known is not None and name in known) or path in seen:  # else the kernel never saw it
-                    self._collect_tree(path, todo)
+                head, _, name = rel.rpartition("/")
+                known = seen_get(f"{prefix}/{head}" if head else top)
+                if (known is not None and name in known) or f"{prefix}/{rel}" in self._seen:
+                    self._collect_tree(f"{prefix}/{rel}", todo)
             for rel in inv.changed:
-                path = f"{prefix}/{rel}"
-                head, _, name = path.rpartition("/")
-                known = seen.get(head or "/")
+                head, _, name = rel.rpartition("/")
+                known = seen_get(f"{prefix}/{head}" if head else top)
                 if known is not None and name in known:
-                    todo[path] = None
-        for path in todo:
-            self._invalidate_one(path)
+                    todo[f"{prefix}/{rel}"] = None
+        if todo:
+            ptr = self._fuse_ptr
+            self.stats["invalidations"] += len(todo)
+            for path in todo:
+                _invalidate(ptr, path.encode("utf-8", "surrogateescape"))
 
     def _invalidate_one(self, path: str) -> None:
         self.stats["invalidations"] += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import KernelError
-from ..kernels import DEFAULT_KERNEL, DEFAULT_OWN_MDEV_DRIVER_SINCE
+from ..kernels import DEFAULT_KERNEL, DEFAULT_OWN_MDEV_DRIVER_SINCE, VFIO_MDEV, mdev_driver_name, no_capacity_errno
 from ..kernfs import Attribute, Node
 
 if TYPE_CHECKING:
@@ -133,18 +133,15 @@ class VendorDriver:
     def driver_name(self) -> str:
         """The mdev driver its devices bind to: ``vfio_mdev`` on kernels before
         the vendor had its own (see :mod:`fakemdev.kernels`)."""
-        from ..kernels import mdev_driver_name
         return mdev_driver_name(self.kernel, self.mdev_driver_name or self.name, self.own_mdev_driver_since)
 
     @property
     def driver_module(self) -> str:
         """The module that owns :attr:`driver_name` (``bus/mdev/drivers/<d>/module``)."""
-        from ..kernels import VFIO_MDEV
         return VFIO_MDEV if self.driver_name == VFIO_MDEV else self.name
 
     def no_capacity_errno(self, default: int) -> int:
         """The errno a full parent gives on this kernel (§3.2 of the reference)."""
-        from ..kernels import no_capacity_errno
         return no_capacity_errno(self.kernel, self.capacity_errnos, default)
 
     def has_name_file(self, mdev_type: MdevType) -> bool:
