@@ -186,9 +186,11 @@ class FloorOperations(mfusepy.Operations):  # type: ignore[misc]
             raise mfusepy.FuseOSError(errno.ENOENT)
         return st
 
-    def getattr_struct(self, path: str, fh: Any = None) -> Any:
+    def getattr_struct(self, path: str, fh: Any = None, raw: bytes | None = None) -> Any:
         """getattr as the ``struct stat`` fakemdev's :mod:`~fakemdev.fuse.fastattr` copies, built for every
-        stat dict at load (the listings' structs): the floor's GETATTR costs what fakemdev's would."""
+        stat dict at load (the listings' structs): the floor's GETATTR costs what fakemdev's would.
+        ``raw`` (the path as the kernel sent it) is what fakemdev keys its hits by; the floor's dict
+        lookup needs no such cache."""
         st = self.tree.stats.get(path)
         if st is None:
             raise mfusepy.FuseOSError(errno.ENOENT)

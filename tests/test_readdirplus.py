@@ -235,3 +235,61 @@ def test_getattr_replies_copy_the_attributes_getattr_gives(tmp_path: Path) -> No
                 assert st.st_blksize == want["st_blksize"] == 4096
         with pytest.raises(FileNotFoundError):
             os.lstat(root / "no-such-entry")
+
+
+@pytest.fixture
+def handled(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """handled[0]: getattr requests that reached the handler (``_attrs``), not
+    answered in the callback from ``stat_hits`` or ``warm`` (shared memory:
+    the daemon that mount() forks inherits the wrapped method)."""
+    counts = RawArray("q", 1)
+    plain = MdevOperations._attrs
+
+    def _attrs(self: MdevOperations, path: str, raw: bytes | None = None) -> Any:
+        counts[0] += 1
+        return plain(self, path, raw)
+    monkeypatch.setattr(MdevOperations, "_attrs", _attrs)
+    return counts
+
+
+def test_one_lookup_in_a_directory_answers_its_siblings(tmp_path: Path, counted: Any, handled: Any) -> None:
+    """lstat of two entries of a type directory: the LOOKUPs of the others
+    reach the daemon and are answered from ``warm`` without the handler."""
+    siblings = ["available_instances", "device_api", "devices"]  # no listing: that would tell the kernel
+    with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        os.lstat(root / TYPE)  # the path down to the type
+        handled[0] = 0
+        os.lstat(root / TYPE / "name")
+        os.lstat(root / TYPE / "create")
+        first = handled[0]
+        handled[0] = counted[0] = 0
+        for name in siblings:
+            os.lstat(root / TYPE / name)
+        asked, answered_by_handler = counted[0], handled[0]
+        assert sorted(os.listdir(root / TYPE)) == sorted([*siblings, "name", "create"])
+    assert first == 2
+    assert asked == len(siblings) and answered_by_handler == 0, (asked, answered_by_handler)
+
+
+def test_a_sibling_answered_from_warm_is_invalidated_when_it_goes(tmp_path: Path, counted: Any,
+                                                                   handled: Any) -> None:
+    """A device directory the kernel learnt from ``warm`` (a LOOKUP answered in
+    the callback) is marked seen: removing the device invalidates it at once,
+    as it does a path the handler answered. And a sibling warmed before a
+    change is answered afresh after it."""
+    with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        sysfs_write(root / TYPE / "create", UUID.encode())
+        os.lstat(root / MTTY / "uevent")
+        os.lstat(root / MTTY / "subsystem")  # warms the device directory, not looked up yet
+        handled[0] = counted[0] = 0
+        os.lstat(root / MTTY / UUID)
+        assert (counted[0], handled[0]) == (1, 0)  # asked, and answered from warm
+        sysfs_write(root / MTTY / UUID / "remove", b"1")
+        with pytest.raises(FileNotFoundError):
+            os.lstat(root / MTTY / UUID)
+        # warmed (by the lookup of uevent after the create), never looked up, then changed
+        sysfs_write(root / TYPE / "create", UUID.encode())
+        os.lstat(root / MTTY / "uevent")
+        os.lstat(root / MTTY / "subsystem")
+        os.chmod(root / MTTY / "power", 0o700)
+        assert stat.S_IMODE(os.lstat(root / MTTY / "power").st_mode) == 0o700

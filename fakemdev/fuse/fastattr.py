@@ -13,7 +13,10 @@ offer ``getattr_struct(path, fh, raw)`` (the struct, or ``FuseOSError`` as
 ``getattr`` raises it); other operations keep mfusepy's path. Operations
 may also keep ``stat_hits`` (raw path -> struct, emptied at every change):
 a path found there is answered without calling them at all, which is what
-most of a walk's repeated GETATTRs and LOOKUPs are.
+most of a walk's repeated GETATTRs and LOOKUPs are. And ``warm`` (the same,
+for paths not looked up yet) with ``remember_raw(path)``, which must run
+before the answer is taken from it (the operations then know the kernel may
+cache the path, and the next change invalidates it).
 """
 from __future__ import annotations
 
@@ -35,6 +38,13 @@ def getattr_fuse_3(self: Any, path: bytes | None, buf: Any, fip: Any) -> int:
         if hit is not None:
             buf[0] = hit  # a struct assigned through the pointer is copied in C
             return 0
+        warm = getattr(ops, "warm", None)
+        if warm and path in warm:
+            ops.remember_raw(path)
+            hit = warm.get(path)  # None if a change came since: the handler answers
+            if hit is not None:
+                buf[0] = hit
+                return 0
     struct_of = getattr(ops, "getattr_struct", None)
     if struct_of is None:
         assert _plain_getattr is not None
