@@ -7,12 +7,15 @@ also be one the command line accepts.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +157,36 @@ def test_docs_drivers_lists_every_option_of_every_driver() -> None:
     missing = [f"{name}: {opt}" for name in BUILTIN for opt in (get_driver(name).option_schema or {})
                if not any(r.startswith(f"| `{name}` |") and f"`{opt}`" in r for r in rows)]
     assert missing == []
+
+
+def _bench_table() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_table", REPO / "benchmarks" / "table.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_readme_performance_table_is_the_committed_runs() -> None:
+    """The README's figures are those of the committed runs (``benchmarks/table.py``
+    renders them from ``benchmarks/results/``), not typed by hand; the pinned one
+    is the one the targets are judged on."""
+    bench = _bench_table()
+    pinned = json.loads((REPO / "benchmarks/results/latest.json").read_text())
+    unpinned = json.loads((REPO / "benchmarks/results/unpinned.json").read_text())
+    assert pinned["pinned"] is True and unpinned["pinned"] is False
+    assert not pinned["quick"] and not unpinned["quick"]
+    assert bench.table(pinned, unpinned) in (REPO / "README.md").read_text()
+
+
+def test_the_performance_table_says_missed_when_any_part_missed() -> None:
+    bench = _bench_table()
+    run = {"date": "2026-01-01T00:00:00Z", "walk_ratio_default": 2.0, "walk_ratio_large": None,
+           "stale_views": 0, "targets": [{"key": "walk_ratio_default", "met": False},
+                                         {"key": "walk_ratio_large", "met": None},
+                                         {"key": "stale_views", "met": True}]}
+    rows = bench.table(run, None).splitlines()
+    assert rows[2] == ("| cold walks vs bindfs, worst kind, default host / 10,000 devices | 2.00x / – | – "
+                       "| ≤ 1.3x: missed |")
+    assert rows[5] == "| stale views in 1,000 create/remove writes | 0 | – | 0: met |"
+    assert rows[6].endswith("| ≥ 4,000: not measured |")
