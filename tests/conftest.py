@@ -2,16 +2,28 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is no package: its
+    scripts run on their own)."""
+    spec = importlib.util.spec_from_file_location(f"fakemdev_bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 # A real 6.12 kernel's mdev sysfs, captured (tests/data/golden/README.md): the spec the golden replay checks.
 GOLDEN = REPO / "tests" / "data" / "golden" / "capture-6.12.json"
 

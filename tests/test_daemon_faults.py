@@ -7,7 +7,6 @@ mount it leaves, and SIGTERM/SIGINT; this adds what was missing.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, requires_fuse, run_cli
+from conftest import load_benchmark, requires_fuse, run_cli
 
 pytestmark = requires_fuse
 
@@ -155,14 +154,6 @@ def test_sigkill_during_a_write_unblocks_the_writer_and_recovers(tmp_path: Path)
         run_cli("umount", str(mp))
 
 
-def _load_soak():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("fakemdev_soak", REPO / "benchmarks" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_short_soak_holds_memory_and_fds() -> None:
     """3,000 create/remove cycles (the full 100,000 is benchmarks/soak.py):
     no leaked device or descriptor, and RSS growth after warm-up below
@@ -174,7 +165,7 @@ def test_short_soak_holds_memory_and_fds() -> None:
     of removed devices stay in its cache until memory pressure, and libfuse
     keeps a node for each until the kernel forgets it (about 0.7 KiB a
     cycle, given back on reclaim; docs/reliability.md has the figures)."""
-    result = _load_soak().soak(3000, sample_every=250, warmup=2000)
+    result = load_benchmark("soak").soak(3000, sample_every=250, warmup=2000)
     assert result["devices_left"] == 0
     assert result["fd_growth"] <= 0 and result["fds"]["max"] <= result["fds"]["baseline"] + 2
     assert result["rss_growth_kib"] < 2500, result["rss_kib"]

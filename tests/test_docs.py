@@ -7,7 +7,6 @@ also be one the command line accepts.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,11 +14,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import REPO, requires_fuse
+from conftest import REPO, load_benchmark, requires_fuse
 from doc_examples import Block, blocks, fakemdev_lines, matches, parse_only, run_blocks, tmp_rewrites
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -159,19 +157,11 @@ def test_docs_drivers_lists_every_option_of_every_driver() -> None:
     assert missing == []
 
 
-def _bench_table() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_table", REPO / "benchmarks" / "table.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_the_readme_performance_table_is_the_committed_runs() -> None:
     """The README's figures are those of the committed runs (``benchmarks/table.py``
     renders them from ``benchmarks/results/``), not typed by hand; the pinned one
     is the one the targets are judged on."""
-    bench = _bench_table()
+    bench = load_benchmark("table")
     pinned = json.loads((REPO / "benchmarks/results/latest.json").read_text())
     unpinned = json.loads((REPO / "benchmarks/results/unpinned.json").read_text())
     assert pinned["pinned"] is True and unpinned["pinned"] is False
@@ -180,7 +170,7 @@ def test_the_readme_performance_table_is_the_committed_runs() -> None:
 
 
 def test_the_performance_table_says_missed_when_any_part_missed() -> None:
-    bench = _bench_table()
+    bench = load_benchmark("table")
     run = {"date": "2026-01-01T00:00:00Z", "walk_ratio_default": 2.0, "walk_ratio_large": None,
            "stale_views": 0, "targets": [{"key": "walk_ratio_default", "met": False},
                                          {"key": "walk_ratio_large", "met": None},
