@@ -72,6 +72,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
+echo "setup.sh: installing fakemdev and its Python dependencies into ./.venv (the first time: a minute or so)" >&2
 # compat editable mode: a plain path entry, not an import hook that costs every start-up 20 ms
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" --config-settings editable_mode=compat
 # byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile the package again

@@ -54,10 +54,23 @@ def test_mount_refuses_bad_mountpoints_with_one_line(tmp_path: Path, case: str) 
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fakemdev: ")
-    expected = {"missing": "mkdir -p", "not_empty": "not empty", "file": "not a directory"}[case]
+    expected = {"missing": "or mount with --mkdir", "not_empty": "not empty", "file": "not a directory"}[case]
     assert expected in lines[0]
     if case == "not_empty":
         assert (mp / "x").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_mounted"])
+def test_umount_says_whether_the_path_exists(tmp_path: Path, case: str) -> None:
+    mp = tmp_path / "sys"
+    if case == "not_mounted":
+        mp.mkdir()
+    r = run_cli("umount", str(mp))
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0] == {"missing": f"fakemdev: {mp}: no such file or directory (nothing mounted there)",
+                        "not_mounted": f"fakemdev: {mp}: not mounted"}[case]
 
 
 def test_mount_refuses_an_already_mounted_point(sample_mount: Path) -> None:

@@ -219,7 +219,8 @@ def check_mountpoint(mountpoint: str) -> None:
     if mountpoint in mounted_fuse_points():  # before any stat(): a busy or stopped FUSE daemon would hang it
         raise MountError(f"{mountpoint}: already mounted: run 'fakemdev umount {mountpoint}' or pick another")
     if not os.path.exists(mountpoint):
-        raise MountError(f"{mountpoint}: no such directory: create it first (mkdir -p {mountpoint})")
+        raise MountError(f"{mountpoint}: no such directory: create it first "
+                         f"(mkdir -p {mountpoint}), or mount with --mkdir")
     if not os.path.isdir(mountpoint):
         raise MountError(f"{mountpoint}: not a directory")
     if os.path.ismount(mountpoint):
@@ -417,6 +418,8 @@ def umount(mountpoint: str, timeout: float = 10.0, runtime: str | None = None) -
     mounted = stale or mountpoint in mounted_fuse_points()
     if not mounted:
         _forget(mountpoint, info, runtime)
+        if not os.path.lexists(mountpoint):
+            raise MountError(f"{mountpoint}: no such file or directory (nothing mounted there)")
         raise MountError(f"{mountpoint}: not mounted")
     try:
         if os.geteuid() == 0:
