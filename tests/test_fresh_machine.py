@@ -49,6 +49,8 @@ def inner_script(mount_cmd: str, test_cmd: str) -> str:
         # the machine: this sandbox intercepts TLS, so pip trusts the host's CA bundle; no nested engines
         printf '[global]\\ncert = /etc/fakemdev-host-ca.crt\\n' > /etc/pip.conf
         echo 'the fresh-machine test container: engines are exercised on the outer machine' > /etc/fakemdev-no-engines
+        # the quick benchmark too (it needs nothing more than the tests do): here it would only lengthen CI
+        export FAKEMDEV_BENCH_SMOKE=0
         # a clone where other users can reach it (the permission tests run a uid 65534 client)
         cp -a /src /opt/fakemdev
         cd /opt/fakemdev
