@@ -71,7 +71,7 @@ def _compile_init(cls: type[_Event]) -> Callable[..., None]:
     params = ", ".join(f"{n}=_defaults[{n!r}]" if n in cls._defaults else n for n in cls._fields)
     body = "".join(f"    _set(self, {n!r}, {n})\n" for n in cls._fields) or "    pass\n"
     namespace: dict[str, Any] = {"_defaults": cls._defaults, "_set": object.__setattr__}
-    exec(f"def __init__(self, {params}):\n{body}".replace("(self, )", "(self)"), namespace)  # noqa: S102
+    exec(f"def __init__(self, {params}):\n{body}", namespace)  # noqa: S102  (a trailing comma is valid)
     init: Callable[..., None] = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     type.__setattr__(cls, "__init__", init)

@@ -1,5 +1,5 @@
-"""The wheel, where most users meet fakemdev: ``pip install fakemdev`` into a
-project that never clones this repository.
+"""The wheel, where users who never clone this repository meet fakemdev:
+installed with pip into their own project (it is not on PyPI yet).
 
 The wheel is built from this checkout, installed into a fresh venv outside
 the repository, and used from a directory that has no ``scenarios/``: the

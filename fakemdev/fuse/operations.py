@@ -26,7 +26,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .. import vfs
@@ -136,8 +136,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         # the same for paths the kernel has not looked up yet: the siblings of one it did
         # (:meth:`_warm_siblings`); fastattr marks a path seen before it answers from here
         self.warm: dict[bytes, Any] = {}
-        self._warmed: set[str] = set()  # directories whose entries are in warm
-        self._missed: set[str] = set()  # directories with one lookup the handler answered
+        self._dir_misses: dict[str, int] = {}  # directory -> its lookups the handler answered (2: warmed)
         self.on_init: Callable[[], None] | None = None  # called once the kernel's FUSE_INIT is handled
         for name, host in hosts.items():
             prefix = f"/{name}" if self.multi else ""
@@ -263,10 +262,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         Only paths the kernel has looked up (``_seen``, filled by getattr, which
         libfuse calls for every LOOKUP) can be cached, so only those cost a
         notification; each path is notified once per change."""
-        self.stat_hits.clear()
-        self.warm.clear()
-        self._warmed.clear()
-        self._missed.clear()
+        self._forget_answers()
         inv = tree.invalidation(change)  # always: the tree follows its mount points
         if self._fuse_ptr is None or _invalidate is None:
             return
@@ -284,15 +280,21 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
                 known = seen_get(f"{prefix}/{head}" if head else top)
                 if known is not None and name in known:
                     todo[f"{prefix}/{rel}"] = None
-        if todo:
-            ptr = self._fuse_ptr
-            self.stats["invalidations"] += len(todo)
-            for path in todo:
-                _invalidate(ptr, path.encode("utf-8", "surrogateescape"))
+        self._invalidate_paths(todo)
 
-    def _invalidate_one(self, path: str) -> None:
-        self.stats["invalidations"] += 1
-        _invalidate(self._fuse_ptr, path.encode("utf-8", "surrogateescape"))
+    def _forget_answers(self) -> None:
+        """What a change or chmod makes stale in the callback's own answers
+        (:attr:`stat_hits`, :attr:`warm`); called under the host lock."""
+        self.stat_hits.clear()
+        self.warm.clear()
+        self._dir_misses.clear()
+
+    def _invalidate_paths(self, paths: Collection[str]) -> None:
+        """Tell the kernel to drop its cached attributes of paths."""
+        ptr = self._fuse_ptr
+        self.stats["invalidations"] += len(paths)
+        for path in paths:
+            _invalidate(ptr, path.encode("utf-8", "surrogateescape"))
 
     def _collect_tree(self, path: str, todo: dict[str, None]) -> None:
         """A vanished subtree: every path of it the kernel knows, forgotten here."""
@@ -387,12 +389,12 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         ``remove``) are one per directory, and warming there cost a
         create+remove pair a fifth of its time."""
         head = path.rpartition("/")[0] or "/"
-        if head in self._warmed:
+        misses = self._dir_misses.get(head, 0)
+        if misses >= 2:
+            return  # warmed already
+        self._dir_misses[head] = misses + 1
+        if misses == 0:
             return
-        if head not in self._missed:
-            self._missed.add(head)
-            return
-        self._warmed.add(head)
         head_rel = rel.rpartition("/")[0]
         d = tree.lookup(head_rel)
         if d is None or d.kind != "dir":
@@ -585,11 +587,8 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             with host.lock:
                 state_of(host).mode_overrides[rel] = stat.S_IMODE(mode)
                 self._chmods += 1  # listings handed out the old mode
-                self.stat_hits.clear()
-                self.warm.clear()
-                self._warmed.clear()
-                self._missed.clear()
-            self._invalidate_one(path)
+                self._forget_answers()
+            self._invalidate_paths((path,))
         return 0
 
     @syscall
