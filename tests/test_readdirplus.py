@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from conftest import mounted, requires_fuse, sysfs_write
+from conftest import load_benchmark, mounted, requires_fuse, sysfs_write
 from fakemdev.fuse import readdirplus
 from fakemdev.fuse.operations import MdevOperations
 from fakemdev.hosts import default_host
@@ -257,6 +257,7 @@ def test_one_lookup_in_a_directory_answers_its_siblings(tmp_path: Path, counted:
     reach the daemon and are answered from ``warm`` without the handler."""
     siblings = ["available_instances", "device_api", "devices"]  # no listing: that would tell the kernel
     with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        sysfs_write(root / TYPE / "create", UUID.encode())  # a change: the mount's prebuilt answers are gone
         os.lstat(root / TYPE)  # the path down to the type
         handled[0] = 0
         os.lstat(root / TYPE / "name")
@@ -293,3 +294,61 @@ def test_a_sibling_answered_from_warm_is_invalidated_when_it_goes(tmp_path: Path
         os.lstat(root / MTTY / "subsystem")
         os.chmod(root / MTTY / "power", 0o700)
         assert stat.S_IMODE(os.lstat(root / MTTY / "power").st_mode) == 0o700
+
+
+@pytest.fixture
+def listings_built(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """listings_built[0]: directory listings the daemon built (shared memory, as ``handled``)."""
+    counts = RawArray("q", 1)
+    plain = MdevOperations._listing
+
+    def _listing(self: MdevOperations, *args: Any, **kwargs: Any) -> Any:
+        counts[0] += 1
+        return plain(self, *args, **kwargs)
+    monkeypatch.setattr(MdevOperations, "_listing", _listing)
+    return counts
+
+
+def test_a_small_tree_is_projected_before_the_mount_answers(tmp_path: Path, counted: Any, handled: Any,
+                                                            listings_built: Any) -> None:
+    """The default host's every listing and every entry's attributes are
+    built before the mount answers, so a first walk (os.walk, then lstat of
+    every entry) reaches neither the getattr handler nor a listing build;
+    after a change the tree is projected lazily again."""
+    with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        handled[0] = counted[0] = listings_built[0] = 0
+        entries = cold_lstat_walk(root)
+        assert entries > 300
+        assert (handled[0], listings_built[0]) == (0, 0), (handled[0], listings_built[0], counted[0])
+        sysfs_write(root / TYPE / "create", UUID.encode())
+        listings_built[0] = 0
+        assert UUID in os.listdir(root / MTTY)
+        assert listings_built[0] == 1
+
+
+def test_a_big_tree_is_left_lazy(tmp_path: Path, listings_built: Any) -> None:
+    """More than PREBUILD_MAX entries: nothing is built before a request asks."""
+    from fakemdev.fuse import operations
+    host = load_benchmark("hosts").large_host(operations.PREBUILD_MAX // 20, parents=2)  # 20+ entries a device
+    with mounted({"default": host}, tmp_path / "sys") as root:
+        assert listings_built[0] == 0
+        os.listdir(root / "bus/mdev/devices")
+        assert listings_built[0] == 1
+
+
+def test_entries_of_a_prebuilt_listing_are_invalidated_by_a_change(tmp_path: Path) -> None:
+    """A listing built before the mount answered is marked seen when it is
+    first served: the kernel caches its entries (READDIRPLUS) without a
+    LOOKUP, so a change that removes one must invalidate it, even a change
+    that no sysfs path led to (here an rmmod through the control socket)."""
+    from fakemdev.control import call
+    from fakemdev.fuse.daemon import read_state
+    with mounted({"default": default_host()}, tmp_path / "sys") as root:
+        info = read_state(str(root))
+        assert info is not None
+        entries = {e.name: e.stat(follow_symlinks=False).st_mode for e in os.scandir(root / "class/mdev_bus")}
+        assert stat.S_ISLNK(entries["mtty"])
+        call(info.socket, "driver_unload", name="mtty")
+        with pytest.raises(FileNotFoundError):
+            os.lstat(root / "class/mdev_bus/mtty")
+        assert "mtty" not in os.listdir(root / "class/mdev_bus")

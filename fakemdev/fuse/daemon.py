@@ -259,6 +259,7 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
         options["allow_other"] = True
     if ready_fd is not None or on_ready is not None:
         ops.on_init = functools.partial(_signal_ready, ready_fd, on_ready)
+    ops.prebuild()
     from .binding import mfusepy
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
