@@ -525,7 +525,8 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         if len(host.devices) + len(host.pci.functions) + len(host.parents) > PREBUILD_UNITS:
             return
         key = (host.generation, self._chmods)
-        todo, built, warmed = [top], [], {}
+        todo, warmed = [top], {}
+        built: list[tuple[str, readdirplus.Listing]] = []
         while todo:
             path = todo.pop()
             listing = self._listing(host, tree, path, key, mark=False)
