@@ -96,11 +96,16 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = No
     os.mkdir(mp)
     multi = len(hosts) > 1
     devnodes = None
-    if as_root:  # mknod needs CAP_MKNOD in the initial user namespace
-        from .devnodes import attach
-        devnodes = os.path.join(work, "dev")
-        attach(hosts[host], devnodes)  # before mount: the daemon it forks keeps the nodes
     try:
+        if as_root:  # mknod needs CAP_MKNOD in the initial user namespace
+            from .devnodes import attach
+            from .nsinit import tmpfs
+            devnodes = os.path.join(work, "dev")
+            os.mkdir(devnodes)
+            # a tmpfs, as devtmpfs is: on /tmp's disk file system a mknod took 0.4 ms
+            # (4 s before a 10,000-device host's command could start)
+            tmpfs(devnodes)
+            attach(hosts[host], devnodes)  # before mount: the daemon it forks keeps the nodes
         try:
             mount(hosts, mp, multi=multi, description=description or "fakemdev run", runtime=runtime)
         except MountError as e:
@@ -126,5 +131,8 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = No
             umount(mp, runtime=runtime)
         except MountError:
             pass
+        if devnodes is not None and os.path.ismount(devnodes):
+            from .nsinit import detach
+            detach(devnodes)
         if not keep_etc:
             shutil.rmtree(work, ignore_errors=True)

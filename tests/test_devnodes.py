@@ -112,6 +112,10 @@ def test_devdir_makes_replaces_and_removes_nodes(tmp_path: Path) -> None:
     assert os.minor(os.stat(tmp_path / "vfio" / "7").st_rdev) == 8
     d.sync([a])
     assert sorted(os.listdir(tmp_path / "vfio")) == ["vfio"]
+    # a node left by an earlier device of that name (another DevDir, a crashed run): replaced
+    (tmp_path / "vfio" / "9").write_text("stale")
+    DevDir(str(tmp_path)).sync([DevNode("vfio/9", 245, 9, 0o600, "g")])
+    assert stat.S_ISCHR(os.stat(tmp_path / "vfio" / "9").st_mode)
 
 
 # -- under `fakemdev run`, with a real inotify watcher -------------------------------------------
@@ -204,6 +208,19 @@ def test_run_keeps_the_real_dev_entries(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [1, 3, os.path.isdir("/dev/pts")]
+
+
+@requires_fuse
+@requires_root
+def test_run_keeps_the_nodes_on_a_tmpfs_that_goes_with_it() -> None:
+    """The nodes live on a tmpfs, as devtmpfs's do (mknod on a disk file
+    system cost a 10,000-group host seconds before its command started),
+    and the tmpfs is unmounted when the command exits."""
+    r = subprocess.run([sys.executable, "-m", "fakemdev", "run", "--driver", "mtty", "--", "stat", "-f", "-c", "%T",
+                        "/dev/vfio"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "tmpfs"
+    assert "fakemdev-run-" not in Path("/proc/self/mountinfo").read_text()
 
 
 @requires_fuse
