@@ -72,9 +72,15 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-echo "setup.sh: installing fakemdev and its Python dependencies into ./.venv (the first time: a minute or so)" >&2
-# compat editable mode: a plain path entry, not an import hook that costs every start-up 20 ms
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" --config-settings editable_mode=compat
+# the install is editable, so only pyproject.toml (the dependencies, the entry points) asks for it again
+stamp=.venv/.fakemdev-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup.sh: installing fakemdev and its Python dependencies into ./.venv (the first time: a minute or so)" >&2
+    # compat editable mode: a plain path entry, not an import hook that costs every start-up 20 ms
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" --config-settings editable_mode=compat
+    echo "$want" > "$stamp"
+fi
 # byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile the package again
 .venv/bin/python -m compileall -q fakemdev >/dev/null
 

@@ -230,7 +230,7 @@ def scenarios_cmd(show_path: bool) -> None:
               help="The sysfs root to record (a real /sys or a fakemdev mount).")
 @click.option("--host", "host_name", default="recorded", show_default=True, help="Host name in the scenario.")
 def record(sysfs: str, host_name: str) -> None:
-    """Write a scenario reproducing the mdev state of SYSFS to stdout.
+    """Write a scenario reproducing the mdev state of a sysfs tree (--sysfs) to stdout.
 
     What the scenario cannot reproduce is said on stderr and in comments at
     the top of the file."""
@@ -372,6 +372,11 @@ def run(command: tuple[str, ...], drivers: tuple[str, ...], scenario: str | None
 
     Example: fakemdev run -- mdevctl types
     """
+    if command[0].startswith("-"):  # an unknown option reaches here as COMMAND (ignore_unknown_options)
+        import difflib
+        ctx = click.get_current_context()
+        options = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+        raise click.NoSuchOption(command[0], possibilities=difflib.get_close_matches(command[0], options), ctx=ctx)
     _run_in_namespace(command, drivers, kernel, mode or "whole", libvirt, host, not share_net, scenario)
 
 

@@ -246,6 +246,16 @@ def test_run_and_shell_on_a_multi_host_scenario_need_host(command: str) -> None:
     assert r.stderr == "fakemdev: several hosts (src, dst): pick the one that plays /sys with --host NAME\n"
 
 
+@pytest.mark.parametrize(("typo", "hint"), [("--libvrt", "Did you mean '--libvirt'?"),
+                                            ("--drivers", "Did you mean '--driver'?"), ("--zzz", "")])
+def test_a_misspelt_run_option_is_refused_not_run_as_the_command(typo: str, hint: str) -> None:
+    """``run`` passes unknown words on as COMMAND (so that ``fakemdev run ls -l`` works): a word that
+    starts with a dash is a misspelt option, not a program (it was run, and the shell said 'not found')."""
+    r = run_cli("run", typo, "mtty", "--", "true")
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == f"Error: No such option '{typo}'.{' ' + hint if hint else ''}"
+
+
 @requires_fuse
 def test_foreground_mount_says_it_is_serving(mp: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "fakemdev", "mount", "--foreground", str(mp)],
