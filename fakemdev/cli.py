@@ -98,8 +98,8 @@ def status(as_json: bool) -> None:
         click.echo("no fakemdev mounts")
         return
     for r in rows:
-        click.echo(f"{r['mountpoint']}\t{r['state']}\tpid {r['pid']}\thosts: {', '.join(r['hosts'])}"
-                   f"\t{r['description']}")
+        click.echo(f"{r['mountpoint']}  {r['state']}  pid {r['pid']}  hosts: {', '.join(r['hosts'])}"
+                   f"  {r['description']}")  # as the README shows it; --json is for scripts
 
 
 def _control(mountpoint: str, op: str, **args: Any) -> Any:

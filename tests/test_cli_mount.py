@@ -35,6 +35,9 @@ def test_mount_serves_default_host_then_umount_removes_it(tmp_path: Path) -> Non
             "low_gm_size", "high_gm_size", "fence", "resolution", "weight"]
         st = json.loads(run_cli("status", "--json").stdout)
         assert [s["state"] for s in st if s["mountpoint"] == str(mp)] == ["live"]
+        pid = next(s["pid"] for s in st if s["mountpoint"] == str(mp))
+        # the README's line, spaces and all (a newcomer compared them and found tabs)
+        assert f"{mp}  live  pid {pid}  hosts: default  default host" in run_cli("status").stdout.splitlines()
     finally:
         r = run_cli("umount", str(mp))
     assert r.returncode == 0, r.stderr
