@@ -169,3 +169,22 @@ def test_short_soak_holds_memory_and_fds() -> None:
     assert result["devices_left"] == 0
     assert result["fd_growth"] <= 0 and result["fds"]["max"] <= result["fds"]["baseline"] + 2
     assert result["rss_growth_kib"] < 2500, result["rss_kib"]
+
+
+@requires_fuse
+def test_a_refused_write_says_why_in_the_log(tmp_path: Path) -> None:
+    """The writer gets only the errno, as from the kernel; the mount's log
+    says why (a newcomer's ``echo not-a-uuid > create`` said only EINVAL)."""
+    from conftest import sysfs_write
+    create = "devices/virtual/mtty/mtty/mdev_supported_types/mtty-2/create"
+    mp = tmp_path / "sys"
+    r = run_cli("mount", "--mkdir", str(mp))
+    assert r.returncode == 0, r.stderr
+    try:
+        with pytest.raises(OSError) as e:
+            sysfs_write(mp / create, b"not-a-uuid\n")
+        assert e.value.errno == errno.EINVAL
+        assert (f"write to /{create} refused: EINVAL: create: expected a 36-character UUID, got 11 bytes"
+                in _log(mp))
+    finally:
+        run_cli("umount", str(mp))

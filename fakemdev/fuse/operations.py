@@ -634,7 +634,11 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         host, _, _ = self._split(path)
         with host.lock:  # type: ignore[union-attr]
-            return vfs.write(self._handle(fh), data, offset)
+            try:
+                return vfs.write(self._handle(fh), data, offset)
+            except KernelError as e:  # the writer sees only the errno, as from the kernel: the log says why
+                log.warning("fakemdev: write to %s refused: %s: %s", path, e.errno_name, e.reason)
+                raise
 
     def release(self, path: str, fh: Any) -> int:
         f = self._handles.pop(fh.fh if hasattr(fh, "fh") else fh, None)
