@@ -382,8 +382,11 @@ def parent_entries(parents: list[RecParent], notes: list[str]) -> list[dict[str,
             invisible = next((cls.invisible_options for n, cls in _builtins_for_module(module)
                               if n == entry["driver"]), ())
             if invisible:
-                notes.append(f"{entry['driver']}: {', '.join(invisible)} do not show in sysfs, so the replay "
-                             f"uses their defaults (set them in the file if the host had others)")
+                many = len(invisible) > 1
+                notes.append(f"{entry['driver']}: option{'s' * many} {', '.join(invisible)} "
+                             f"{'do' if many else 'does'} not show in sysfs, so the replay uses "
+                             f"{'their defaults' if many else 'its default'} (set {'them' if many else 'it'} "
+                             f"in the file if the host had {'others' if many else 'another'})")
         if entry is None:
             if len(recs) > 1:  # one declarative driver plays one parent
                 notes.append(f"module {module}: no built-in driver reproduces its {len(recs)} parents and a "

@@ -69,7 +69,7 @@ def test_vfio_ap_matrix_assignments_survive_record_and_replay(mounts: list[Path]
     write(a / AP / U2 / "assign_adapter", "0x06")  # a half-assigned one: adapters only
     assert (a / AP / U1 / "matrix").read_text() == "05.000a\n05.000c\n"
     b, text, warnings = record_and_replay(mounts, a, tmp_path)
-    assert "vfio_ap: apm_max, aqm_max do not show in sysfs" in warnings  # the bus limits: said, not lost
+    assert "vfio_ap: options apm_max, aqm_max do not show in sysfs" in warnings  # the bus limits: said, not lost
     assert len(warnings.strip().splitlines()) == 1, warnings
     for attr in ("matrix", "guest_matrix", "control_domains", "ap_config"):
         assert (b / AP / U1 / attr).read_text() == (a / AP / U1 / attr).read_text(), attr
@@ -179,5 +179,7 @@ def test_options_sysfs_cannot_show_are_a_warning_not_a_silent_loss(mounts: list[
     r = run_cli("record", "--sysfs", str(a))
     assert r.returncode == 0, r.stderr
     name = driver.split(":")[0]
-    line = f"{name}: {invisible} do not show in sysfs, so the replay uses their defaults"
+    many = "," in invisible
+    line = (f"{name}: option{'s' * many} {invisible} {'do' if many else 'does'} not show in sysfs, "
+            f"so the replay uses {'their defaults' if many else 'its default'}")
     assert line in r.stderr and line in r.stdout.split("scenario: 1")[0]
