@@ -52,13 +52,6 @@ def tmpfs(target: str) -> None:
     sys_mount("tmpfs", target, "tmpfs", 0, "mode=0755")
 
 
-def detach(target: str) -> None:
-    """umount2(target, MNT_DETACH)."""
-    if _libc.umount2(target.encode(), 2) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
-
-
 def graft(real: str, fake: str, target: str) -> None:
     """Make target (a tmpfs) the union of real and fake: symlinks to each
     side's entries, real directories only where both sides have one."""

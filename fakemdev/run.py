@@ -132,7 +132,7 @@ def run(command: Sequence[str], hosts: dict[str, Host], *, host: str | None = No
         except MountError:
             pass
         if devnodes is not None and os.path.ismount(devnodes):
-            from .nsinit import detach
-            detach(devnodes)
+            from .fuse.daemon import _umount2
+            _umount2(devnodes, lazy=True)
         if not keep_etc:
             shutil.rmtree(work, ignore_errors=True)

@@ -26,7 +26,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from .. import vfs
@@ -491,15 +491,16 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
                 hit = self._listings[path] = self._listing(host, tree, path, key)
             elif self._unmarked and path in self._unmarked:
                 self._unmarked.discard(path)
-                self._mark_listed(path, hit)
+                self._mark_seen(path, (n.decode("utf-8", "surrogateescape") for n in hit.names[2:]))
             return hit
 
-    def _mark_listed(self, path: str, listing: readdirplus.Listing) -> None:
+    def _mark_seen(self, path: str, names: Iterable[str]) -> None:
+        """A listing's entries as seen: the kernel caches them without a LOOKUP."""
         with self._seen_lock:
             seen = self._seen.get(path)
             if seen is None:
                 seen = self._seen[path] = set()
-            seen.update(n.decode("utf-8", "surrogateescape") for n in listing.names[2:])
+            seen.update(names)
 
     def prebuild(self) -> None:
         """Project a small tree whole before the mount answers: every
@@ -564,11 +565,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         entries = [(".", dot), ("..", dot)]
         entries += [(name, self._stat(host, tree, prefix + name, child)[1]) for name, child in children]
         if mark:
-            with self._seen_lock:
-                seen = self._seen.get(path)
-                if seen is None:
-                    seen = self._seen[path] = set()
-                seen.update(name for name, _ in children)
+            self._mark_seen(path, (name for name, _ in children))
         return readdirplus.build(entries, key)
 
     @syscall
