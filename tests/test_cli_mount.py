@@ -190,3 +190,53 @@ def test_plain_mount_line_does_not_import_click(tmp_path: Path) -> None:
                                                                           "fakemdev.scenario"))}
     finally:
         run_cli("umount", str(mp))
+
+
+def test_status_says_what_is_loaded_after_a_driver_op(tmp_path: Path) -> None:
+    """A newcomer unloaded every driver and `status` still said "default host"."""
+    mp = tmp_path / "sys"
+    r = run_cli("mount", "--mkdir", "--driver", "mtty", "--driver", "mdpy", str(mp))
+    assert r.returncode == 0, r.stderr
+    try:
+        def line() -> str:
+            return next(ln for ln in run_cli("status").stdout.splitlines() if ln.startswith(f"{mp}  "))
+        assert line().endswith("hosts: default  drivers: mtty, mdpy")
+        assert run_cli("driver", "unload", str(mp), "mtty").returncode == 0
+        assert line().endswith("hosts: default  drivers: mtty, mdpy, drivers now: mdpy")
+        assert run_cli("driver", "unload", str(mp), "mdpy").returncode == 0
+        assert line().endswith("drivers now: none")
+        assert run_cli("driver", "load", str(mp), "mdpy").returncode == 0
+        assert run_cli("driver", "load", str(mp), "mtty").returncode == 0
+        assert line().endswith("hosts: default  drivers: mtty, mdpy")  # the set loaded at mount again
+    finally:
+        run_cli("umount", str(mp))
+
+
+def test_logs_do_not_pile_up_in_the_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each mount point has its own log; a suite of mounts on fresh temporary
+    directories filled the runtime dir with them. An empty log goes with its
+    daemon; of the gone mounts' logs, only the KEEP_LOGS newest stay."""
+    from fakemdev.fuse.daemon import KEEP_LOGS, log_path, runtime_dir
+    monkeypatch.setenv("FAKEMDEV_RUNTIME_DIR", str(tmp_path / "runtime"))  # no other test's logs
+    runtime = Path(runtime_dir())
+    mp = tmp_path / "quiet"
+    assert run_cli("mount", "--mkdir", str(mp)).returncode == 0
+    assert Path(log_path(str(mp))).exists()
+    assert run_cli("umount", str(mp)).returncode == 0
+    assert not Path(log_path(str(mp))).exists()
+    old = []
+    for i in range(KEEP_LOGS + 3):
+        p = runtime / f"gone{i:02d}.log"
+        p.write_text("a refused write\n")
+        os.utime(p, (1000 + i, 1000 + i))
+        old.append(p)
+    (runtime / "alive.json").write_text("{}")
+    (runtime / "alive.log").write_text("the log of a mount still up\n")
+    os.utime(runtime / "alive.log", (1, 1))
+    try:
+        assert run_cli("mount", "--mkdir", str(mp)).returncode == 0
+        run_cli("umount", str(mp))
+        assert [p.exists() for p in old] == [False] * 3 + [True] * KEEP_LOGS
+        assert (runtime / "alive.log").exists()
+    finally:
+        (runtime / "alive.json").unlink()

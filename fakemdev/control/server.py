@@ -41,13 +41,18 @@ class Controller:
     def __init__(self, hosts: dict[str, Host], info: dict[str, Any]) -> None:
         self.hosts = hosts
         self.info = info
+        #: Called after ``info`` changed (a driver op): the daemon rewrites the
+        #: mount's state file, which ``fakemdev status`` reads.
+        self.on_info_change: Callable[[], None] | None = None
+        self._mounted_as = info.get("description", "")
+        self._mounted_drivers = {n: sorted(h.drivers) for n, h in hosts.items()}
         self.ops: dict[str, Handler] = {
             "ping": lambda: "pong",
             "info": lambda: self.info,
             "snapshot": lambda host=None: self.host(host).snapshot(),
             "kernel": lambda host=None: self.host(host).kernel,
             "driver_load": self._driver_load,
-            "driver_unload": lambda name, host=None: self.host(host).unload_driver(name),
+            "driver_unload": self._driver_unload,
             "driver_upgrade": self._driver_upgrade,
             "core_load": lambda host=None: self.host(host).load_core(),
             "open_device": lambda uuid, host=None: self.host(host).open_device(uuid),
@@ -73,7 +78,27 @@ class Controller:
         from ..vendors import make
         h = self.host(host)
         parents = h.load_driver(make(name, options))
+        self._drivers_changed()
         return [p.name for p in parents]
+
+    def _driver_unload(self, name: str, host: str | None = None) -> None:
+        self.host(host).unload_driver(name)
+        self._drivers_changed()
+
+    def _drivers_changed(self) -> None:
+        """Keep the mount's description true after insmod/rmmod: ``fakemdev
+        status`` showed "default host" for a host whose drivers were gone."""
+        now = {n: sorted(h.drivers) for n, h in self.hosts.items()}
+        if now == self._mounted_drivers:
+            desc = self._mounted_as
+        else:
+            loaded = "; ".join((f"{n}: " if len(now) > 1 else "") + (", ".join(d) or "none")
+                               for n, d in now.items())
+            desc = f"{self._mounted_as}, drivers now: {loaded}" if self._mounted_as else f"drivers now: {loaded}"
+        if desc != self.info.get("description"):
+            self.info["description"] = desc
+            if self.on_info_change is not None:
+                self.on_info_change()
 
     def _driver_upgrade(self, name: str, host: str | None = None, options: dict[str, Any] | None = None,
                         version: str | None = None, driver: str | None = None) -> dict[str, Any]:

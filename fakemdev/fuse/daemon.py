@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,7 +165,6 @@ def _probe_errno(mountpoint: str) -> int | None:
     """The errno a listing of the mount gives (0 when it answers), or None
     when it does not answer within PROBE_TIMEOUT (the thread that asked is
     left waiting: a daemon thread, so it does not keep this process alive)."""
-    import threading
     result: list[int] = []
 
     def probe() -> None:
@@ -248,10 +248,11 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     info = MountInfo(mountpoint, os.getpid(), list(hosts), socket_path(mountpoint, runtime),
                      log_path(mountpoint, runtime),
                      time.time(), description)
-    server = ControlServer(info.socket, _deferred_controller(hosts, info.__dict__))
+    controller = _deferred_controller(hosts, info.__dict__)
+    controller.on_info_change = functools.partial(_write_state, info, state_path(mountpoint, runtime))
+    server = ControlServer(info.socket, controller)
     server.start()
-    with open(state_path(mountpoint, runtime), "w") as f:
-        json.dump(info.__dict__, f)
+    _write_state(info, state_path(mountpoint, runtime))
     if allow_other is None:
         allow_other = os.geteuid() == 0  # like sysfs: world-readable when root mounts it
     options: dict[str, Any] = {"fsname": "fakemdev", "subtype": "fakemdev", "default_permissions": False}
@@ -282,14 +283,21 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     return 0
 
 
+def _write_state(info: MountInfo, path: str) -> None:
+    """Write the state file whole, by rename: ``fakemdev status`` may read it
+    while a driver op rewrites it."""
+    tmp = f"{path}.{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(info.__dict__, f)
+    os.replace(tmp, path)
+
+
 def _deferred_controller(hosts: dict[str, Host], info: dict[str, Any]) -> Controller:
     """The mount's control-socket controller, its extensions (faults,
     scenario actions, migration: :mod:`fakemdev.control.ops`) added on the
     first request rather than before the mount answers: they import the
     scenario machinery and PyYAML, most of a daemon's start-up, for ops that
     many mounts never get. The core ops (ping, info) answer either way."""
-    import threading
-
     from ..control.server import Controller
 
     class Deferred(Controller):
@@ -339,11 +347,13 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
     if foreground:
         serve(hosts, mountpoint, on_ready=on_ready, **kwargs)  # type: ignore[arg-type]
         return None
+    _prune_logs(runtime)
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(rfd)
         code = 1
+        logfd = -1
         try:
             os.setsid()
             logfd = os.open(log_path(mountpoint, runtime), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -362,6 +372,11 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            if code == 0 and logfd >= 0 and os.fstat(logfd).st_size == 0:
+                try:  # nothing to say: leave no file behind (a runtime dir filled with empty logs)
+                    os.unlink(log_path(mountpoint, runtime))
+                except OSError:
+                    pass
             os._exit(code)
     os.close(wfd)
     with os.fdopen(rfd, "rb") as r:
@@ -373,6 +388,30 @@ def mount(hosts: dict[str, Host], mountpoint: str, *, foreground: bool = False, 
     if "mount failed: Operation not permitted" in detail:  # libfuse's own words when mount(2) says EPERM
         raise MountError(f"{mountpoint}: {NO_CAP_SYS_ADMIN}")
     raise MountError(f"{mountpoint}: the fakemdev daemon failed to mount: {detail or 'no reason given'}")
+
+
+#: Logs of mounts that are gone kept in the runtime dir, newest first.
+KEEP_LOGS = 8
+
+
+def _prune_logs(runtime: str | None) -> None:
+    """Drop the logs of gone mounts beyond the :data:`KEEP_LOGS` newest. Each
+    mount point has its own log, so a test suite or a CI job that mounts on
+    fresh temporary directories would otherwise fill the runtime dir."""
+    d = runtime_dir(runtime)
+    orphans = []
+    for name in os.listdir(d):
+        stem, ext = os.path.splitext(name)
+        if ext == ".log" and not os.path.exists(os.path.join(d, stem + ".json")):
+            try:
+                orphans.append((os.stat(os.path.join(d, name)).st_mtime, name))
+            except OSError:
+                continue
+    for _, name in sorted(orphans, reverse=True)[KEEP_LOGS:]:
+        try:
+            os.unlink(os.path.join(d, name))
+        except OSError:
+            pass
 
 
 def _tail(path: str, lines: int = 3) -> str:
