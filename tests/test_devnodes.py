@@ -100,6 +100,28 @@ def test_attach_follows_the_model_in_the_same_commit(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "vfio") == ["vfio"]
 
 
+def test_a_change_touches_only_the_nodes_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each create or remove re-syncs the nodes; the ones that stayed are the
+    same objects (vfio_nodes interns them) and are not touched: at 10,000
+    groups, building and comparing them all cost every change 40-70 ms."""
+    host = default_host(with_gvt=False)
+    types = host.parents["mtty"].types["mtty-1"]
+    devs = [host.create(types, f"6e1ddb1a-0000-4000-8000-00000000010{i}") for i in range(3)]
+    before = vfio_nodes(host)
+    devdir = attach(host, str(tmp_path))
+    made: list[str] = []
+    removed: list[str] = []
+    monkeypatch.setattr(DevDir, "_make", lambda self, n: (made.append(n.name), self.made.__setitem__(n.name, n)))
+    monkeypatch.setattr(DevDir, "_remove", lambda self, n: (removed.append(n.name), self.made.pop(n.name)))
+    assert all(a is b for a, b in zip(before, vfio_nodes(host), strict=True))
+    dev = host.create(types, UUID)
+    assert (made, removed) == ([f"vfio/{dev.iommu_group}"], [])
+    group = devs[1].iommu_group  # the device gives it back when removed
+    host.remove(devs[1])
+    assert (made, removed) == ([f"vfio/{dev.iommu_group}"], [f"vfio/{group}"])
+    assert sorted(devdir.made) == sorted(n.name for n in vfio_nodes(host))
+
+
 @requires_root
 def test_devdir_makes_replaces_and_removes_nodes(tmp_path: Path) -> None:
     d = DevDir(str(tmp_path))
