@@ -564,11 +564,13 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
         prefix = f"{rel}/" if rel else ""
         children = tree.listing(rel, node)  # type: ignore[arg-type]
         dot = self._stat(host, tree, rel, node)[1]  # libfuse sends no attributes for "." and ".."
-        entries = [(".", dot), ("..", dot)]
-        entries += [(name, self._stat(host, tree, prefix + name, child)[1]) for name, child in children]
+        stat_of = self._stat
+        stats = [dot, dot]
+        stats += [stat_of(host, tree, prefix + name, child)[1] for name, child in children]
+        names = tuple([name for name, _ in children])
         if mark:
-            self._mark_seen(path, (name for name, _ in children))
-        return readdirplus.build(entries, key)
+            self._mark_seen(path, names)
+        return readdirplus.build(names, stats, key)
 
     @syscall
     def access(self, path: str, amode: int) -> int:

@@ -101,15 +101,25 @@ def kernfs_offsets(names: Iterable[str]) -> list[int]:
     return out
 
 
-def build(entries: Iterable[tuple[str, Any]], key: Hashable, encoding: str = "utf-8",
-          errors: str = "surrogateescape") -> Listing:
-    """A :class:`Listing` from (name, ``struct stat``) pairs in kernfs order."""
-    names: list[str] = []
-    stats: list[Any] = []
-    for name, st in entries:
-        names.append(name)
-        stats.append(st)
-    return Listing([n.encode(encoding, errors) for n in names], stats, kernfs_offsets(names), key)
+#: Encoded names and offsets by the tuple of a listing's names: they depend on
+#: the names alone, and a big host has thousands of directories with the same
+#: names (every device of a type), so most listings take them from here.
+_SHAPES: dict[tuple[str, ...], tuple[list[bytes], list[int]]] = {}
+SHAPES_MAX = 4096
+
+
+def build(names: tuple[str, ...], stats: list[Any], key: Hashable) -> Listing:
+    """A :class:`Listing` of a directory whose entries (kernfs order, "."
+    and ".." not included) are ``names``; ``stats`` has a ``struct stat``
+    for ".", ".." and then each name. The encoded names and offsets are
+    shared with every listing of the same names: nothing writes to them."""
+    shape = _SHAPES.get(names)
+    if shape is None:
+        if len(_SHAPES) >= SHAPES_MAX:
+            _SHAPES.clear()
+        full = [".", "..", *names]
+        shape = _SHAPES[names] = ([n.encode("utf-8", "surrogateescape") for n in full], kernfs_offsets(full))
+    return Listing(shape[0], stats, shape[1], key)
 
 
 _plain_readdir: Callable[..., int] | None = None
