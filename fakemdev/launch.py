@@ -9,6 +9,7 @@ same :func:`~fakemdev.mountcmd.mount` with the same defaults.
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,9 +23,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             mount(args[1])
         except SystemExit as e:
             return e.code if isinstance(e.code, int) else 1
+        if argv is None:  # this process's own command line: it has nothing left to do
+            _exit_now()
         return 0
     from .cli import main as click_main
     return click_main(args)
+
+
+def _exit_now() -> None:
+    """End the process without the interpreter's finalization, which tears
+    down every module the mount imported: a sixth of the time before
+    ``fakemdev mount`` returns, for a process whose daemon is already a
+    separate process and that holds no buffered output, lock or thread."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover
