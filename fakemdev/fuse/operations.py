@@ -415,9 +415,7 @@ class MdevOperations(mfusepy.Operations):  # type: ignore[misc,name-defined]  # 
             return
         warm = self.warm
         if len(warm) + len(children) > WARM_MAX:
-            warm.clear()  # the directories warmed so far may be warmed again (a second walk of a big tree)
-            self._dir_misses.clear()
-            self._dir_misses[head] = 2
+            warm.clear()
         prefix, prefix_rel = ("" if head == "/" else head), (f"{head_rel}/" if head_rel else "")
         for name, child in children:
             warm[f"{prefix}/{name}".encode("utf-8", "surrogateescape")] = \
