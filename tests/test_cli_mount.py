@@ -240,3 +240,27 @@ def test_logs_do_not_pile_up_in_the_runtime_dir(tmp_path: Path, monkeypatch: pyt
         assert (runtime / "alive.log").exists()
     finally:
         (runtime / "alive.json").unlink()
+
+
+def test_umount_waits_out_a_reference_that_goes_and_reports_one_that_stays(tmp_path: Path) -> None:
+    """A file held open for a moment (a request in flight, the daemon's reaper)
+    is waited out; one still held after BUSY_WAIT_S is reported, and the
+    mount stays."""
+    import threading
+
+    from fakemdev.fuse.daemon import BUSY_WAIT_S, MountError, umount
+    mp = tmp_path / "sys"
+    assert run_cli("mount", "--mkdir", str(mp)).returncode == 0
+    f = open(mp / "class" / "mdev_bus" / "mtty" / "uevent", "rb")
+    threading.Timer(BUSY_WAIT_S / 3, f.close).start()
+    assert umount(str(mp)) == "unmounted"
+    assert not _mountinfo_has(mp)
+    assert run_cli("mount", str(mp)).returncode == 0
+    held = open(mp / "class" / "mdev_bus" / "mtty" / "uevent", "rb")
+    try:
+        with pytest.raises(MountError, match="busy"):
+            umount(str(mp))
+        assert _mountinfo_has(mp)
+    finally:
+        held.close()
+        umount(str(mp))
