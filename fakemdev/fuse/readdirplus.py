@@ -104,8 +104,12 @@ def kernfs_offsets(names: Iterable[str]) -> list[int]:
 #: Encoded names and offsets by the tuple of a listing's names: they depend on
 #: the names alone, and a big host has thousands of directories with the same
 #: names (every device of a type), so most listings take them from here.
+#: Only listings of at most SHAPE_NAMES_MAX names are kept: a big directory
+#: (bus/mdev/devices of a 10,000-device host) has names of its own, and a new
+#: set of them after every change, so keeping those would only hold memory.
 _SHAPES: dict[tuple[str, ...], tuple[list[bytes], list[int]]] = {}
 SHAPES_MAX = 4096
+SHAPE_NAMES_MAX = 64
 
 
 def build(names: tuple[str, ...], stats: list[Any], key: Hashable) -> Listing:
@@ -115,10 +119,12 @@ def build(names: tuple[str, ...], stats: list[Any], key: Hashable) -> Listing:
     shared with every listing of the same names: nothing writes to them."""
     shape = _SHAPES.get(names)
     if shape is None:
-        if len(_SHAPES) >= SHAPES_MAX:
-            _SHAPES.clear()
         full = [".", "..", *names]
-        shape = _SHAPES[names] = ([n.encode("utf-8", "surrogateescape") for n in full], kernfs_offsets(full))
+        shape = ([n.encode("utf-8", "surrogateescape") for n in full], kernfs_offsets(full))
+        if len(names) <= SHAPE_NAMES_MAX:
+            if len(_SHAPES) >= SHAPES_MAX:
+                _SHAPES.clear()
+            _SHAPES[names] = shape
     return Listing(shape[0], stats, shape[1], key)
 
 
