@@ -574,6 +574,15 @@ class SysfsTree:
         """VFIO groups of mdevs and of PCI functions bound to a VFIO driver."""
         return [*self.host.groups, *self.host.pci.vfio_groups()]
 
+    def _has_vfio_group(self, g: int) -> bool:
+        """``g in _all_vfio_groups()`` without building the list (a lookup of one group)."""
+        return g in self.host.groups or self.host.pci.vfio_group_minor(g) is not None
+
+    def _vfio_group_count(self) -> int:
+        pci = self.host.pci
+        return len(self.host.groups) + (pci.vfio_group_count() and
+                                        sum(1 for g in pci.vfio_groups() if g not in self.host.groups))
+
     def _class_vfio_dev(self) -> Mapping[str, Node]:
         out: dict[str, Node] = {}
         for dev in self.host.devices.values():
@@ -596,7 +605,7 @@ class SysfsTree:
         return {str(g): self._vfio_group_dir(g) for g in self._all_vfio_groups()}
 
     def _vfio_group_dir(self, g: int) -> StaticDir:
-        minor = self.host.pci.vfio_groups().get(g)
+        minor = self.host.pci.vfio_group_minor(g)
         if minor is not None:
             return pci_tree.vfio_group_dir(self, g, minor)
         owner = self.host.groups.get(g)
@@ -634,7 +643,7 @@ class GroupLinksDir(Directory):
 
     def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
-        if g is None or g not in self.tree._all_vfio_groups():
+        if g is None or not self.tree._has_vfio_group(g):
             return None
         return Link(f"../../devices/virtual/vfio/{g}")
 
@@ -656,7 +665,7 @@ class VfioGroupsDir(Directory):
 
     def lookup(self, name: str) -> Node | None:
         g = _group_number(name)
-        if g is None or g not in self.tree._all_vfio_groups():
+        if g is None or not self.tree._has_vfio_group(g):
             return None
         return self.tree._vfio_group_dir(g)
 
@@ -664,7 +673,7 @@ class VfioGroupsDir(Directory):
         return self.tree._vfio_groups()
 
     def subdir_count(self) -> int:
-        return len(self.tree._all_vfio_groups())
+        return self.tree._vfio_group_count()
 
 
 def _group_number(name: str) -> int | None:

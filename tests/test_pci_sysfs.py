@@ -116,6 +116,11 @@ def test_a_vf_moves_to_vfio_pci_through_override_unbind_and_probe(tmp_path: Path
         # the host's one vfio group major (245, as the mdev capture's), minors from 0
         assert (root / "devices/virtual/vfio" / group / "dev").read_text() == "245:0\n"
         assert os.readlink(root / "dev/char/245:0") == f"../../devices/virtual/vfio/{group}"
+        # one group asked for by number, not found by listing them all: the same answers
+        assert os.lstat(root / "devices/virtual/vfio").st_nlink == 2 + 1
+        for absent in (str(int(group) + 1000), f"0{group}", "vfio"):
+            assert not os.path.lexists(root / "devices/virtual/vfio" / absent)
+            assert not os.path.lexists(root / "class/vfio" / absent)
         (vfio,) = os.listdir(vf / "vfio-dev")
         assert os.path.realpath(root / "class/vfio-dev" / vfio) == os.path.realpath(vf / "vfio-dev" / vfio)
         assert "pci:vfio-pci" in os.listdir(root / "module/vfio_pci/drivers")
