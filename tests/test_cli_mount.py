@@ -264,3 +264,42 @@ def test_umount_waits_out_a_reference_that_goes_and_reports_one_that_stays(tmp_p
     finally:
         held.close()
         umount(str(mp))
+
+
+GC_PROBE = """
+import gc, json, os, subprocess, sys, threading
+from fakemdev.fuse import daemon
+from fakemdev.hosts import default_host
+mp, runtime, before = sys.argv[1], sys.argv[2], tuple(json.loads(sys.argv[3]))
+gc.set_threshold(*before)
+ready = threading.Event()
+t = threading.Thread(target=daemon.mount, args=({"default": default_host()}, mp),
+                     kwargs={"foreground": True, "on_ready": ready.set, "runtime": runtime}, daemon=True)
+t.start()
+assert ready.wait(60), "the mount never answered"
+during = gc.get_threshold()
+answers = os.path.isdir(os.path.join(mp, "bus/mdev"))
+# not daemon.umount(): it would also signal the daemon's pid, which is this process
+subprocess.run(["fusermount3", "-u", mp], check=True)
+t.join(60)
+print(json.dumps({"during": during, "after": gc.get_threshold(), "answers": answers, "ended": not t.is_alive()}))
+"""
+
+
+@requires_fuse
+@pytest.mark.parametrize("before", [(700, 10, 10), (0, 10, 10)], ids=["default", "collection-off"])
+def test_serve_raises_the_young_gc_threshold_only_while_it_serves(tmp_path: Path,
+                                                                  before: tuple[int, int, int]) -> None:
+    """A foreground serve() (here in a thread of a bigger program) sets the daemon's young
+    threshold while it serves and gives the program its own back; a program that turned
+    collection off keeps it off."""
+    from fakemdev.fuse.daemon import GC_YOUNG_THRESHOLD
+    mp = tmp_path / "sys"
+    mp.mkdir()
+    out = subprocess.run([sys.executable, "-c", GC_PROBE, str(mp), str(tmp_path / "runtime"), json.dumps(before)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["answers"] and got["ended"]
+    assert tuple(got["during"]) == ((GC_YOUNG_THRESHOLD, 10, 10) if before[0] else before)
+    assert tuple(got["after"]) == before

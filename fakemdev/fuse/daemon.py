@@ -171,7 +171,9 @@ PROBE_TIMEOUT = 2.0
 #: has seen); at the default, the collections this triggers took about a third
 #: of an lstat walk of a 10,000-device host (in one process, pinned: 31.7 ->
 #: 24.3 µs a path at 10,000). Reference counting still frees what holds no
-#: cycle at once, so memory moves by a few young objects at most.
+#: cycle at once, so memory moves by a few young objects at most. The
+#: threshold is the process's: a foreground ``serve()`` in a thread of a
+#: bigger program sets it for as long as it serves.
 GC_YOUNG_THRESHOLD = 10_000
 
 
@@ -277,7 +279,8 @@ def serve(hosts: dict[str, Host], mountpoint: str, *, multi: bool = False, allow
     ops.prebuild()
     from .binding import mfusepy
     thresholds = gc.get_threshold()
-    gc.set_threshold(max(GC_YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
+    if thresholds[0]:  # 0: the process turned collection off, which stays its choice
+        gc.set_threshold(max(GC_YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=not threads, raw_fi=True, **options)
     except RuntimeError as e:
