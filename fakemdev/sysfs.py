@@ -579,9 +579,8 @@ class SysfsTree:
         return g in self.host.groups or self.host.pci.vfio_group_minor(g) is not None
 
     def _vfio_group_count(self) -> int:
-        pci = self.host.pci
-        return len(self.host.groups) + (pci.vfio_group_count() and
-                                        sum(1 for g in pci.vfio_groups() if g not in self.host.groups))
+        groups = self.host.groups
+        return len(groups) + sum(1 for g in self.host.pci.vfio_groups() if g not in groups)
 
     def _class_vfio_dev(self) -> Mapping[str, Node]:
         out: dict[str, Node] = {}

@@ -204,9 +204,6 @@ class PciBus:
         group's minor for it made a walk of a big host quadratic."""
         return self._group_minors.get(group)
 
-    def vfio_group_count(self) -> int:
-        return len(self._group_minors)
-
     def vfio_devs(self) -> dict[str, str]:
         return {f"vfio{fn.vfio_index}": f"{fn.devpath}/vfio-dev/vfio{fn.vfio_index}"
                 for fn in self.functions.values() if fn.vfio_index is not None}
