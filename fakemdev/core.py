@@ -18,12 +18,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import events as ev
 from . import kernels
 from .errors import KernelError
+from .structs import field, record
 from .vendors.base import MdevTypeSpec, ParentSpec, VendorDriver
 
 UUID_LEN = 36
@@ -104,7 +104,7 @@ class LowestFreeIds:
         return len(self._used)
 
 
-@dataclass
+@record
 class Uevent:
     action: str
     devpath: str          # without /sys, e.g. /devices/virtual/mtty/mtty
@@ -112,7 +112,7 @@ class Uevent:
     seqnum: int = 0
 
 
-@dataclass
+@record
 class Change:
     """What one mutation did, for listeners: what happened (for cache
     invalidation, through :func:`fakemdev.sysfs.invalidation`) and the uevents."""

@@ -38,10 +38,10 @@ import logging
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .core import VFIO_GROUP_MAJOR
+from .structs import record
 
 if TYPE_CHECKING:
     from .core import Host
@@ -52,7 +52,7 @@ VFIO_MISC = (10, 196)  # include/linux/miscdevice.h: VFIO_MINOR 196 on the misc 
 DEFAULT_MODE = 0o600   # devtmpfs's default for a device without DEVMODE (drivers/base/devtmpfs.c)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DevNode:
     """One char device: its /dev name (``DEVNAME``), numbers, mode and sysfs device path."""
 

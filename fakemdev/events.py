@@ -8,8 +8,9 @@ projection needs that the model no longer holds once the mutation is done
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
+from typing import TYPE_CHECKING, Any, dataclass_transform
+
+from .structs import field, record
 
 if TYPE_CHECKING:
     from .core import MdevDevice, Parent
@@ -17,65 +18,17 @@ if TYPE_CHECKING:
     from .vendors.base import VendorDriver
 
 
-@dataclass_transform(frozen_default=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
 class _Event:
     """A frozen record of the fields its subclass annotates, as
-    ``@dataclass(frozen=True)`` would make it: keyword or positional
-    ``__init__`` with the class attributes as defaults, equality and hash by
-    value, a repr, no assignment after ``__init__``.
-
-    Not ``@dataclass`` itself: that writes and compiles five functions per
-    class at import, and these 25 classes then cost about 25 ms of every
-    start-up (``fakemdev mount`` imports them before the tree can answer).
-    Here a class's ``__init__`` is compiled when its first event is made
-    (:func:`_compile_init`), and most classes never are in a run."""
+    ``@dataclass(frozen=True)`` would make it (:func:`fakemdev.structs.record`):
+    there are 25 of these classes, and most never have an instance in a run."""
 
     __slots__ = ()
-    _fields: ClassVar[tuple[str, ...]] = ()
-    _defaults: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._fields = tuple(cls.__dict__.get("__annotations__", {}))
-        cls._defaults = {n: cls.__dict__[n] for n in cls._fields if n in cls.__dict__}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # The first event of a class compiles its real __init__ (what @dataclass
-        # would have written at import) and puts it on the class for the next ones.
-        _compile_init(type(self))(self, *args, **kwargs)
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, n) for n in self._fields)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen: cannot assign {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is frozen: cannot delete {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self._values()))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._fields)})"
-
-
-def _compile_init(cls: type[_Event]) -> Callable[..., None]:
-    """``cls.__init__`` with the fields as parameters (defaults from the class),
-    assigning through ``object.__setattr__`` as a frozen dataclass does."""
-    params = ", ".join(f"{n}=_defaults[{n!r}]" if n in cls._defaults else n for n in cls._fields)
-    body = "".join(f"    _set(self, {n!r}, {n})\n" for n in cls._fields) or "    pass\n"
-    namespace: dict[str, Any] = {"_defaults": cls._defaults, "_set": object.__setattr__}
-    exec(f"def __init__(self, {params}):\n{body}", namespace)  # noqa: S102  (a trailing comma is valid)
-    init: Callable[..., None] = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    type.__setattr__(cls, "__init__", init)
-    return init
+        record(frozen=True)(cls)
 
 
 class DriverLoaded(_Event):

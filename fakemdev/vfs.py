@@ -29,11 +29,11 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import KernelError
 from .kernfs import MAX_STORE, Attribute, Node
+from .structs import record
 
 PAGE_SIZE = 4096  # kernfs_file_read_iter reads at most a page per call
 
@@ -50,7 +50,7 @@ class Tree(Protocol):
     def mode_of(self, rel: str, node: Node) -> int: ...
 
 
-@dataclass
+@record
 class OpenFile:
     """One open attribute (``struct kernfs_open_file``)."""
 

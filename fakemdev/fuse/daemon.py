@@ -25,10 +25,10 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import Host
+from ..structs import record
 
 if TYPE_CHECKING:
     from ..control.server import Controller
@@ -74,7 +74,7 @@ def log_path(mountpoint: str, runtime: str | None = None) -> str:
     return os.path.join(runtime_dir(runtime), _mount_id(mountpoint) + ".log")
 
 
-@dataclass
+@record
 class MountInfo:
     mountpoint: str
     pid: int
@@ -103,7 +103,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-@dataclass
+@record
 class MountEntry:
     """One line of /proc/self/mountinfo: where, which filesystem (``major:minor``,
     shared by every bind mount of it), the directory of that filesystem the

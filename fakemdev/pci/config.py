@@ -14,7 +14,8 @@ CAP_SYS_ADMIN only the first 64 bytes (the standard header) are returned.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from ..structs import record
 
 CONVENTIONAL_SIZE = 256
 PCIE_SIZE = 4096
@@ -28,7 +29,7 @@ SRIOV_VF_OFFSET, SRIOV_VF_STRIDE, SRIOV_VF_DID = 0x14, 0x16, 0x1A
 SRIOV_CTRL_VFE, SRIOV_CTRL_MSE = 0x01, 0x08
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Identity:
     """What the kernel reads from the header at enumeration (pci_setup_device)."""
 

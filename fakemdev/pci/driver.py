@@ -10,8 +10,9 @@ driver; a device whose override names the driver matches even with no id.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from ..structs import field, record
 
 if TYPE_CHECKING:
     from .function import PciFunction
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 ANY = 0xFFFFFFFF  # PCI_ANY_ID
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PciId:
     """One ``struct pci_device_id``."""
 
@@ -46,7 +47,7 @@ class PciId:
             other.vendor, other.device, other.subvendor, other.subdevice, other.class_code, other.class_mask)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChildDevice:
     """A device a driver creates below the function when it binds (virtio0,
     nvme/nvme0, ...): announced with the uevents the capture shows."""
@@ -57,7 +58,7 @@ class ChildDevice:
     driver: str | None = None      # its own driver: a bind uevent follows its add
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class PciDriver:
     """A registered PCI driver: its name on the bus, its module, its ids.
 

@@ -9,9 +9,9 @@ change it live in :mod:`fakemdev.pci.bus`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..structs import field, record
 from . import config as cfgspace
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 RESET_METHODS = ("device_specific", "acpi", "flr", "af_flr", "pm", "bus", "cxl_bus")  # pci_reset_fn_methods
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class Sriov:
     """``struct pci_sriov`` of a PF."""
 
@@ -41,7 +41,7 @@ def _default_resource(header_type: int) -> list[str]:
     return ["0x0000000000000000 0x0000000000000000 0x0000000000000000"] * 13
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class PciFunction:
     """A function on the PCI bus. ``devpath`` is its sysfs directory (no leading /)."""
 

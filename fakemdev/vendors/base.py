@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import KernelError
 from ..kernels import DEFAULT_KERNEL, DEFAULT_OWN_MDEV_DRIVER_SINCE, VFIO_MDEV, mdev_driver_name, no_capacity_errno
 from ..kernfs import Attribute, Node
+from ..structs import field, record
 
 if TYPE_CHECKING:
     from ..core import MdevDevice, MdevType, Parent, Uevent
@@ -53,7 +53,7 @@ class HostServices(Protocol):
     def pci(self) -> PciBus: ...
 
 
-@dataclass
+@record
 class MdevTypeSpec:
     """One mdev type as the driver registers it (``struct mdev_type``)."""
 
@@ -64,7 +64,7 @@ class MdevTypeSpec:
     params: dict[str, Any] = field(default_factory=dict)  # driver-private
 
 
-@dataclass
+@record
 class ParentSpec:
     """A parent device the driver registers with ``mdev_register_parent``."""
 
@@ -355,7 +355,7 @@ class SysfsReader(Protocol):
         """A directory's entries ([] if none)."""
 
 
-@dataclass
+@record
 class Recorded:
     """One parent entry ``fakemdev record`` found outside the mdev core:
     the driver's options, the writes (sysfs-relative path, value) that

@@ -21,12 +21,12 @@ before it). In YAML a list option is a list, or one string with commas.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from ..structs import record
 
 
 class OptionError(ValueError):
@@ -44,7 +44,7 @@ class OptionError(ValueError):
         self.driver = driver
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Option:
     """What one option may be. ``parse`` turns a value from YAML or the
     command line (always a string there, or a list of strings) into what
@@ -198,6 +198,7 @@ def schema_of(cls: type) -> dict[str, Option | None]:
     if declared is not None:
         out: dict[str, Option | None] = dict(declared)
     else:
+        import inspect  # only for such drivers: inspect is a fifth of the imports of a default mount
         out = {n: None for n, p in inspect.signature(cls.__init__).parameters.items()  # type: ignore[misc]
                if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     out.update(COMMON)
