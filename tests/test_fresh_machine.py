@@ -98,7 +98,8 @@ _early: dict[str, object] = {}
 
 def launch_early() -> None:
     """Called at session start (conftest): the fresh machines run beside the
-    rest of the suite instead of after it, which is most of their cost."""
+    rest of the suite instead of after it, which is most of their cost (and
+    conftest collects their tests last, so nothing waits for them early)."""
     import tempfile
     import threading
     if engines.engine_problem("podman"):
