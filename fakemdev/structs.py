@@ -2,12 +2,14 @@
 
 ``fakemdev mount`` imports the model (the host, its PCI functions, the vendor
 drivers' specs) before its tree can answer. With ``@dataclass`` that start-up
-paid for importing :mod:`dataclasses` (which imports :mod:`inspect`, and with it
-:mod:`ast`, :mod:`dis` and :mod:`tokenize`) and for writing and compiling up to
-six functions per class at import: about a fifth of the time before a default
-mount answers (issue 17's start-up target). :func:`record` gives the same
-classes for the features the model uses, and compiles a class's ``__init__``
-when its first instance is made: most classes of a run never have one.
+paid for importing :mod:`dataclasses` and for writing and compiling up to six
+functions per class at import, for 16 classes: about a tenth of the time
+before a default mount answers (issue 17's start-up target; measured A/B,
+docs/performance.md). :func:`record` gives the same classes for the features
+the model uses, and compiles a class's ``__init__`` when its first instance
+is made: most classes of a run never have one. (A library user's
+``import fakemdev`` also leaves out :mod:`inspect`, which :mod:`dataclasses`
+imports; a mount loads it anyway, for mfusepy.)
 
 What :func:`record` makes, as ``@dataclass`` would with the same arguments:
 
