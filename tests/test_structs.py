@@ -49,14 +49,10 @@ def test_same_behaviour_as_dataclass(frozen: bool, eq: bool) -> None:
         assert a.__match_args__ == b.__match_args__ == ("bdf", "irq", "resource", "numa_node")
         assert (a == ours(*args, **kwargs)) == (b == theirs(*args, **kwargs))
         assert (a.__hash__ is None) == (b.__hash__ is None)
-        if frozen and eq:
-            with pytest.raises(TypeError):  # a list field: unhashable, as a dataclass's
-                hash(theirs(*args, **kwargs))
-            with pytest.raises(TypeError):
-                hash(a)
-            a2 = ours(*args[:2], **{k: v for k, v in kwargs.items() if k != "resource"}, resource=())
-            assert hash(a2) == hash(ours(*args[:2], **{k: v for k, v in kwargs.items() if k != "resource"},
-                                         resource=()))
+        if frozen and eq:  # hashable by value, and this one holds a list: neither hashes
+            for made in (a, b):
+                with pytest.raises(TypeError, match="unhashable type: 'list'"):
+                    hash(made)
         if frozen:
             with pytest.raises(FrozenInstanceError):
                 a.irq = 3
@@ -72,6 +68,21 @@ def test_same_behaviour_as_dataclass(frozen: bool, eq: bool) -> None:
             ours(*bad)
         with pytest.raises(TypeError):
             theirs(*bad)
+
+
+def test_a_frozen_record_hashes_its_values_as_a_dataclass_does() -> None:
+    @record(frozen=True)
+    class PciId:
+        vendor: int
+        device: int = 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Theirs:
+        vendor: int
+        device: int = 0
+
+    assert hash(PciId(0x1AF4, 0x1041)) == hash(Theirs(0x1AF4, 0x1041)) == hash((0x1AF4, 0x1041))
+    assert len({PciId(1), PciId(1), PciId(1, 1)}) == 2
 
 
 def test_post_init_runs_after_the_fields() -> None:
