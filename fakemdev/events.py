@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class _Event:
     """A frozen record of the fields its subclass annotates, as
     ``@dataclass(frozen=True)`` would make it (:func:`fakemdev.structs.record`):
-    there are 25 of these classes, and most never have an instance in a run."""
+    there are 24 of these classes, and most never have an instance in a run."""
 
     __slots__ = ()
 

@@ -122,3 +122,59 @@ def test_a_default_mount_does_not_import_dataclasses() -> None:
             "print(sorted({'dataclasses'} & set(sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.split() == ["[]", "[]"]
+
+
+def test_a_first_instance_made_after_another_thread_compiled_init_is_built() -> None:
+    """Two threads making a class's first instances at once: both enter the
+    stand-in __init__, one compiles the real one, and the other must use it
+    (it raised StopIteration before the compile took a lock). Made
+    deterministic: the stand-in runs after the class already has the real one."""
+    @record(frozen=True)
+    class DeviceBound:
+        uuid: str
+        iommu_group: int = 0
+
+    late = DeviceBound.__new__(DeviceBound)
+    assert DeviceBound("a").uuid == "a"  # the "other thread": compiles and installs __init__
+    structs._first_init(late, "b", 7)
+    assert (late.uuid, late.iommu_group) == ("b", 7)
+
+
+def test_many_threads_making_first_instances_of_fresh_classes_all_succeed() -> None:
+    import threading
+    classes = []
+    for i in range(100):
+        @record
+        class Uevent:
+            action: str
+            seqnum: int = i
+        classes.append(Uevent)
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def make() -> None:
+        start.wait()
+        for cls in classes:
+            try:
+                assert cls("add").action == "add"
+            except BaseException as e:  # noqa: B036 - reported below
+                errors.append(e)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=make) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+
+
+def test_a_mutable_default_is_refused_as_by_dataclass() -> None:
+    for deco in (record, dataclasses.dataclass):
+        with pytest.raises(ValueError, match="mutable default .* for field devices is not allowed"):
+            @deco
+            class Parent:
+                devices: list[str] = []  # noqa: RUF012 - the point of the test
