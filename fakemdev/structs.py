@@ -100,7 +100,7 @@ class _Spec:
     """A record class's fields (inherited first), defaults, factories and
     frozenness: what its ``__init__`` is compiled from."""
 
-    __slots__ = ("fields", "defaults", "factories", "frozen")
+    __slots__ = ("fields", "defaults", "factories", "frozen", "init")
 
     def __init__(self, fields: tuple[str, ...], defaults: dict[str, Any], factories: dict[str, Callable[[], Any]],
                  frozen: bool) -> None:
@@ -108,6 +108,7 @@ class _Spec:
         self.defaults = defaults
         self.factories = factories
         self.frozen = frozen
+        self.init: Callable[..., None] | None = None  # compiled on the first instance
 
 
 def _setup(cls: type, frozen: bool, eq: bool) -> None:
@@ -152,7 +153,7 @@ def _setup(cls: type, frozen: bool, eq: bool) -> None:
     methods: dict[str, Any] = {"__record__": _Spec(tuple(fields), defaults, factories, frozen),
                                "__match_args__": tuple(fields)}
     if "__init__" not in own:
-        methods["__init__"] = _first_init
+        methods["__init__"] = _stand_in(cls)
     if "__repr__" not in own:
         methods["__repr__"] = _repr
     if eq and "__eq__" not in own:
@@ -171,29 +172,32 @@ def _setup(cls: type, frozen: bool, eq: bool) -> None:
 _compile_lock = threading.Lock()
 
 
-def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
-    # The first instance of a class compiles its real __init__ (what @dataclass
-    # would have written at import) and puts it on the class for the next ones.
-    _compile_init(type(self))(self, *args, **kwargs)
+def _stand_in(owner: type) -> Callable[..., None]:
+    """``owner.__init__`` until its first instance: that one compiles the real
+    ``__init__`` (what @dataclass would have written at import) and puts it on
+    the class for the next ones. It knows its class, so a subclass's
+    ``super().__init__()`` reaching it builds the fields of ``owner``."""
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        _compile_init(owner)(self, *args, **kwargs)
+    __init__.__qualname__ = f"{owner.__qualname__}.__init__"
+    return __init__
 
 
-def _compile_init(cls: type) -> Callable[..., None]:
-    """``cls.__init__`` with the fields as parameters, as ``@dataclass`` writes
+def _compile_init(owner: type) -> Callable[..., None]:
+    """``owner.__init__`` with the fields as parameters, as ``@dataclass`` writes
     it: a factory default is a marker the body replaces with a fresh value, a
-    frozen record assigns through ``object.__setattr__``. Under a lock, so
-    that of two threads making a class's first instances at once, the
-    second finds the first one's ``__init__`` instead of compiling again."""
-    with _compile_lock:
-        owner = next((c for c in cls.__mro__ if c.__dict__.get("__init__") is _first_init), None)
-        if owner is None:  # another thread compiled it after this one read _first_init
-            init: Callable[..., None] = next(c.__dict__["__init__"] for c in cls.__mro__ if "__init__" in c.__dict__)
-            return init
-        return _compile_into(owner)
-
-
-def _compile_into(owner: type) -> Callable[..., None]:
-    """Write, compile and install ``owner.__init__`` (under ``_compile_lock``)."""
+    frozen record assigns through ``object.__setattr__``. Compiled once, under
+    a lock: of two threads making a class's first instances at once, the
+    second uses the first one's."""
     spec: _Spec = owner.__dict__["__record__"]
+    with _compile_lock:
+        if spec.init is None:
+            spec.init = _compile(owner, spec)
+            type.__setattr__(owner, "__init__", spec.init)
+        return spec.init
+
+
+def _compile(owner: type, spec: _Spec) -> Callable[..., None]:
     params, body = [], []
     for n in spec.fields:
         if n in spec.factories:
@@ -210,7 +214,6 @@ def _compile_into(owner: type) -> Callable[..., None]:
     exec(f"def __init__(self, {', '.join(params)}):\n{''.join(body) or '    pass'}\n", namespace)  # noqa: S102
     init: Callable[..., None] = namespace["__init__"]
     init.__qualname__ = f"{owner.__qualname__}.__init__"
-    type.__setattr__(owner, "__init__", init)
     return init
 
 

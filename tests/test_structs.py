@@ -134,10 +134,31 @@ def test_a_first_instance_made_after_another_thread_compiled_init_is_built() -> 
         uuid: str
         iommu_group: int = 0
 
+    stand_in = DeviceBound.__init__  # what a thread read before the other one compiled
     late = DeviceBound.__new__(DeviceBound)
     assert DeviceBound("a").uuid == "a"  # the "other thread": compiles and installs __init__
-    structs._first_init(late, "b", 7)
+    stand_in(late, "b", 7)
     assert (late.uuid, late.iommu_group) == ("b", 7)
+
+
+def test_a_subclass_reaching_the_stand_in_late_builds_the_parents_fields() -> None:
+    """The same race through a subclass whose own __init__ calls super().__init__()
+    (as PcieportDriver does PciDriver's): the late stand-in builds the parent's
+    fields, not the subclass's own __init__ again."""
+    @record(eq=False)
+    class PciDriver:
+        name: str
+        ids: tuple[int, ...] = ()
+
+    stand_in = PciDriver.__init__
+
+    class PcieportDriver(PciDriver):
+        def __init__(self) -> None:
+            stand_in(self, "pcieport", (0x0604,))
+
+    assert PciDriver("vfio-pci").name == "vfio-pci"  # compiled by "another thread"
+    d = PcieportDriver()
+    assert (d.name, d.ids) == ("pcieport", (0x0604,))
 
 
 def test_many_threads_making_first_instances_of_fresh_classes_all_succeed() -> None:

@@ -198,7 +198,7 @@ def schema_of(cls: type) -> dict[str, Option | None]:
     if declared is not None:
         out: dict[str, Option | None] = dict(declared)
     else:
-        import inspect  # only for such drivers: inspect is a fifth of the imports of a default mount
+        import inspect  # only for such drivers: a plain `import fakemdev` (the pytest plugin's) need not load it
         out = {n: None for n, p in inspect.signature(cls.__init__).parameters.items()  # type: ignore[misc]
                if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     out.update(COMMON)
